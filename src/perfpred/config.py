@@ -1,0 +1,97 @@
+"""Where configuration lives and how it is read: conf/ (Hydra) and params.yaml, its composition."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+#: The repository this package was installed from (src layout: src/perfpred/config.py).
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value or selection that does not exist."""
+
+
+def project_root() -> Path:
+    """The project folder: $PERFPRED_ROOT, else the working directory if it has conf/, else the package's repo."""
+    if "PERFPRED_ROOT" in os.environ:
+        return Path(os.environ["PERFPRED_ROOT"]).resolve()
+    if (Path.cwd() / "conf").is_dir():
+        return Path.cwd()
+    return PACKAGE_ROOT
+
+
+def conf_dir() -> Path:
+    """The Hydra configuration folder."""
+    path = project_root() / "conf"
+    if not path.is_dir():
+        raise ConfigError(f"no configuration folder at {path}: run perfpred from the repository or set PERFPRED_ROOT")
+    return path
+
+
+def compose(config_name: str = "config", overrides: Sequence[str] = ()):
+    """Compose conf/<config_name>.yaml with Hydra overrides and return it as a DictConfig."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a running Hydra app
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_dir(version_base=None, config_dir=str(conf_dir())):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def composed_params(overrides: Sequence[str] = ()) -> dict:
+    """The plain dict that params.yaml holds: conf/config.yaml composed and resolved."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose("config", overrides), resolve=True)
+
+
+def write_params(path: Path | None = None, overrides: Sequence[str] = ()) -> Path:
+    """Write the composition of conf/ to params.yaml (what DVC's Hydra integration does for `dvc exp run`)."""
+    path = path or project_root() / PARAMS_FILE
+    header = "# Generated from conf/ by `perfpred params`: edit conf/, not this file.\n"
+    path.write_text(header + yaml.safe_dump(composed_params(overrides), sort_keys=False))
+    return path
+
+
+def load_params(path: Path | None = None) -> dict:
+    """The pipeline's parameters: params.yaml if present, else conf/ composed."""
+    path = path or project_root() / PARAMS_FILE
+    if path.exists():
+        return yaml.safe_load(path.read_text())
+    return composed_params()
+
+
+def group_options(group: str) -> list[str]:
+    """The option names of a config group, e.g. group_options('target') -> ['jetson-nano', ...]."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def group_option(group: str, name: str) -> dict:
+    """One option of a config group as a plain dict; an unknown name is an error listing the known ones."""
+    path = conf_dir() / group / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(group_options(group)) or "none"
+        raise ConfigError(f"unknown {group} {name!r}: known {group}s are {known} (conf/{group}/)")
+    return yaml.safe_load(path.read_text())
+
+
+def target_config(name: str) -> dict:
+    """The configuration of one target (conf/target/<name>.yaml)."""
+    return group_option("target", name)
+
+
+def path(key: str, params: dict | None = None) -> Path:
+    """A pipeline path from conf/paths, resolved against the project root."""
+    params = params if params is not None else load_params()
+    try:
+        return project_root() / params["paths"][key]
+    except KeyError:
+        raise ConfigError(f"no path named {key!r} in conf/paths: known are {', '.join(params['paths'])}") from None
