@@ -117,7 +117,7 @@ def read_raw(path: Path, metric: str, report: ImportReport | None = None) -> pd.
                     f"dataset has {len(names)} columns, no header: {', '.join(names)}"
                 )
             report.rows_read += 1
-            row, reason = _parse_row(dict(zip(names, fields)), metric)
+            row, reason = _parse_row(dict(zip(names, fields, strict=True)), metric)
             if reason:
                 rejection = Rejection(_display(path), line_number, reason)
                 warnings.warn(f"row skipped: {rejection}", stacklevel=2)
