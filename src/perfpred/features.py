@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from perfpred import config, schema
-from perfpred.describe import EXTRA_COLUMNS, describe
+from perfpred.description import EXTRA_COLUMNS, describe
 
 MANIFEST_COLUMNS = ("name", "family", "input_width", "descriptor", "source", "synthetic")
 FEATURES_FILE = "features.parquet"
