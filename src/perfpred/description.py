@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
 from perfpred import descriptors, shapes
-from perfpred.descriptors import DescriptorError, Graph, TensorRef
+from perfpred.descriptors import DescriptorError, Graph
 from perfpred.schema import FEATURE_COLUMNS
 
 CONV_CLASSES = {"Conv2D", "Convolution2D", "Conv2DTranspose", "Deconvolution2D", "DepthwiseConv2D",
@@ -54,14 +55,9 @@ class _Walk:
         outputs = self.run(self.graph, None)
         if not outputs:
             raise DescriptorError(f"{self.graph.source}: the model has no outputs")
-        totals = self.totals
-        totals["neurons"] = self.neurons()
-        totals["param_bytes"] = totals["params"] * BYTES_PER_PARAM
-        width = self.input_width
-        result = {column: totals[column] for column in FEATURE_COLUMNS}
-        result["input_size"] = totals["input_size"]
-        result |= {column: totals[column] for column in EXTRA_COLUMNS[1:-1]}
-        return {"input_width": width} | result | {"approximate": self.approximate}
+        totals = self.totals | {"neurons": self.neurons(), "input_width": self.input_width,
+                                "param_bytes": self.totals["params"] * BYTES_PER_PARAM, "approximate": self.approximate}
+        return {column: totals[column] for column in ("input_width", *FEATURE_COLUMNS, *EXTRA_COLUMNS[1:])}
 
     def neurons(self) -> int:
         """Weighted neurons as the data's source computed them, from its per-layer table.
@@ -86,7 +82,6 @@ class _Walk:
 
     def run(self, graph: Graph, input_shapes: list | None) -> list:
         """Infer every layer of `graph` (in descriptor order, which Keras writes topologically)."""
-        by_name = {layer.name: layer for layer in graph.layers}
         produced: dict[tuple[str, int], list] = {}
         pending = list(graph.layers)
         while pending:
@@ -108,7 +103,6 @@ class _Walk:
                 names = ", ".join(f"{layer.name!r}" for layer in waiting[:5])
                 raise DescriptorError(f"{graph.source}: layers {names} read tensors no layer produces (a cycle?)")
             pending = waiting
-        del by_name
         return [produced[(ref.layer, ref.node)][ref.tensor] for ref in graph.outputs if (ref.layer, ref.node) in produced]
 
     def input_layer(self, graph: Graph, layer, given) -> tuple:
@@ -206,15 +200,14 @@ class _Walk:
         return self._lambda_reference
 
     def add(self, name: str, class_name: str, stats: shapes.LayerStats, graph: Graph, count: bool) -> None:
+        if class_name == "InputLayer" and graph is not self.graph:
+            return  # a nested model's input is its caller's tensor, already counted
         totals = self.totals
         self.layer_shapes.setdefault(name, stats.shape)
         totals["flops"] += stats.flops
         totals["activations"] += shapes.elements(stats.shape)
         totals["max_activation"] = max(totals["max_activation"], shapes.elements(stats.shape))
         if not count:
-            return
-        if class_name == "InputLayer" and graph is not self.graph:
-            totals["activations"] -= shapes.elements(stats.shape)  # a nested model's input is its caller's tensor
             return
         totals["layers"] += 1
         totals["params"] += stats.params
@@ -266,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
             text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
             print(f"{name:<{width}}  {text:>18}")
     for warning in caught[:3]:
-        print(f"warning: {warning.message}", file=__import__("sys").stderr)
+        print(f"warning: {warning.message}", file=sys.stderr)
     if len(caught) > 3:
-        print(f"warning: {len(caught) - 3} more Lambda layers without a layer table row", file=__import__("sys").stderr)
+        print(f"warning: {len(caught) - 3} more Lambda layers without a layer table row", file=sys.stderr)
     return 0
