@@ -33,7 +33,7 @@ def describe(source, input_size: int | None = None) -> dict:
         graph = descriptors.parse(json.loads(source.to_json()), getattr(source, "name", "<keras.Model>"))
     else:
         graph = descriptors.load(source)
-        if not isinstance(source, dict):
+        if not isinstance(source, dict) and any(layer.class_name == "Lambda" for layer in graph.layers):
             table = descriptors.layer_table(Path(source))
     return _Walk(graph, input_size, table).features()
 
@@ -191,7 +191,9 @@ class _Walk:
             self._lambda_reference = {}
             if self.table:
                 native = {name: row["output_shape"] for name, row in self.table.items() if row["class_name"] == "Lambda"}
-                if self.native:
+                table_input = next((row["output_shape"] for row in self.table.values()
+                                    if row["class_name"] == "InputLayer"), None)
+                if self.native or self.input_size is None or (table_input or (None,))[0] == self.input_size:
                     self._lambda_reference = {name: (None, shape) for name, shape in native.items()}
                 else:
                     walk = _Walk(self.graph, None, self.table, native=True)
