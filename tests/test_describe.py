@@ -201,3 +201,13 @@ def test_keras_file_input(tmp_path):
     assert features["conv_layers"] == 4 and features["separable_layers"] == 1
     assert layer_shapes(path)[model.layers[-1].name] == (5,)
     assert describe(path, input_size=64)["input_width"] == 64
+
+
+@pytest.mark.parametrize("width", [56, 75, 150, 299])
+def test_retargeted_mobilenet_v2_pads_like_keras_at_odd_sizes(width):
+    # keras.applications' correct_pad depends on the size: the data's activations show the padding Keras
+    # chose when it built the model at each size (its FLOPs do not: see the report)
+    descriptor = ARCHITECTURES / "MobileNet0.35-v2_224.json"
+    native = describe(descriptor)
+    row = next(r for r in fidelity.matching_rows(ROWS["MobileNet0.35-v2"], native) if r["input_width"] == width)
+    assert describe(descriptor, input_size=width)["activations"] == row["activations"]

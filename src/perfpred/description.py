@@ -47,6 +47,7 @@ class _Walk:
         self.lambda_inputs: dict[str, tuple] = {}  # Lambda name -> (input shape, output shape) seen
         self.totals = dict.fromkeys(FEATURE_COLUMNS, 0) | dict.fromkeys(EXTRA_COLUMNS[1:-1], 0)
         self.approximate = False
+        self.retargeted = False  # the input size differs from the descriptor's own
         self.input_width = None
         self.layer_shapes: dict[str, list] = {}  # layer name -> output shape of its first call
         self.records: list[tuple] = []  # (class name, config, stats) of every counted layer, in walk order
@@ -110,6 +111,7 @@ class _Walk:
         shape = given or tuple((config.get("batch_shape") or config.get("batch_input_shape"))[1:])
         if given is None and graph is self.graph:
             if len(shape) == 3 and self.input_size is not None:
+                self.retargeted = self.retargeted or shape[:2] != (self.input_size, self.input_size)
                 shape = (self.input_size, self.input_size, shape[2])
             if any(d is None for d in shape):
                 raise DescriptorError(
@@ -136,8 +138,11 @@ class _Walk:
                 raise DescriptorError(f"{where}: unknown layer class {layer.class_name!r}; perfpred has no shape rule for it")
             if not inputs:
                 raise DescriptorError(f"{where}: the layer has no inputs")
+            config = layer.config
+            if self.retargeted and layer.class_name == "ZeroPadding2D":
+                config = same_padding(config, inputs[0])
             try:
-                stats = rule(layer.config, inputs)
+                stats = rule(config, inputs)
             except (KeyError, TypeError, IndexError) as error:
                 raise DescriptorError(f"{where}: unreadable config ({type(error).__name__}: {error})") from None
             except shapes.LayerError as error:
@@ -231,6 +236,26 @@ class _Walk:
         totals["pool_layers"] += "Pool" in class_name
         totals["merge_layers"] += class_name in {"Add", "Multiply", "Concatenate", "Average", "Subtract", "Maximum"}
         totals["lambda_layers"] += class_name == "Lambda"
+
+
+def same_padding(config: dict, shape: tuple) -> dict:
+    """Re-target keras.applications' `correct_pad` padding to another input size.
+
+    MobileNetV2 and EfficientNet pad ((k//2 - 1, k//2), ...) before a stride-2 'valid' convolution
+    when the size is even and (k//2, k//2) when it is odd (TensorFlow's 'same' for stride 2). A
+    descriptor holds the padding of its own size; an asymmetric (p, p + 1) pair is recomputed for
+    the size the layer now sees. Symmetric padding is kept (it cannot be told from plain padding).
+    """
+    padding = config.get("padding")
+    if not (isinstance(padding, list | tuple) and len(padding) == 2 and all(
+            isinstance(pair, list | tuple) and len(pair) == 2 for pair in padding)):
+        return config
+    adjusted = []
+    for (before, after), size in zip(padding, shape[:2], strict=True):
+        if after == before + 1 and size % 2 == 1:
+            before = after
+        adjusted.append([before, after])
+    return config | {"padding": adjusted}
 
 
 def layer_shapes(source, input_size: int | None = None) -> dict[str, tuple]:
