@@ -64,7 +64,9 @@ class _Walk:
         """Weighted neurons as the data's source computed them, from its per-layer table.
 
         Its 'input channels' (and SeparableConv2D's input width) are those of the layer listed just
-        before in the descriptor, which is the real input in a plain chain but not after a branch.
+        before in the descriptor, which is the real input in a plain chain but not after a branch, and
+        its 'kernel height x width' is the kernel width squared (Inception's 1x7 and 7x1 convolutions
+        show it).
         """
         total = 0
         previous = None
@@ -78,7 +80,7 @@ class _Walk:
                 total += (w_in * w_out * k * before[-1] + w_out * w_out * k * before[-1]) * stats.shape[-1]
             elif class_name in CONV_CLASSES:
                 groups = int(config.get("groups", 1) or 1)
-                total += shapes.elements(stats.shape) * stats.kernel[0] * stats.kernel[1] * before[-1] // groups
+                total += shapes.elements(stats.shape) * stats.kernel[1] ** 2 * before[-1] // groups
         return total
 
     def run(self, graph: Graph, input_shapes: list | None) -> list:
