@@ -211,3 +211,34 @@ def test_retargeted_mobilenet_v2_pads_like_keras_at_odd_sizes(width):
     native = describe(descriptor)
     row = next(r for r in fidelity.matching_rows(ROWS["MobileNet0.35-v2"], native) if r["input_width"] == width)
     assert describe(descriptor, input_size=width)["activations"] == row["activations"]
+
+
+def test_channels_first_is_refused(tmp_path):
+    model = json.loads((ROOT / "tests/data/zoo/models/tiny_32.json").read_text())
+    model["config"]["layers"][1]["config"]["data_format"] = "channels_first"
+    path = tmp_path / "cf.json"
+    path.write_text(json.dumps(model))
+    with pytest.raises(DescriptorError, match=r"cf\.json: layer 'conv2d' \(Conv2D\): data_format 'channels_first'"):
+        describe(path)
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_keras3_sequential_and_shared_layers(tmp_path):
+    import keras
+
+    sequential = keras.Sequential([keras.Input((40, 40, 3)), keras.layers.Conv2D(4, 3), keras.layers.MaxPooling2D(),
+                                   keras.layers.Flatten(), keras.layers.Dense(3)])
+    path = tmp_path / "sequential.json"
+    path.write_text(sequential.to_json())
+    assert describe(path)["params"] == sequential.count_params()
+    assert layer_shapes(path)[sequential.layers[-1].name] == (3,)
+    inputs = keras.Input((16, 16, 3))
+    shared = keras.layers.Conv2D(3, 3, padding="same")
+    outputs = keras.layers.Add()([shared(inputs), shared(shared(inputs))])
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / "shared.json"
+    path.write_text(model.to_json())
+    features = describe(path)
+    assert features["params"] == model.count_params() and features["conv_layers"] == 1
+    assert features["activations"] == 16 * 16 * 3 * 5  # input, three conv calls, add

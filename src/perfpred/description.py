@@ -86,23 +86,27 @@ class _Walk:
     def run(self, graph: Graph, input_shapes: list | None) -> list:
         """Infer every layer of `graph` (in descriptor order, which Keras writes topologically)."""
         produced: dict[tuple[str, int], list] = {}
+        done = dict.fromkeys((layer.name for layer in graph.layers), 0)  # calls inferred so far, per layer
         pending = list(graph.layers)
         while pending:
-            waiting = []
+            waiting, before = [], sum(done.values())
             for layer in pending:
                 if layer.class_name == "InputLayer":
-                    index = [ref.layer for ref in graph.inputs].index(layer.name) if any(
-                        ref.layer == layer.name for ref in graph.inputs) else 0
-                    given = input_shapes[index] if input_shapes else None
+                    names = [ref.layer for ref in graph.inputs]
+                    given = input_shapes[names.index(layer.name) if layer.name in names else 0] if input_shapes else None
                     produced[(layer.name, 0)] = [self.input_layer(graph, layer, given)]
                     continue
-                if any(any((ref.layer, ref.node) not in produced for ref in call) for call in layer.calls):
-                    waiting.append(layer)
-                    continue
-                for node, call in enumerate(layer.calls):
+                # a shared layer's later calls may read its own earlier outputs: infer call by call
+                for node in range(done[layer.name], len(layer.calls)):
+                    call = layer.calls[node]
+                    if any((ref.layer, ref.node) not in produced for ref in call):
+                        break
                     inputs = [produced[(ref.layer, ref.node)][ref.tensor] for ref in call]
                     produced[(layer.name, node)] = self.call(graph, layer, inputs, count=node == 0)
-            if len(waiting) == len(pending):
+                    done[layer.name] = node + 1
+                if done[layer.name] < len(layer.calls):
+                    waiting.append(layer)
+            if waiting and sum(done.values()) == before and len(waiting) == len(pending):
                 names = ", ".join(f"{layer.name!r}" for layer in waiting[:5])
                 raise DescriptorError(f"{graph.source}: layers {names} read tensors no layer produces (a cycle?)")
             pending = waiting
@@ -141,6 +145,9 @@ class _Walk:
             if not inputs:
                 raise DescriptorError(f"{where}: the layer has no inputs")
             config = layer.config
+            if config.get("data_format") == "channels_first":
+                raise DescriptorError(f"{where}: data_format 'channels_first' is not supported; export the model "
+                                      "channels-last (Keras' default)")
             if self.retargeted and layer.class_name == "ZeroPadding2D":
                 config = same_padding(config, inputs[0])
             try:
