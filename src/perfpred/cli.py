@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "params": ("perfpred.params", "write params.yaml from conf/ (the configuration dvc repro reads)"),
     "import": ("perfpred.importer", "import published measurements into data/measurements/<target>.parquet"),
+    "zoo": ("perfpred.zoo", "build the model zoo's Keras JSON descriptors and data/zoo/manifest.csv"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."
