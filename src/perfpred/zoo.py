@@ -155,6 +155,8 @@ def descriptor(entry: Entry, seed: int) -> str:
 def write_zoo(profile: Mapping, out_dir: Path, root: Path, progress: Callable[[Iterable], Iterable] = iter) -> dict:
     """Build the zoo of a profile into out_dir (manifest.csv, models/<name>.json) and return a summary."""
     entries, skipped = plan(profile)
+    if not out_dir.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"zoo folder {out_dir} is outside the project {root}: the manifest's descriptor paths are relative to it")
     models_dir = out_dir / MODELS_DIR
     models_dir.mkdir(parents=True, exist_ok=True)
     for stale in models_dir.glob("*.json"):
@@ -172,7 +174,7 @@ def write_zoo(profile: Mapping, out_dir: Path, root: Path, progress: Callable[[I
                 continue
             path = models_dir / f"{entry.name}.json"
             path.write_text(text)
-            writer.writerow([entry.name, entry.family, entry.input_width, path.resolve().relative_to(root).as_posix(),
+            writer.writerow([entry.name, entry.family, entry.input_width, path.resolve().relative_to(root.resolve()).as_posix(),
                              entry.source, entry.synthetic])
             manifest.flush()  # an interrupted run keeps every finished row
             built.append(entry)
