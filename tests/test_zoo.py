@@ -116,6 +116,7 @@ def test_rebuilding_gives_byte_identical_descriptors(ci_zoo):
     for entry in (entries[0], entries[-1]):  # one keras.applications model, one basic_model
         text = (ci_zoo / "data/zoo/models" / f"{entry.name}.json").read_text()
         assert zoo.descriptor(entry, int(params["seed"])) == text
+        assert zoo.build(entry, int(params["seed"])).to_json() == text  # built with initialised weights too
 
 
 @pytest.mark.slow

@@ -149,7 +149,11 @@ def build(entry: Entry, seed: int):
 
 def descriptor(entry: Entry, seed: int) -> str:
     """The Keras 3 JSON descriptor of a zoo entry (`model.to_json()`, no weights)."""
-    return build(entry, seed).to_json()
+    import keras
+
+    # Variables created in a StatelessScope are never initialised: the same JSON, a third faster to build.
+    with keras.StatelessScope():
+        return build(entry, seed).to_json()
 
 
 def write_zoo(profile: Mapping, out_dir: Path, root: Path, progress: Callable[[Iterable], Iterable] = iter) -> dict:
