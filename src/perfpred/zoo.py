@@ -49,8 +49,11 @@ FAMILIES: dict[str, str] = (
 #: Architectures that take a width multiplier `alpha`.
 WITH_ALPHA: frozenset[str] = frozenset({"MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"})
 
-#: Smallest input width each family builds at with include_top=True in Keras 3.15 (its own check, or
-#: the first width at which a layer's map would collapse; checked by tests/test_zoo.py).
+#: Smallest input width each family builds at with include_top=True in Keras 3.15: Keras' own check,
+#: which is also where the maps stop collapsing (every family was built at 32, 48, 64, 71, 75, 96, 128,
+#: 160, 192, 224, 256, 299, 320 and 331: all widths from these minima build; tests/test_zoo.py checks the
+#: minima). NASNet's fixed 224/331 input holds only for weights="imagenet": with weights=None any width
+#: from 32 builds, with its classifier.
 MIN_INPUT_WIDTH: dict[str, int] = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
 DEFAULT_MIN_INPUT_WIDTH = 32
 
