@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _API = {
     "read_measurements": "perfpred.measurements",
+    "read_manifest": "perfpred.zoo",
+    "write_zoo": "perfpred.zoo",
     "describe": "perfpred.description",
 }
 

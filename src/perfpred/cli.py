@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "params": ("perfpred.params", "write params.yaml from conf/ (the configuration dvc repro reads)"),
     "import": ("perfpred.importer", "import published measurements into data/measurements/<target>.parquet"),
+    "zoo": ("perfpred.zoo", "build the model zoo's Keras JSON descriptors and data/zoo/manifest.csv"),
     "describe": ("perfpred.description", "print the model-level features of a Keras descriptor (.json or .keras)"),
     "features": ("perfpred.features", "describe every model of the zoo manifest into data/features/features.parquet"),
 }
