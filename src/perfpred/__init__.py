@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _API = {
     "read_measurements": "perfpred.measurements",
+    "measure_model": "perfpred.measure",
+    "measure_zoo": "perfpred.measure",
 }
 
 __all__ = sorted(_API)

@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "params": ("perfpred.params", "write params.yaml from conf/ (the configuration dvc repro reads)"),
     "import": ("perfpred.importer", "import published measurements into data/measurements/<target>.parquet"),
+    "measure": ("perfpred.measure", "measure latency and peak memory of a model (or the zoo) on a local or ssh target"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."
