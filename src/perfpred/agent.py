@@ -1,8 +1,9 @@
 """The measurement agent: one model, one fresh process, one JSON result (standard library + TensorFlow only).
 
 The local runner runs this file as a subprocess; the SSH runner copies it to a board and runs it
-there, so both produce the same statistics. Usage: `python agent.py JOB.json` (or `-` for stdin);
-the result is the last stdout line, prefixed with RESULT_MARKER. The statistics functions are pure
+there, so both produce the same statistics. Usage: `python agent.py JOB.json` (or `-` for stdin):
+the result is the last stdout line, prefixed with RESULT_MARKER; `python agent.py --serve` is a fork
+server (one framework import, one fresh forked child per job line). The statistics functions are pure
 and importable (perfpred.agent) without TensorFlow.
 """
 
@@ -14,6 +15,8 @@ import json
 import math
 import os
 import platform
+import select
+import signal
 import statistics
 import sys
 import time
@@ -388,8 +391,72 @@ def measure(job: dict) -> dict:
     return result
 
 
+def _run_child(job: dict) -> dict:
+    """Fork a fresh child that measures the job; wait at most job['timeout_s']; a dead child is a failed result."""
+    started = time.perf_counter()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own process, so a crash, an OOM kill or a hang ends only it
+        os.close(read_end)
+        try:
+            result = measure(job)
+        except BaseException as error:
+            result = {"model": job.get("model"), "status": "failed", "reason": f"{type(error).__name__}: {error}"[:500]}
+        with os.fdopen(write_end, "w") as pipe:
+            pipe.write(json.dumps(result))
+        os._exit(0)
+    os.close(write_end)
+    chunks, deadline = [], started + float(job.get("timeout_s", 300))
+    while True:
+        remaining = deadline - time.perf_counter()
+        ready = select.select([read_end], [], [], max(remaining, 0))[0] if remaining > 0 else []
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            result = {"status": "failed", "reason": f"timeout: no result after {job.get('timeout_s', 300):g} s "
+                      "(raise measure.timeout_s)"}
+            break
+        data = os.read(read_end, 1 << 16)
+        if not data:
+            result = None
+            break
+        chunks.append(data)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    if result is None:
+        try:
+            result = json.loads(b"".join(chunks))
+        except json.JSONDecodeError:
+            code = os.waitstatus_to_exitcode(status)
+            why = f"killed by signal {-code}" + (" (out of memory?)" if code == -9 else "") if code < 0 else f"exit {code}"
+            result = {"status": "failed", "reason": f"worker {why} without a result"}
+    return result | {"wall_s": time.perf_counter() - started}
+
+
+def serve() -> int:
+    """Fork server: import the framework once, then measure each job line of stdin in a fresh forked child.
+
+    Only modules are imported before the fork (no TensorFlow runtime, thread pool or model exists yet),
+    so each child configures its threads and builds its model as a new process would, without paying
+    the import again.
+    """
+    started = time.perf_counter()
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    sys.stdout.write(RESULT_MARKER + json.dumps({"ready": True, "import_s": time.perf_counter() - started}) + "\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        if line.strip():
+            result = _run_child(json.loads(line))
+            sys.stdout.write(RESULT_MARKER + json.dumps(result) + "\n")
+            sys.stdout.flush()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Read the job (file or '-'), measure, print the result line; a failure is a result too."""
+    if argv[1:] == ["--serve"]:
+        return serve()
     if argv[1:] in ([], ["-"]):
         job = json.load(sys.stdin)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import json
@@ -13,10 +14,11 @@ import pandas as pd
 
 from perfpred import config, measurements, schema
 
+#: The schedule's settings, passed to the agent.
+SCHEDULE_KEYS = ("kind", "warmup", "warmup_seconds", "iterations", "min_iterations", "min_seconds", "max_iterations",
+                 "max_seconds", "target_rel_ci", "check_every")
 #: Settings that change a figure: rows measured under different ones are never mixed.
-SETTING_KEYS = ("kind", "warmup", "warmup_seconds", "iterations", "min_iterations", "min_seconds", "max_iterations",
-                "max_seconds", "target_rel_ci", "check_every", "central", "trim", "threads", "cpu_affinity",
-                "priority", "seed")
+SETTING_KEYS = SCHEDULE_KEYS + ("central", "trim", "threads", "cpu_affinity", "priority", "seed", "worker")
 #: Result fields copied into a row (the statistics, memory, overhead and environment).
 ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_ms", "min_ms", "max_ms", "std_ms",
               "p90_ms", "p99_ms", "trimmed_mean_ms", "iterations", "cv", "median_ci_rel", "pattern", "high_spikes",
@@ -51,7 +53,7 @@ def settings_id(target: dict, settings: dict) -> str:
 
 def job(model: str, descriptor: Path, input_width: int | None, target: dict, settings: dict) -> dict:
     """The agent's job for one model on one target."""
-    schedule = {k: settings[k] for k in SETTING_KEYS[:10] if k in settings}
+    schedule = {k: settings[k] for k in SCHEDULE_KEYS if k in settings}
     return {"model": model, "descriptor": str(descriptor), "input_width": input_width,
             "toolchain": "tflite" if target["toolchain"] == "tflite" else "tf", "device": target.get("device", "cpu"),
             "threads": settings["threads"], "cpu_affinity": settings.get("cpu_affinity"),
@@ -59,11 +61,17 @@ def job(model: str, descriptor: Path, input_width: int | None, target: dict, set
             "trim": settings.get("trim", 0.05), "seed": settings.get("seed", 0)}
 
 
-def measure_model(model: str, descriptor: Path, input_width: int | None, target: dict, settings: dict) -> dict:
-    """Measure one model in a fresh worker and return its row (with the raw series under `times_ms`)."""
+def measure_model(model: str, descriptor: Path, input_width: int | None, target: dict, settings: dict,
+                  server=None) -> dict:
+    """Measure one model in a fresh worker and return its row (with the raw series under `times_ms`).
+
+    `server` (a runners.ForkServer) forks the worker from a process that has imported the framework
+    already; without one, a local worker is a new interpreter.
+    """
     from perfpred import runners
 
-    result = runners.run(job(model, descriptor, input_width, target, settings), target, float(settings["timeout_s"]))
+    result = runners.run(job(model, descriptor, input_width, target, settings), target, float(settings["timeout_s"]),
+                         server)
     if result.get("wall_s") is not None and result.get("timed_s") is not None:
         result["overhead_s"] = result["wall_s"] - result["timed_s"] - result.get("warmup_s", 0.0)
     row = {"target": target["name"], "model": model,
@@ -82,7 +90,7 @@ def row_key(model: str, input_width: int | None, sid: str) -> str:
 # --- the journal: finished rows, appended one line at a time ------------------------------------------------
 
 def read_journal(path: Path) -> list[dict]:
-    """Rows of a journal; a torn last line (the run was killed while writing) is ignored."""
+    """Rows of a journal; a torn line (a run killed while writing it) is ignored."""
     if not path.exists():
         return []
     rows = []
@@ -97,8 +105,9 @@ def read_journal(path: Path) -> list[dict]:
 def append_journal(path: Path, row: dict) -> None:
     """Append one row as one line in one write, flushed to disk before the next model starts."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as journal:
-        journal.write(json.dumps(row, default=str) + "\n")
+    with open(path, "ab") as journal:
+        torn = journal.tell() > 0 and path.read_bytes()[-1:] != b"\n"  # a killed run's half line stays alone
+        journal.write((b"\n" if torn else b"") + json.dumps(row, default=str).encode() + b"\n")
         journal.flush()
         os.fsync(journal.fileno())
 
@@ -151,6 +160,8 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
     """Measure every zoo model on a target, resuming from its journal, and write the target's table."""
     from tqdm import tqdm
 
+    from perfpred import runners
+
     target, settings = target_settings(name, params, schedule)
     sid = settings_id(target, settings)
     manifest = read_manifest(params)
@@ -163,17 +174,20 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
             skipped += 1
         else:
             pending.append(entry)
+    server = runners.ForkServer() if target["kind"] == "local" and settings.get("worker") == "fork" else None
     bar = tqdm(pending, desc=f"measure {name}", unit="model", disable=not progress)
     for entry in bar:
         bar.set_postfix_str(entry.name)
         descriptor = config.project_root() / entry.descriptor
-        row = measure_model(entry.name, descriptor, int(entry.input_width), target, settings)
+        row = measure_model(entry.name, descriptor, int(entry.input_width), target, settings, server)
         row["requested_width"] = int(entry.input_width)
         if row["times_ms"]:
             row["series"] = str(write_series(runs / "series", row))
         row.pop("times_ms")
         append_journal(journal, row)
         done[row_key(entry.name, int(entry.input_width), sid)] = row
+    if server is not None:
+        server.close()
     wanted = {row_key(e.name, int(e.input_width), sid) for e in manifest.itertuples(index=False)}
     rows = [row for key, row in done.items() if key in wanted]
     features_path = config.path("features", params) / "features.parquet"
@@ -190,7 +204,8 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
                "journal_rows_other_settings": other_settings,
                "environments": int(table[["hostname", "cpu_model", "tf_version"]].drop_duplicates().dropna().shape[0])
                if len(table) else 0,
-               "mean_overhead_s": float(table["overhead_s"].mean()) if len(table) else None}
+               "mean_overhead_s": float(table["overhead_s"].mean()) if len(table) else None,
+               "server_import_s": server.import_s if server is not None else None}
     (out.parent / f"{name}.measure.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -237,7 +252,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give a MODEL (descriptor path or zoo name) or --zoo")
     name, descriptor, width = resolve_model(args.model, params)
     target, settings = target_settings(args.target, params, args.schedule)
-    row = measure_model(name, descriptor, args.input_size or width, target, settings)
+    from perfpred import runners
+
+    fork = target["kind"] == "local" and settings.get("worker") == "fork"
+    with runners.ForkServer() if fork else contextlib.nullcontext() as server:
+        row = measure_model(name, descriptor, args.input_size or width, target, settings, server)
     row.pop("times_ms")
     if args.json:
         print(json.dumps(row, default=str))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shlex
 import subprocess
 import sys
@@ -51,6 +52,63 @@ def run_local(job: dict, timeout_s: float) -> dict:
     return result | {"wall_s": time.perf_counter() - started}
 
 
+class ForkServer:
+    """A local agent in --serve mode: one framework import, then one fresh forked worker per model."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.import_s = 0.0
+
+    def _start(self) -> None:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen([sys.executable, str(AGENT_FILE), "--serve"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                        start_new_session=True)
+        ready = self._read_result(120.0)
+        if not ready or not ready.get("ready"):
+            self.close()
+            raise RuntimeError("the measurement fork server did not start: run `python src/perfpred/agent.py --serve`")
+        self.import_s = ready["import_s"]
+
+    def _read_result(self, timeout_s: float) -> dict | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not select.select([self.process.stdout], [], [], deadline - time.monotonic())[0]:
+                break
+            line = self.process.stdout.readline()
+            if not line:
+                return None
+            if line.startswith(agent.RESULT_MARKER):
+                return json.loads(line[len(agent.RESULT_MARKER):])
+        return None
+
+    def run(self, job: dict, timeout_s: float) -> dict:
+        """Measure one job in a fresh child of the server (the server kills a child past timeout_s)."""
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        started = time.perf_counter()
+        self.process.stdin.write(json.dumps(job | {"timeout_s": timeout_s}) + "\n")
+        self.process.stdin.flush()
+        result = self._read_result(timeout_s + 60)
+        if result is None:  # the server itself died or hung: the next job gets a new one
+            self.close()
+            result = {"status": "failed", "reason": "the fork server stopped answering", "wall_s": 0.0}
+        return result | {"wall_s": result.get("wall_s") or time.perf_counter() - started}
+
+    def close(self) -> None:
+        """Stop the server."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> ForkServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def ssh_command(ssh: dict, program: str = "ssh") -> list[str]:
     """The ssh or scp command line (without destination) for a target's `ssh:` settings."""
     port_flag = "-p" if program == "ssh" else "-P"
@@ -90,10 +148,10 @@ def run_ssh(job: dict, ssh: dict, timeout_s: float) -> dict:
     return result | {"wall_s": time.perf_counter() - started}
 
 
-def run(job: dict, target: dict, timeout_s: float) -> dict:
-    """Run one job on a target, locally or over SSH as its `kind` says."""
+def run(job: dict, target: dict, timeout_s: float, server: ForkServer | None = None) -> dict:
+    """Run one job on a target: locally (in a child of `server` if given, else a new interpreter) or over SSH."""
     if target["kind"] == "local":
-        return run_local(job, timeout_s)
+        return server.run(job, timeout_s) if server is not None else run_local(job, timeout_s)
     if target["kind"] == "ssh":
         return run_ssh(job, target["ssh"], timeout_s)
     raise ValueError(f"target {target['name']!r} has kind {target['kind']!r}: only local and ssh targets are measured")
