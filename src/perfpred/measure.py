@@ -182,7 +182,7 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
         row = measure_model(entry.name, descriptor, int(entry.input_width), target, settings, server)
         row["requested_width"] = int(entry.input_width)
         if row["times_ms"]:
-            row["series"] = str(write_series(runs / "series", row))
+            row["series"] = str(write_series(runs / "series", row).relative_to(runs))
         row.pop("times_ms")
         append_journal(journal, row)
         done[row_key(entry.name, int(entry.input_width), sid)] = row
