@@ -244,6 +244,12 @@ def run(args: argparse.Namespace) -> int:
         summary = measure_zoo(args.target, params, args.schedule)
         print(f"{args.target}: measured {summary['measured']}, skipped {summary['skipped']} (already in the journal); "
               f"table: {summary['ok']} ok, {summary['failed']} failed, {summary['swapped']} flagged for swapping")
+        if summary["mean_overhead_s"] is not None:
+            print(f"  per-model overhead (worker start, build, first call): {summary['mean_overhead_s']:.1f} s mean"
+                  + (f"; framework import once: {summary['server_import_s']:.1f} s" if summary["server_import_s"] else ""))
+        if summary["environments"] > 1:
+            print(f"  warning: the table mixes {summary['environments']} environments (host, CPU, TensorFlow version); "
+                  "see the hostname, cpu_model and tf_version columns")
         if summary["journal_rows_other_settings"]:
             print(f"  {summary['journal_rows_other_settings']} journal rows measured under other settings are not in "
                   "the table")
