@@ -200,7 +200,7 @@ def environment() -> dict:
 
 def apply_noise_control(job: dict) -> dict:
     """Pin the CPUs and raise the priority as configured; return what was actually applied."""
-    applied = {"cpu_affinity": None, "priority": None}
+    applied: dict = {"cpu_affinity": None, "priority": None}
     cpus = job.get("cpu_affinity")
     if cpus and hasattr(os, "sched_setaffinity"):
         available = os.sched_getaffinity(0)
@@ -212,6 +212,14 @@ def apply_noise_control(job: dict) -> dict:
         with contextlib.suppress(OSError):  # not permitted here: the applied value below says so
             os.setpriority(os.PRIO_PROCESS, 0, int(job["priority"]))
     applied["priority"] = os.getpriority(os.PRIO_PROCESS, 0)
+    # With the kernel's autogroup scheduling, a nice value only ranks processes of one session against
+    # each other; the session's own nice ranks it against the other sessions of a shared machine.
+    applied["autogroup_nice"] = None
+    if job.get("priority") is not None and _read_text("/proc/sys/kernel/sched_autogroup_enabled") == "1":
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(int(job["priority"])))
+        group = _read_text("/proc/self/autogroup") or ""
+        applied["autogroup_nice"] = int(group.split()[-1]) if group.split() else None
     return applied
 
 

@@ -26,7 +26,7 @@ ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_
               "host_memory_mb", "peak_scope", "swapped", "process_swap_kb", "wall_s", "import_s", "build_s",
               "convert_s", "warmup_runs", "warmup_s", "timed_s", "overhead_s", "tflite_bytes", "tf_version",
               "hostname", "cpu_model", "cpu_cores", "kernel", "python_version", "governor", "load_1m", "cpu_affinity",
-              "priority")
+              "priority", "autogroup_nice")
 
 
 def target_settings(name: str, params: dict, schedule: str | None = None) -> tuple[dict, dict]:
