@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import statistics
@@ -94,8 +95,12 @@ def test_descriptor_with_lambda_is_refused_and_input_width_is_set():
     descriptor = {"class_name": "Functional", "config": {"layers": [
         {"class_name": "InputLayer", "config": {"name": "in", "batch_shape": [None, 32, 32, 3]}},
         {"class_name": "Conv2D", "config": {"name": "c"}}]}}
+    descriptor["config"]["layers"][1]["build_config"] = {"input_shape": [None, 32, 32, 3]}
+    same = agent.prepare_descriptor(copy.deepcopy(descriptor), 32)
+    assert same == descriptor  # already at that width: built exactly as written
     agent.prepare_descriptor(descriptor, 64)
     assert descriptor["config"]["layers"][0]["config"]["batch_shape"] == [None, 64, 64, 3]
+    assert "build_config" not in descriptor["config"]["layers"][1]  # inner shapes are inferred again
     descriptor["config"]["layers"].append({"class_name": "Lambda", "config": {"name": "code", "function": "..."}})
     with pytest.raises(ValueError, match="'code' is a Lambda layer"):
         agent.prepare_descriptor(descriptor, None)

@@ -236,25 +236,38 @@ def _walk(node, visit) -> None:
 
 
 def prepare_descriptor(descriptor: dict, input_width: int | None) -> dict:
-    """Refuse code-carrying layers and set the square input width of every input, if one is given."""
-    def visit(node: dict) -> None:
+    """Refuse code-carrying layers; rebuild the model at a square input width if one is given and differs.
+
+    Only the model's own inputs change; the recorded build shapes of inner layers are dropped so that
+    Keras infers them again from the new input.
+    """
+    def refuse_code(node: dict) -> None:
         if node.get("class_name") == "Lambda":
             name = node.get("config", {}).get("name", "?")
             raise ValueError(f"layer {name!r} is a Lambda layer: perfpred never runs code from a descriptor; "
                              "replace it with a standard Keras layer")
-        if input_width is None:
-            return
-        if node.get("class_name") == "InputLayer":
-            shape = node["config"].get("batch_shape") or node["config"].get("batch_input_shape")
-            if shape and len(shape) == 4:
-                node["config"]["batch_shape"] = [shape[0], input_width, input_width, shape[3]]
-                node["config"].pop("batch_input_shape", None)
-        build = node.get("build_config")
-        if isinstance(build, dict) and isinstance(build.get("input_shape"), list) and len(build["input_shape"]) == 4:
-            shape = build["input_shape"]
-            build["input_shape"] = [shape[0], input_width, input_width, shape[3]]
 
-    _walk(descriptor, visit)
+    _walk(descriptor, refuse_code)
+    if input_width is None:
+        return descriptor
+    inputs = [layer["config"] for layer in descriptor.get("config", {}).get("layers", [])
+              if layer.get("class_name") == "InputLayer"]
+    shapes = [config.get("batch_shape") or config.get("batch_input_shape") for config in inputs]
+    if not shapes or all(shape and len(shape) == 4 and shape[1:3] == [input_width] * 2 for shape in shapes):
+        return descriptor  # already at this width: build it exactly as written
+    for config, shape in zip(inputs, shapes, strict=True):
+        if shape and len(shape) == 4:
+            config["batch_shape"] = [shape[0], input_width, input_width, shape[3]]
+            config.pop("batch_input_shape", None)
+
+    def forget_build_shapes(node: dict) -> None:
+        node.pop("build_config", None)
+
+    for layer in descriptor.get("config", {}).get("layers", []):
+        _walk(layer, forget_build_shapes)
+    build = descriptor.get("build_config")
+    if isinstance(build, dict) and isinstance(build.get("input_shape"), list) and len(build["input_shape"]) == 4:
+        build["input_shape"] = [build["input_shape"][0], input_width, input_width, build["input_shape"][3]]
     return descriptor
 
 
