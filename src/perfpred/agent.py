@@ -10,10 +10,10 @@ and importable (perfpred.agent) without TensorFlow.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import math
 import os
+import pickle
 import platform
 import select
 import signal
@@ -22,7 +22,7 @@ import sys
 import time
 
 RESULT_MARKER = "PERFPRED-RESULT "
-AGENT_VERSION = 1
+AGENT_VERSION = 2  # part of settings_id: rows of another agent version are never mixed
 Z95 = 1.959964
 
 
@@ -307,23 +307,60 @@ def tf_callable(model, inputs: list, device: str):
             sync()
         tf.nest.flatten(outputs)[0].numpy()  # the result exists on the host
 
-    return call, {}
+    return call
 
 
-def tflite_callable(model, inputs: list, threads: int):
-    """The model converted to TFLite (float32) and run by the interpreter; each call is one invoke()."""
+def convert_tflite(descriptor: dict, job: dict) -> tuple[bytes, dict]:
+    """Build the Keras model and convert it to a float32 TFLite flatbuffer."""
     import tensorflow as tf
 
+    started = time.perf_counter()
+    model = _build(descriptor, job)
+    inputs = _inputs(model)
+    built = {"build_s": time.perf_counter() - started, "input_width": int(inputs[0].shape[1])}
     specs = [tf.TensorSpec(x.shape, tf.float32) for x in inputs]
     graph = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False), input_signature=specs)
     started = time.perf_counter()
     flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()], model).convert()
-    convert_s = time.perf_counter() - started
+    return flatbuffer, built | {"convert_s": time.perf_counter() - started, "tflite_bytes": len(flatbuffer)}
+
+
+def in_child(function, *args):
+    """Run function(*args) in a forked child and return its result, so that its memory never counts here."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            payload = ("ok", function(*args))
+        except BaseException as error:
+            payload = ("error", f"{type(error).__name__}: {error}")
+        with os.fdopen(write_end, "wb") as pipe:
+            pickle.dump(payload, pipe)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError(f"the conversion process died (exit status {os.waitstatus_to_exitcode(status)})")
+    kind, value = pickle.loads(data)
+    if kind == "error":
+        raise RuntimeError(value)
+    return value
+
+
+def tflite_callable(flatbuffer: bytes, threads: int):
+    """The TFLite interpreter on a flatbuffer, inputs set once; each call is one invoke()."""
+    import numpy as np
+    import tensorflow as tf
+
     interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads)
     interpreter.allocate_tensors()
-    for detail, value in zip(interpreter.get_input_details(), inputs, strict=True):
-        interpreter.set_tensor(detail["index"], value)
-    return interpreter.invoke, {"convert_s": convert_s, "tflite_bytes": len(flatbuffer)}
+    rng = np.random.default_rng(0)
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], rng.standard_normal(detail["shape"]).astype(detail["dtype"]))
+    return interpreter.invoke
 
 
 def run_schedule(call, schedule: dict, before_timed=None) -> tuple[list[float], dict]:
@@ -374,18 +411,17 @@ def measure(job: dict) -> dict:
     result |= {"tf_version": tf.__version__, "import_s": time.perf_counter() - started}
     started = time.perf_counter()
     try:
-        model = _build(descriptor, job)
-        inputs = _inputs(model)
+        if job["toolchain"] == "tflite":  # converted in a child: the Keras model never lives in this process
+            flatbuffer, built = in_child(convert_tflite, descriptor, job)
+            result |= built
+            call = tflite_callable(flatbuffer, int(threads.get("intra_op", 0)) or -1)
+        else:
+            model = _build(descriptor, job)
+            inputs = _inputs(model)
+            result |= {"build_s": time.perf_counter() - started, "input_width": int(inputs[0].shape[1])}
+            call = tf_callable(model, inputs, device)
     except Exception as error:  # a descriptor that cannot be built is a failed row, not a crash
         return result | {"status": "failed", "reason": f"build: {type(error).__name__}: {error}"[:500]}
-    result |= {"build_s": time.perf_counter() - started, "input_width": int(inputs[0].shape[1])}
-    if job["toolchain"] == "tflite":
-        call, extra = tflite_callable(model, inputs, int(threads.get("intra_op", 0)) or -1)
-        del model
-        gc.collect()
-    else:
-        call, extra = tf_callable(model, inputs, device)
-    result |= extra
     result["baseline_memory_mb"] = _proc_status_kb("VmRSS") / 1024
     result["build_peak_memory_mb"] = _proc_status_kb("VmHWM") / 1024
     first = time.perf_counter_ns()

@@ -46,7 +46,10 @@ def target_settings(name: str, params: dict, schedule: str | None = None) -> tup
 
 def settings_id(target: dict, settings: dict) -> str:
     """A short hash of everything that changes a figure: target toolchain and device, schedule, noise control."""
-    key = {"target": target["name"], "toolchain": target["toolchain"], "device": target.get("device", "cpu")}
+    from perfpred.agent import AGENT_VERSION
+
+    key = {"target": target["name"], "toolchain": target["toolchain"], "device": target.get("device", "cpu"),
+           "agent_version": AGENT_VERSION}
     key |= {k: settings.get(k) for k in SETTING_KEYS}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
