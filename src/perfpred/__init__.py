@@ -15,6 +15,8 @@ _API = {
     "read_manifest": "perfpred.zoo",
     "write_zoo": "perfpred.zoo",
     "describe": "perfpred.description",
+    "measure_model": "perfpred.measure",
+    "measure_zoo": "perfpred.measure",
 }
 
 __all__ = sorted(_API)

@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("perfpred.zoo", "build the model zoo's Keras JSON descriptors and data/zoo/manifest.csv"),
     "describe": ("perfpred.description", "print the model-level features of a Keras descriptor (.json or .keras)"),
     "features": ("perfpred.features", "describe every model of the zoo manifest into data/features/features.parquet"),
+    "measure": ("perfpred.measure", "measure latency and peak memory of a model (or the zoo) on a local or ssh target"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."

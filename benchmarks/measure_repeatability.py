@@ -1,0 +1,65 @@
+"""Repeatability of `perfpred measure`: two independent runs over >= 10 models; relative differences.
+
+    PYTHONPATH=src python benchmarks/measure_repeatability.py [--target host-cpu-tf] [--schedule adaptive]
+
+Each run is its own fork server (its own framework import), the runs one after the other, each model in
+a fresh worker, exactly as `perfpred measure` does. Prints one line per model and the worst differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from bench_models import build_descriptors
+
+from perfpred import config, measure, runners
+
+
+def measure_all(descriptors: dict[str, Path], target: dict, settings: dict) -> dict[str, dict]:
+    """One independent run: every model, one fresh worker each."""
+    rows = {}
+    with runners.ForkServer() as server:
+        for name, path in descriptors.items():
+            rows[name] = measure.measure_model(name, path, None, target, settings, server)
+    return rows
+
+
+def relative_difference(a: float, b: float) -> float:
+    return abs(a - b) / min(a, b)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="host-cpu-tf")
+    parser.add_argument("--schedule", default=None, help="conf/measure/ option (default: the configured one)")
+    parser.add_argument("--models", default="/tmp/perfpred-bench-models")
+    args = parser.parse_args()
+    descriptors = build_descriptors(Path(args.models))
+    target, settings = measure.target_settings(args.target, config.load_params(), args.schedule)
+    print(f"target {args.target}, schedule {settings['kind']}, {len(descriptors)} models, load {os.getloadavg()}")
+    started = time.time()
+    first, second = (measure_all(descriptors, target, settings) for _ in range(2))
+    print(f"{'model':24} {'lat1 ms':>9} {'lat2 ms':>9} {'dlat%':>6} {'mem1 MB':>8} {'mem2 MB':>8} {'dmem%':>6} "
+          f"{'iters':>9} {'pattern':>12}")
+    latency, memory = [], []
+    for name in descriptors:
+        a, b = first[name], second[name]
+        if a["status"] != "ok" or b["status"] != "ok":
+            print(f"{name:24} failed: {a['reason'] or b['reason']}")
+            continue
+        latency.append(relative_difference(a["latency_ms"], b["latency_ms"]))
+        memory.append(relative_difference(a["memory_mb"], b["memory_mb"]))
+        print(f"{name:24} {a['latency_ms']:9.3f} {b['latency_ms']:9.3f} {100 * latency[-1]:6.2f} {a['memory_mb']:8.1f} "
+              f"{b['memory_mb']:8.1f} {100 * memory[-1]:6.2f} {a['iterations']:4d}/{b['iterations']:<4d} {a['pattern']:>12}")
+    within = sum(d <= 0.02 for d in latency), sum(d <= 0.05 for d in memory)
+    print(f"latency: max diff {100 * max(latency):.2f}%, median {100 * sorted(latency)[len(latency) // 2]:.2f}%, "
+          f"{within[0]}/{len(latency)} within 2%")
+    print(f"memory:  max diff {100 * max(memory):.2f}%, {within[1]}/{len(memory)} within 5%")
+    print(f"wall {time.time() - started:.0f} s, load after {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

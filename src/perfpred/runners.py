@@ -1,0 +1,157 @@
+"""Where the agent runs: a fresh local subprocess per model, or a board reached over SSH."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from perfpred import agent
+
+AGENT_FILE = Path(agent.__file__)
+
+
+def parse_result(stdout: str, returncode: int, stderr: str) -> dict:
+    """The agent's result line, or a failed result saying how the worker died (signal, exit code, stderr)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(agent.RESULT_MARKER):
+            return json.loads(line[len(agent.RESULT_MARKER):])
+    if returncode < 0 or returncode in (137, 128 + 9):
+        signal_number = -returncode if returncode < 0 else returncode - 128
+        why = f"worker killed by signal {signal_number}" + (" (out of memory?)" if signal_number == 9 else "")
+    else:
+        why = f"worker exited with code {returncode} without a result"
+    tail = " | ".join(stderr.strip().splitlines()[-3:])
+    return {"status": "failed", "reason": f"{why}: {tail}"[:500]}
+
+
+def _timed_out(timeout_s: float) -> dict:
+    return {"status": "failed", "reason": f"timeout: no result after {timeout_s:g} s (raise measure.timeout_s)"}
+
+
+def run_local(job: dict, timeout_s: float) -> dict:
+    """Run the agent on this machine in a fresh Python process; a crash or a hang is a failed result."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(job, handle)
+    started = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, str(AGENT_FILE), handle.name], capture_output=True, text=True,
+                              timeout=timeout_s, env=env, start_new_session=True)
+        result = parse_result(done.stdout, done.returncode, done.stderr)
+    except subprocess.TimeoutExpired:
+        result = _timed_out(timeout_s)
+    finally:
+        os.unlink(handle.name)
+    return result | {"wall_s": time.perf_counter() - started}
+
+
+class ForkServer:
+    """A local agent in --serve mode: one framework import, then one fresh forked worker per model."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.import_s = 0.0
+
+    def _start(self) -> None:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen([sys.executable, str(AGENT_FILE), "--serve"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                        start_new_session=True)
+        ready = self._read_result(120.0)
+        if not ready or not ready.get("ready"):
+            self.close()
+            raise RuntimeError("the measurement fork server did not start: run `python src/perfpred/agent.py --serve`")
+        self.import_s = ready["import_s"]
+
+    def _read_result(self, timeout_s: float) -> dict | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not select.select([self.process.stdout], [], [], deadline - time.monotonic())[0]:
+                break
+            line = self.process.stdout.readline()
+            if not line:
+                return None
+            if line.startswith(agent.RESULT_MARKER):
+                return json.loads(line[len(agent.RESULT_MARKER):])
+        return None
+
+    def run(self, job: dict, timeout_s: float) -> dict:
+        """Measure one job in a fresh child of the server (the server kills a child past timeout_s)."""
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        started = time.perf_counter()
+        self.process.stdin.write(json.dumps(job | {"timeout_s": timeout_s}) + "\n")
+        self.process.stdin.flush()
+        result = self._read_result(timeout_s + 60)
+        if result is None:  # the server itself died or hung: the next job gets a new one
+            self.close()
+            result = {"status": "failed", "reason": "the fork server stopped answering", "wall_s": 0.0}
+        return result | {"wall_s": result.get("wall_s") or time.perf_counter() - started}
+
+    def close(self) -> None:
+        """Stop the server."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> ForkServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def ssh_command(ssh: dict, program: str = "ssh") -> list[str]:
+    """The ssh or scp command line (without destination) for a target's `ssh:` settings."""
+    port_flag = "-p" if program == "ssh" else "-P"
+    command = [program, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=20",
+               port_flag, str(ssh.get("port", 22)), "-i", os.path.expanduser(str(ssh["key"]))]
+    for option in ssh.get("options") or []:
+        command += ["-o", str(option)]
+    return command
+
+
+def run_ssh(job: dict, ssh: dict, timeout_s: float) -> dict:
+    """Copy the agent and the descriptor to the board, run the agent there, read its JSON result back."""
+    destination = f"{ssh['user']}@{ssh['host']}"
+    workdir = str(ssh.get("workdir", "/tmp/perfpred-agent"))
+    descriptor = Path(job["descriptor"])
+    remote_descriptor = f"{workdir}/{job.get('model') or descriptor.stem}.json".replace(" ", "_")
+    started = time.perf_counter()
+    try:
+        steps = [
+            ssh_command(ssh) + [destination, f"mkdir -p {shlex.quote(workdir)}"],
+            ssh_command(ssh, "scp") + ["-q", str(AGENT_FILE), f"{destination}:{workdir}/agent.py"],
+            ssh_command(ssh, "scp") + ["-q", str(descriptor), f"{destination}:{remote_descriptor}"],
+        ]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=60)
+            if done.returncode != 0:
+                reason = f"ssh to {destination}: {' '.join(step[:1] + step[-2:])} failed: {done.stderr.strip()[-300:]}"
+                return {"status": "failed", "reason": reason, "wall_s": time.perf_counter() - started}
+        remote_job = dict(job, descriptor=remote_descriptor)
+        remote = (f"cd {shlex.quote(workdir)} && TF_CPP_MIN_LOG_LEVEL=2 timeout -s KILL {int(timeout_s)} "
+                  f"{shlex.quote(str(ssh['python']))} agent.py -")
+        done = subprocess.run(ssh_command(ssh) + [destination, remote], input=json.dumps(remote_job),
+                              capture_output=True, text=True, timeout=timeout_s + 30)
+        result = parse_result(done.stdout, done.returncode, done.stderr)
+    except subprocess.TimeoutExpired:
+        result = _timed_out(timeout_s)
+    return result | {"wall_s": time.perf_counter() - started}
+
+
+def run(job: dict, target: dict, timeout_s: float, server: ForkServer | None = None) -> dict:
+    """Run one job on a target: locally (in a child of `server` if given, else a new interpreter) or over SSH."""
+    if target["kind"] == "local":
+        return server.run(job, timeout_s) if server is not None else run_local(job, timeout_s)
+    if target["kind"] == "ssh":
+        return run_ssh(job, target["ssh"], timeout_s)
+    raise ValueError(f"target {target['name']!r} has kind {target['kind']!r}: only local and ssh targets are measured")

@@ -1,0 +1,129 @@
+"""Real measurements of tiny Keras models with both toolchains, failed rows, and the resumable stage."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from perfpred import cli, config, measure
+
+pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
+
+#: A short schedule: these tests check what is measured and recorded, not how precisely.
+QUICK = {"warmup": 2, "warmup_seconds": 0.0, "min_iterations": 10, "min_seconds": 0.0, "max_iterations": 60,
+         "max_seconds": 1.0}
+
+
+def tiny_descriptor(folder: Path, name: str, filters: int = 4, width: int = 24) -> Path:
+    """A small CNN as a Keras 3 JSON descriptor."""
+    import keras
+
+    model = keras.Sequential([keras.Input((width, width, 3)), keras.layers.Conv2D(filters, 3, activation="relu"),
+                              keras.layers.BatchNormalization(), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(5)], name=name)
+    path = folder / f"{name}.json"
+    path.write_text(model.to_json())
+    return path
+
+
+def lambda_descriptor(folder: Path) -> Path:
+    """A descriptor that carries code (a Lambda layer): it must never be built."""
+    path = folder / "with_lambda.json"
+    path.write_text(json.dumps({"class_name": "Sequential", "config": {"name": "with_lambda", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 8, 8, 3], "name": "in"}},
+        {"class_name": "Lambda", "config": {"name": "evil", "function": "print('never')"}}]}}))
+    return path
+
+
+def local_setup(toolchain: str, **overrides) -> tuple[dict, dict]:
+    params = config.load_params()
+    target, settings = measure.target_settings(f"host-cpu-{toolchain}", params)
+    return target, settings | QUICK | overrides
+
+
+@pytest.mark.parametrize("toolchain", ["tf", "tflite"])
+def test_a_tiny_model_is_measured_in_a_fresh_process(tmp_path, toolchain):
+    target, settings = local_setup(toolchain)
+    row = measure.measure_model("tiny", tiny_descriptor(tmp_path, "tiny"), 32, target, settings)
+    assert row["status"] == "ok", row["reason"]
+    assert row["input_width"] == 32  # rebuilt at the requested width
+    assert 10 <= row["iterations"] <= 60 and len(row["times_ms"]) == row["iterations"]
+    assert row["latency_ms"] == row["median_ms"] and row["min_ms"] <= row["latency_ms"] <= row["max_ms"]
+    assert row["memory_mb"] > row["baseline_memory_mb"] * 0.9 > 50  # the framework is resident
+    assert row["pattern"] in {"white_noise", "drift", "high_spikes", "low_spikes"}
+    assert row["first_call_ms"] > 0 and row["import_s"] > 0.5  # a new interpreter imported TensorFlow
+    assert row["swapped"] is False and row["peak_scope"] == "timed_run"
+    assert row["cpu_cores"] >= 1 and row["tf_version"].startswith("2.")
+    assert (row["tflite_bytes"] or 0) > 0 if toolchain == "tflite" else row["tflite_bytes"] is None
+
+
+def test_cli_prints_one_json_row_with_the_fixed_schedule(tmp_path, capsys):
+    descriptor = tiny_descriptor(tmp_path, "cli_model")
+    code = cli.main(["measure", str(descriptor), "--target", "host-cpu-tf", "--schedule", "fixed", "--json"])
+    row = json.loads(capsys.readouterr().out)
+    assert code == 0 and row["status"] == "ok"
+    assert (row["schedule"], row["iterations"], row["stop_reason"]) == ("fixed", 200, "fixed")
+    assert {"target", "model", "input_width", "latency_ms", "memory_mb", "p99_ms", "cv", "pattern"} <= set(row)
+
+
+def write_manifest(folder: Path, descriptors: dict[str, Path]) -> None:
+    rows = [{"name": name, "family": "tiny", "input_width": 24, "descriptor": str(path), "source": "test",
+             "synthetic": True} for name, path in descriptors.items()]
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+
+
+def stage_params(tmp_path: Path, **overrides) -> dict:
+    params = copy.deepcopy(config.load_params())
+    for key in ("zoo", "features", "measurements", "measure_runs"):
+        params["paths"][key] = str(tmp_path / key)
+    params["measure"] |= QUICK | overrides
+    return params
+
+
+def test_stage_records_failures_resumes_and_never_mixes_settings(tmp_path):
+    (tmp_path / "zoo").mkdir()
+    models = {"tiny_a": tiny_descriptor(tmp_path, "tiny_a"), "bad": lambda_descriptor(tmp_path)}
+    write_manifest(tmp_path / "zoo", models)
+    params = stage_params(tmp_path)
+
+    first = measure.measure_zoo("host-cpu-tf", params, progress=False)
+    table = pd.read_parquet(tmp_path / "measurements" / "host-cpu-tf.parquet")
+    assert (first["measured"], first["skipped"], first["ok"], first["failed"]) == (2, 0, 1, 1)
+    failed = table.set_index("model").loc["bad"]
+    assert failed["status"] == "failed" and "Lambda" in failed["reason"] and pd.isna(failed["latency_ms"])
+    assert set(table["source"]) == {"measured"} and "zoo_source" in table.columns
+    journal = tmp_path / "measure_runs" / "host-cpu-tf" / "journal.jsonl"
+    series = list((tmp_path / "measure_runs" / "host-cpu-tf" / "series").glob("tiny_a@24-*.json.gz"))
+    assert len(series) == 1
+
+    # interrupted while writing a row, then the zoo grew: only the new model is measured
+    with open(journal, "a") as handle:
+        handle.write('{"model": "torn", "requested_wi')
+    models["tiny_b"] = tiny_descriptor(tmp_path, "tiny_b", filters=8)
+    write_manifest(tmp_path / "zoo", models)
+    second = measure.measure_zoo("host-cpu-tf", params, progress=False)
+    assert (second["measured"], second["skipped"]) == (1, 2)
+    rows = measure.read_journal(journal)
+    assert [r["model"] for r in rows] == ["tiny_a", "bad", "tiny_b"]  # nothing measured twice, torn line ignored
+
+    # other settings: everything is measured again, and the table holds only the new settings' rows
+    third = measure.measure_zoo("host-cpu-tf", stage_params(tmp_path, trim=0.1), progress=False)
+    table = pd.read_parquet(tmp_path / "measurements" / "host-cpu-tf.parquet")
+    assert third["measured"] == 3 and third["journal_rows_other_settings"] == 3
+    assert table["settings_id"].nunique() == 1 and len(table) == 3
+
+
+def test_a_worker_past_its_timeout_is_a_failed_row_and_the_next_model_still_runs(tmp_path):
+    from perfpred import runners
+
+    target, settings = local_setup("tf", min_seconds=30.0, max_seconds=60.0, max_iterations=10**6, timeout_s=3)
+    descriptor = tiny_descriptor(tmp_path, "slow")
+    with runners.ForkServer() as server:
+        row = measure.measure_model("slow", descriptor, None, target, settings, server)
+        assert row["status"] == "failed" and row["reason"].startswith("timeout")
+        row = measure.measure_model("slow", descriptor, None, target, settings | QUICK | {"timeout_s": 60}, server)
+        assert row["status"] == "ok"
