@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _API = {
     "read_measurements": "perfpred.measurements",
+    "load_predictor": "perfpred.registry",
 }
 
 __all__ = sorted(_API)

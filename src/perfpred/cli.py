@@ -13,6 +13,8 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "params": ("perfpred.params", "write params.yaml from conf/ (the configuration dvc repro reads)"),
     "import": ("perfpred.importer", "import published measurements into data/measurements/<target>.parquet"),
+    "train": ("perfpred.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
+    "tune": ("perfpred.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."
