@@ -154,15 +154,15 @@ def test_unknown_algorithm_names_the_known_ones(project):
 def test_parallel_multirun_against_a_fresh_store(project):
     from mlflow import MlflowClient
 
-    done = _perfpred(project, "train", "-m", "target=jetson-nano", "metric=latency", "algorithm=poly,svr,rf",
-                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "train.seeds=6", "train.n_jobs=1")
+    done = _perfpred(project, "train", "-m", "target=jetson-nano", "metric=latency", "algorithm=poly,rf",
+                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seeds=4", "train.n_jobs=1")
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     versions = client.search_model_versions("name='jetson-nano-latency'")
-    assert sorted(v.tags["algorithm"] for v in versions) == ["poly", "rf", "svr"]
+    assert sorted(v.tags["algorithm"] for v in versions) == ["poly", "rf"]
     assert client.get_model_version_by_alias("jetson-nano-latency", "champion").version
     result = json.loads((project / "metrics/jetson-nano-latency.json").read_text())
-    assert sorted(result["algorithms"]) == ["poly", "rf", "svr"]
+    assert sorted(result["algorithms"]) == ["poly", "rf"]
 
 
 @pytest.mark.slow

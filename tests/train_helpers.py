@@ -42,3 +42,12 @@ def project(tmp_path, monkeypatch, nano_subset):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def _features() -> tuple[str, ...]:
+    from perfpred import schema
+
+    return schema.FEATURE_COLUMNS
+
+
+FEATURES = _features()
