@@ -152,12 +152,12 @@ def test_unknown_algorithm_names_the_known_ones(project):
 
 @pytest.mark.slow
 def test_parallel_multirun_against_a_fresh_store(project):
-    from mlflow import MlflowClient
+    from perfpred import registry
 
     done = _perfpred(project, "train", "-m", "target=jetson-nano", "metric=latency", "algorithm=poly,rf",
                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seeds=4", "train.n_jobs=1")
     assert done.returncode == 0, done.stderr[-3000:]
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    client = registry.client()  # tracking and registry URI: this test's store (an earlier test set another)
     versions = client.search_model_versions("name='jetson-nano-latency'")
     assert sorted(v.tags["algorithm"] for v in versions) == ["poly", "rf"]
     assert client.get_model_version_by_alias("jetson-nano-latency", "champion").version
