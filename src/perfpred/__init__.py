@@ -17,6 +17,7 @@ _API = {
     "describe": "perfpred.description",
     "measure_model": "perfpred.measure",
     "measure_zoo": "perfpred.measure",
+    "load_predictor": "perfpred.registry",
 }
 
 __all__ = sorted(_API)

@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "describe": ("perfpred.description", "print the model-level features of a Keras descriptor (.json or .keras)"),
     "features": ("perfpred.features", "describe every model of the zoo manifest into data/features/features.parquet"),
     "measure": ("perfpred.measure", "measure latency and peak memory of a model (or the zoo) on a local or ssh target"),
+    "train": ("perfpred.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
+    "tune": ("perfpred.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."
