@@ -48,19 +48,41 @@ class _Walk:
         self.approximate = False
         self.input_width = None
         self.layer_shapes: dict[str, list] = {}  # layer name -> output shape of its first call
+        self.records: list[tuple] = []  # (class name, config, stats) of every counted layer, in walk order
 
     def features(self) -> dict:
         outputs = self.run(self.graph, None)
         if not outputs:
             raise DescriptorError(f"{self.graph.source}: the model has no outputs")
         totals = self.totals
-        totals["params"] = totals.pop("params")
+        totals["neurons"] = self.neurons()
         totals["param_bytes"] = totals["params"] * BYTES_PER_PARAM
         width = self.input_width
         result = {column: totals[column] for column in FEATURE_COLUMNS}
         result["input_size"] = totals["input_size"]
         result |= {column: totals[column] for column in EXTRA_COLUMNS[1:-1]}
         return {"input_width": width} | result | {"approximate": self.approximate}
+
+    def neurons(self) -> int:
+        """Weighted neurons as the data's source computed them, from its per-layer table.
+
+        Its 'input channels' (and SeparableConv2D's input width) are those of the layer listed just
+        before in the descriptor, which is the real input in a plain chain but not after a branch.
+        """
+        total = 0
+        previous = None
+        for class_name, config, stats, inputs in self.records:
+            before = previous if previous is not None and len(previous) == len(inputs[0]) else inputs[0]
+            previous = stats.shape
+            if class_name in FC_CLASSES:
+                total += before[-1] * stats.shape[-1]
+            elif class_name.startswith("Separable"):
+                k, w_in, w_out = stats.kernel[0], before[1], stats.shape[1]
+                total += (w_in * w_out * k * before[-1] + w_out * w_out * k * before[-1]) * stats.shape[-1]
+            elif class_name in CONV_CLASSES:
+                groups = int(config.get("groups", 1) or 1)
+                total += shapes.elements(stats.shape) * stats.kernel[0] * stats.kernel[1] * before[-1] // groups
+        return total
 
     def run(self, graph: Graph, input_shapes: list | None) -> list:
         """Infer every layer of `graph` (in descriptor order, which Keras writes topologically)."""
@@ -101,7 +123,10 @@ class _Walk:
                 )
             self.input_width = self.input_width or (shape[1] if len(shape) == 3 else None)
             self.totals["input_size"] += math.prod(shape)
-        self.add(layer.name, "InputLayer", shapes.LayerStats(tuple(shape)), graph, count=given is None)
+        stats = shapes.LayerStats(tuple(shape))
+        self.add(layer.name, "InputLayer", stats, graph, count=given is None)
+        if given is None:
+            self.records.append(("InputLayer", config, stats, [stats.shape]))
         return tuple(shape)
 
     def call(self, graph: Graph, layer, inputs: list, count: bool) -> list:
@@ -129,6 +154,8 @@ class _Walk:
                 "architecture; use a larger input_size"
             )
         self.add(layer.name, layer.class_name, stats, graph, count=count)
+        if count:
+            self.records.append((layer.class_name, layer.config, stats, inputs))
         return [stats.shape]
 
     def lambda_stats(self, graph: Graph, layer, inputs: list) -> shapes.LayerStats:
@@ -184,7 +211,6 @@ class _Walk:
         totals["flops"] += stats.flops
         totals["activations"] += shapes.elements(stats.shape)
         totals["max_activation"] = max(totals["max_activation"], shapes.elements(stats.shape))
-        totals["neurons"] += stats.neurons
         if not count:
             return
         if class_name == "InputLayer" and graph is not self.graph:

@@ -23,6 +23,8 @@ ACTIVATION_FLOPS = {
 #: batch normalisation at inference: FLOPs per output element and per channel (fitted on the Jetson data).
 BN_FLOPS_PER_ELEMENT = 2
 BN_FLOPS_PER_CHANNEL = 2
+#: the TF1 graphs the data profiled kept their weight initialisers (random * scale + offset): 2 per kernel weight
+INIT_FLOPS_PER_WEIGHT = 2
 
 
 class LayerError(ValueError):
@@ -80,6 +82,8 @@ def _activation_flops(config: dict, count: int) -> int:
     name = config.get("activation")
     if isinstance(name, dict):
         name = name.get("config", {}).get("name") or name.get("class_name")
+    if isinstance(name, str):
+        name = name.strip("_").lower()  # Keras 2 MobileNetV3 names its own '_hard_swish', '_relu6'
     return ACTIVATION_FLOPS.get(name, 0) * count
 
 
@@ -93,7 +97,7 @@ def conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
     bias = filters if config.get("use_bias", True) else 0
     params = kernel[0] * kernel[1] * (channels // groups) * filters + bias
     flops = 2 * macs + (elements(out) if bias else 0) + _activation_flops(config, elements(out))
-    return LayerStats(out, params, flops, macs, kernel)
+    return LayerStats(out, params, flops + INIT_FLOPS_PER_WEIGHT * (params - bias), macs, kernel)
 
 
 def conv2d_transpose(config: dict, shapes: list[Shape]) -> LayerStats:
@@ -116,7 +120,8 @@ def conv2d_transpose(config: dict, shapes: list[Shape]) -> LayerStats:
     macs = height * width * channels * kernel[0] * kernel[1] * filters
     bias = filters if config.get("use_bias", True) else 0
     flops = 2 * macs + (elements(out) if bias else 0) + _activation_flops(config, elements(out))
-    return LayerStats(out, kernel[0] * kernel[1] * channels * filters + bias, flops, macs, kernel)
+    weights = kernel[0] * kernel[1] * channels * filters
+    return LayerStats(out, weights + bias, flops + INIT_FLOPS_PER_WEIGHT * weights, macs, kernel)
 
 
 def depthwise_conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
@@ -128,7 +133,8 @@ def depthwise_conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
     bias = channels * multiplier if config.get("use_bias", True) else 0
     flops = 2 * macs + (elements(out) if bias else 0) + _activation_flops(config, elements(out))
     # the data's weighted neurons count each depthwise output against every input channel
-    return LayerStats(out, kernel[0] * kernel[1] * channels * multiplier + bias, flops, macs * channels, kernel)
+    weights = kernel[0] * kernel[1] * channels * multiplier
+    return LayerStats(out, weights + bias, flops + INIT_FLOPS_PER_WEIGHT * weights, macs * channels, kernel)
 
 
 def separable_conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
@@ -143,6 +149,7 @@ def separable_conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
     bias = filters if config.get("use_bias", True) else 0
     params = kernel[0] * kernel[1] * channels * multiplier + channels * multiplier * filters + bias
     flops = 2 * (depthwise + pointwise) + (elements(out) if bias else 0) + _activation_flops(config, elements(out))
+    flops += INIT_FLOPS_PER_WEIGHT * (params - bias)
     # README: ((W_in * W_out * k * C_in) + (W_out * W_out * k * C_in)) * filters
     neurons = (width * spatial[1] * kernel[0] * channels + spatial[1] * spatial[1] * kernel[0] * channels) * filters
     return LayerStats(out, params, flops, neurons, kernel)
@@ -155,6 +162,7 @@ def dense(config: dict, shapes: list[Shape]) -> LayerStats:
     bias = units if config.get("use_bias", True) else 0
     macs = elements(shape) * units
     flops = 2 * macs + (elements(out) if bias else 0) + _activation_flops(config, elements(out))
+    flops += INIT_FLOPS_PER_WEIGHT * shape[-1] * units
     return LayerStats(out, shape[-1] * units + bias, flops, shape[-1] * units * elements(shape[:-1]))
 
 
@@ -184,7 +192,9 @@ def layer_norm(config: dict, shapes: list[Shape]) -> LayerStats:
 def normalization(config: dict, shapes: list[Shape]) -> LayerStats:
     shape = shapes[0]
     channels = _channels(config, shape)
-    return LayerStats(shape, 2 * channels + 1, 2 * elements(shape))  # mean, variance, count
+    # mean, variance and count are weights only when adapted; given in the config they are constants
+    params = 0 if config.get("mean") is not None else 2 * channels + 1
+    return LayerStats(shape, params, 2 * elements(shape))
 
 
 def pooling(config: dict, shapes: list[Shape]) -> LayerStats:
