@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _API = {
     "read_measurements": "perfpred.measurements",
+    "describe": "perfpred.describe",
 }
 
 __all__ = sorted(_API)

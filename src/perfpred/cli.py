@@ -13,6 +13,8 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "params": ("perfpred.params", "write params.yaml from conf/ (the configuration dvc repro reads)"),
     "import": ("perfpred.importer", "import published measurements into data/measurements/<target>.parquet"),
+    "describe": ("perfpred.describe", "print the model-level features of a Keras descriptor (.json or .keras)"),
+    "features": ("perfpred.features", "describe every model of the zoo manifest into data/features/features.parquet"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."
