@@ -18,7 +18,7 @@ TARGET_COLUMNS: tuple[str, ...] = ("target", "toolchain", "hardware")
 
 def describe_model(model, input_width: int | None = None) -> dict:
     """Canonical features of MODEL: a Keras JSON or .keras path, `app:NAME`, or a keras.Model."""
-    from perfpred import describe
+    from perfpred.describe import describe
 
     if applications.is_application(model):
         return describe(applications.build_application(model, input_width))
