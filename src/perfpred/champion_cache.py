@@ -20,6 +20,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ALIAS = "champion"
@@ -28,49 +29,63 @@ CACHE_ENV = "PERFPRED_PREDICTOR_CACHE"
 _REST_TIMEOUT_S = 10
 
 
-def champion_versions(tracking_uri: str, alias: str = ALIAS) -> dict[str, tuple[str, str]] | None:
-    """Registered model name -> (version, run_id) of its `alias`, or None if the store cannot be read directly."""
+@dataclass(frozen=True)
+class Champion:
+    """The champion version of one registered model, as the store names it."""
+
+    target: str
+    metric: str
+    version: str
+    run_id: str
+
+
+def champion_versions(tracking_uri: str, alias: str = ALIAS) -> dict[str, Champion] | None:
+    """Registered model name -> its `alias` version (models tagged target and metric), or None if not readable directly."""
     try:
         if tracking_uri.startswith("sqlite:///"):
             return _sqlite_versions(tracking_uri, alias)
         if tracking_uri.startswith(("http://", "https://")):
             return _rest_versions(tracking_uri.rstrip("/"), alias)
-    except (sqlite3.Error, OSError, ValueError, KeyError):
+    except (sqlite3.Error, OSError, ValueError, KeyError, TypeError):
         return None  # an unexpected schema or answer: the MLflow client knows better
     return None
 
 
-def _sqlite_versions(tracking_uri: str, alias: str) -> dict[str, tuple[str, str]] | None:
+def _sqlite_versions(tracking_uri: str, alias: str) -> dict[str, Champion] | None:
     database = tracking_uri[len("sqlite:///") :].split("?")[0]
     if not Path(database).exists():
         return None
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
         rows = connection.execute(
-            "SELECT a.name, a.version, v.run_id FROM registered_model_aliases a "
-            "JOIN model_versions v ON v.name = a.name AND v.version = a.version WHERE a.alias = ?",
+            "SELECT a.name, target.value, metric.value, a.version, v.run_id FROM registered_model_aliases a "
+            "JOIN model_versions v ON v.name = a.name AND v.version = a.version "
+            "JOIN registered_model_tags target ON target.name = a.name AND target.key = 'target' "
+            "JOIN registered_model_tags metric ON metric.name = a.name AND metric.key = 'metric' "
+            "WHERE a.alias = ?",
             (alias,),
         ).fetchall()
-    return {name: (str(version), str(run_id)) for name, version, run_id in rows}
+    return {name: Champion(target, metric, str(version), str(run_id)) for name, target, metric, version, run_id in rows}
 
 
-def _rest_versions(base_url: str, alias: str) -> dict[str, tuple[str, str]]:
-    versions = {}
+def _rest_versions(base_url: str, alias: str) -> dict[str, Champion]:
+    found = {}
     token = None
     while True:
         query = {"max_results": 1000} | ({"page_token": token} if token else {})
         page = _get_json(f"{base_url}/api/2.0/mlflow/registered-models/search?{urllib.parse.urlencode(query)}")
         for model in page.get("registered_models", []):
+            tags = {tag["key"]: tag["value"] for tag in model.get("tags", [])}
             for entry in model.get("aliases", []):
-                if entry["alias"] == alias:
-                    versions[model["name"]] = str(entry["version"])
+                if entry["alias"] == alias and "target" in tags and "metric" in tags:
+                    found[model["name"]] = (tags["target"], tags["metric"], str(entry["version"]))
         token = page.get("next_page_token")
         if not token:
             break
     result = {}
-    for name, version in versions.items():
+    for name, (target, metric, version) in found.items():
         query = urllib.parse.urlencode({"name": name, "version": version})
         details = _get_json(f"{base_url}/api/2.0/mlflow/model-versions/get?{query}")["model_version"]
-        result[name] = (version, details["run_id"])
+        result[name] = Champion(target, metric, version, details["run_id"])
     return result
 
 
@@ -88,17 +103,17 @@ def cache_dir() -> Path:
     return config.path("predictor_cache")
 
 
-def cache_file(tracking_uri: str, name: str, version: str, run_id: str) -> Path:
+def cache_file(tracking_uri: str, name: str, champion: Champion) -> Path:
     """The file of one registered model version loaded from one store."""
-    key = hashlib.sha256(f"{tracking_uri}|{name}|{version}|{run_id}".encode()).hexdigest()[:16]
-    return cache_dir() / f"{name}-v{version}-{key}.pickle"
+    key = hashlib.sha256(f"{tracking_uri}|{name}|{champion.version}|{champion.run_id}".encode()).hexdigest()[:16]
+    return cache_dir() / f"{name}-v{champion.version}-{key}.pickle"
 
 
-def load(name: str, tracking_uri: str, loader: Callable[[], object], versions: dict | None) -> object:
+def load(name: str, tracking_uri: str, loader: Callable[[], object], champions: dict[str, Champion] | None) -> object:
     """The predictor `name`@champion: from the disk cache when its exact version is there, else `loader()`, then cached."""
-    if not versions or name not in versions:
+    if not champions or name not in champions:
         return loader()
-    path = cache_file(tracking_uri, name, *versions[name])
+    path = cache_file(tracking_uri, name, champions[name])
     if path.exists():
         with contextlib.suppress(Exception):  # a cache from another package version: load it afresh
             return pickle.loads(path.read_bytes())

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from perfpred import descriptors, shapes
-from perfpred.descriptors import DescriptorError, Graph, TensorRef
+from perfpred.descriptors import DescriptorError, Graph
 from perfpred.schema import FEATURE_COLUMNS
 
 CONV_CLASSES = {"Conv2D", "Convolution2D", "Conv2DTranspose", "Deconvolution2D", "DepthwiseConv2D",

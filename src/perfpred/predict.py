@@ -25,20 +25,44 @@ def describe_model(model, input_width: int | None = None) -> dict:
     return describe(model, input_size=input_width)
 
 
-@cache
 def load_champion(target: str, metric: str, tracking_uri: str | None = None):
-    """The champion predictor of (target, metric), loaded once per process."""
-    from perfpred import load_predictor
+    """The champion predictor of (target, metric), loaded once per process and kept on disk (champion_cache)."""
+    from perfpred import champion_cache, registry
 
-    return load_predictor(target, metric, alias="champion", tracking_uri=tracking_uri)
+    uri = registry.tracking_uri(tracking_uri)
+    key = (target, metric, uri)
+    if key not in _LOADED:
+        champions = _champions(uri)
+        direct = champions if isinstance(champions, dict) else None
+        _LOADED[key] = champion_cache.load(
+            registry.model_name(target, metric),
+            uri,
+            lambda: registry.load_predictor(target, metric, tracking_uri=uri),
+            direct,
+        )
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple[str, str, str], object] = {}
+
+
+@cache
+def _champions(uri: str):
+    """The store's champions: read directly (name -> Champion) when possible, else through MLflow ((target, metric) pairs)."""
+    from perfpred import champion_cache, registry
+
+    direct = champion_cache.champion_versions(uri)
+    return direct if direct is not None else registry.champions(uri)
 
 
 def champion_targets(tracking_uri: str | None = None) -> dict[str, list[str]]:
     """target -> the metrics that have a champion predictor in the registry."""
     from perfpred import registry
 
+    champions = _champions(registry.tracking_uri(tracking_uri))
+    pairs = [(c.target, c.metric) for c in champions.values()] if isinstance(champions, dict) else champions
     targets: dict[str, list[str]] = {}
-    for target, metric in registry.champions(tracking_uri):
+    for target, metric in pairs:
         targets.setdefault(target, []).append(metric)
     return {target: sorted(metrics, key=_metric_order) for target, metrics in sorted(targets.items())}
 
@@ -62,8 +86,9 @@ def select_targets(requested: Sequence[str] | None, tracking_uri: str | None = N
 
 
 def train_hint(target: str) -> str:
-    """The command that makes a champion for a target."""
-    return f"train and register one with `perfpred train target={target}` (or `dvc repro`)"
+    """The command that makes champions for a target."""
+    metrics = ",".join(_target_config(target).get("metrics", [])) or ",".join(schema.METRIC_COLUMNS)
+    return f"train and register them with `perfpred train -m target={target} metric={metrics}` (or `dvc repro`)"
 
 
 def predict_features(
@@ -86,14 +111,13 @@ def predict_features(
         for metric in metrics:
             predictor = load_champion(target, metric, tracking_uri)
             column = schema.metric_column(metric)
-            inputs = features[list(predictor.features)]
-            part[column] = predictor.predict(inputs)
-            part[f"{column}_low"], part[f"{column}_high"] = predictor.predict_interval(inputs, level=level)
+            part[column] = predictor.predict(features)
+            part[f"{column}_low"], part[f"{column}_high"] = predictor.predict_interval(features, level=level)
             part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}"
         parts.append(part)
     identity = [column for column in ("model", "input_width") if column in features.columns]
-    table = pd.concat(parts).join(features[identity]) if identity else pd.concat(parts)
-    return table.reset_index(drop=True)
+    table = features[identity].join(pd.concat(parts), how="right")
+    return table[identity + [c for c in table.columns if c not in identity]].reset_index(drop=True)
 
 
 def predict_model(
@@ -105,7 +129,8 @@ def predict_model(
 ) -> pd.DataFrame:
     """Predicted latency_ms, memory_mb (and power_mw) of one CNN on each target with a champion, with intervals."""
     features = describe_model(model, input_width)
-    return predict_features(pd.DataFrame([features]), targets, level, tracking_uri)
+    name = model if isinstance(model, str) else getattr(model, "name", "model")
+    return predict_features(pd.DataFrame([{"model": str(name)} | features]), targets, level, tracking_uri)
 
 
 def format_table(table: pd.DataFrame, leading: Sequence[str] = ()) -> str:
@@ -184,4 +209,6 @@ def _target_config(target: str) -> dict:
 
 
 def _store(tracking_uri: str | None) -> str:
-    return f"the MLflow store {tracking_uri}" if tracking_uri else "the MLflow store ($MLFLOW_TRACKING_URI or the local one)"
+    from perfpred import registry
+
+    return f"the MLflow store {registry.tracking_uri(tracking_uri)}"
