@@ -1,14 +1,18 @@
 """`perfpred predict`: output formats (pure) and MODEL resolution without TensorFlow."""
 
+import json
 import math
 import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
-from perfpred import predict
+import trained_store
+from perfpred import cli, predict
 
-DESCRIPTOR = "data/raw/jetson-bouzidi/architectures/ResNet-50_224.json"
+DESCRIPTOR_PATH = trained_store.DESCRIPTOR
+DESCRIPTOR = str(DESCRIPTOR_PATH)
 
 
 def prediction_table() -> pd.DataFrame:
@@ -56,3 +60,123 @@ def test_describing_a_json_descriptor_imports_no_tensorflow():
     )
     completed = subprocess.run([sys.executable, "-c", probe, DESCRIPTOR], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "[]"
+
+
+# ---- end to end: real predictors trained into a temporary MLflow store by `perfpred train` ----
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Two Jetson targets trained on 40% of their rows (latency and memory); the other rows held out."""
+    folder = tmp_path_factory.mktemp("project")
+    held_out = trained_store.make_project(folder, {"jetson-nano": "nano", "jetson-tx2": "tx2"}, train_fraction=0.4)
+    trained_store.train(folder, ["jetson-nano", "jetson-tx2"], ["latency", "memory"])
+    return folder, held_out
+
+
+@pytest.fixture
+def in_project(project, monkeypatch):
+    """Run perfpred in-process inside the trained project."""
+    folder, _ = project
+    for key, value in trained_store.environment(folder).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_predict_json_covers_every_target_without_tensorflow(project):
+    folder, _ = project
+    completed = trained_store.perfpred(folder, "predict", str(DESCRIPTOR_PATH), "--json", python_options=("-X", "importtime"))
+    imported = {line.rsplit("|", 1)[-1].strip() for line in completed.stderr.splitlines() if "|" in line}
+    assert not {"tensorflow", "keras"} & imported
+    records = json.loads(completed.stdout)
+    assert [r["target"] for r in records] == ["jetson-nano", "jetson-tx2"]
+    for record in records:
+        assert record["toolchain"] == "tensorflow-1.x" and record["latency_predictor"] == "poly v1"
+        for column in ("latency_ms", "memory_mb"):
+            assert 0 < record[f"{column}_low"] < record[column] < record[f"{column}_high"]
+        assert record.get("power_mw") is None  # no power predictor was trained
+
+
+@pytest.mark.slow
+def test_cli_answers_agree_with_the_registered_predictors(project):
+    folder, _ = project
+    first = json.loads(trained_store.perfpred(folder, "predict", str(DESCRIPTOR_PATH), "--json").stdout)
+    assert list((folder / ".cache").glob("jetson-nano-latency-v1-*.pickle"))  # loaded through MLflow once, then kept
+    second = json.loads(trained_store.perfpred(folder, "predict", str(DESCRIPTOR_PATH), "--json").stdout)
+    assert first == second
+    from perfpred import registry
+
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    predictor = registry.load_predictor("jetson-tx2", "latency", tracking_uri=uri)
+    features = pd.DataFrame([predict.describe_model(DESCRIPTOR_PATH)])
+    low, high = predictor.predict_interval(features, level=0.8)
+    assert first[1]["latency_ms"] == pytest.approx(predictor.predict(features)[0], rel=1e-12)
+    narrow = json.loads(trained_store.perfpred(folder, "predict", str(DESCRIPTOR_PATH), "--json", "--level", "0.8",
+                                               "--target", "jetson-tx2").stdout)
+    assert [narrow[0]["latency_ms_low"], narrow[0]["latency_ms_high"]] == pytest.approx([low[0], high[0]], rel=1e-12)
+
+
+@pytest.mark.slow
+def test_intervals_cover_held_out_rows_at_their_level(project, in_project):
+    _, held_out = project
+    for target in ("jetson-nano", "jetson-tx2"):
+        rows = held_out[target][held_out[target]["latency_ms"].notna()]
+        answers = predict.predict_features(rows, targets=[target], level=0.9)
+        inside = (answers["latency_ms_low"] <= rows["latency_ms"].to_numpy()) & (rows["latency_ms"].to_numpy() <= answers["latency_ms_high"])
+        assert len(rows) > 500 and abs(inside.mean() - 0.9) <= 0.05, (target, inside.mean())
+
+
+@pytest.mark.slow
+def test_table_names_targets_and_champions(in_project, capsys):
+    assert cli.main(["predict", str(DESCRIPTOR_PATH)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["model", "input_width", "target", "toolchain"] or "target" in lines[0]
+    assert lines[1].split()[0] in ("jetson-nano", str(DESCRIPTOR_PATH)) and "latency: poly v1  memory: poly v1" in lines[1]
+
+
+@pytest.mark.slow
+def test_errors_say_what_to_do(in_project, capsys, tmp_path):
+    assert cli.main(["predict", str(DESCRIPTOR_PATH), "--target", "jetson-orin-nx"]) == 2
+    assert "unknown target 'jetson-orin-nx': known targets are jetson-agx-xavier, jetson-nano, jetson-tx2" in capsys.readouterr().err
+    assert cli.main(["predict", str(DESCRIPTOR_PATH), "--target", "jetson-agx-xavier"]) == 2
+    assert "has no champion predictor yet" in (error := capsys.readouterr().err)
+    assert "perfpred train -m target=jetson-agx-xavier metric=latency,memory,power" in error
+    assert cli.main(["predict", str(DESCRIPTOR_PATH), "--input-size", "4"]) == 2
+    assert "input" in (error := capsys.readouterr().err) and "4" in error
+    descriptor = json.loads(DESCRIPTOR_PATH.read_text())
+    descriptor["config"]["layers"][2]["class_name"] = "FancyConv2D"
+    unsupported = tmp_path / "fancy.json"
+    unsupported.write_text(json.dumps(descriptor))
+    assert cli.main(["predict", str(unsupported)]) == 2
+    assert "FancyConv2D" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_recommend_ranks_the_targets_that_meet_the_limits(project):
+    folder, _ = project
+    records = json.loads(trained_store.perfpred(folder, "predict", str(DESCRIPTOR_PATH), "--json").stdout)
+    latency = {r["target"]: r["latency_ms"] for r in records}
+    faster, slower = sorted(latency, key=latency.get)
+    limit_ms = (latency[faster] * latency[slower]) ** 0.5  # between the two predictions
+    completed = trained_store.perfpred(folder, "recommend", str(DESCRIPTOR_PATH), "--max-latency-ms", f"{limit_ms:.3f}",
+                                       "--max-memory-mb", "100000", "--json")
+    ranked = json.loads(completed.stdout)
+    assert [r["target"] for r in ranked] == [faster, slower]
+    assert ranked[0]["rank"] == 1 and ranked[0]["meets"] and ranked[0]["verdict"] in ("meets", "meets?")
+    assert not ranked[1]["meets"] and ranked[1]["rank"] is None and "latency_ms" in ranked[1]["reasons"]
+    assert "memory_mb" not in ranked[1]["reasons"]
+    text = trained_store.perfpred(folder, "recommend", str(DESCRIPTOR_PATH), "--max-latency-ms", f"{limit_ms:.3f}").stdout
+    assert f"{slower} (tensorflow-1.x): fails" in text.replace("fails?", "fails")
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_keras_application_by_name(in_project, capsys):
+    assert cli.main(["predict", "app:MobileNetV2", "--input-size", "96", "--target", "jetson-nano", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["model"] == "app:MobileNetV2" and record["input_width"] == 96 and record["latency_ms"] > 0
+    assert cli.main(["predict", "app:MobileNetV2", "--input-size", "16"]) == 2
+    assert "too small for MobileNetV2: it needs at least 32x32" in capsys.readouterr().err
