@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 _API = {
     "read_measurements": "perfpred.measurements",
     "describe": "perfpred.describe",
+    "load_predictor": "perfpred.registry",
+    "predict_model": "perfpred.predict",
+    "recommend_model": "perfpred.recommend",
 }
 
 __all__ = sorted(_API)

@@ -15,6 +15,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "import": ("perfpred.importer", "import published measurements into data/measurements/<target>.parquet"),
     "describe": ("perfpred.describe", "print the model-level features of a Keras descriptor (.json or .keras)"),
     "features": ("perfpred.features", "describe every model of the zoo manifest into data/features/features.parquet"),
+    "train": ("perfpred.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
+    "tune": ("perfpred.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
+    "predict": ("perfpred.predict", "predicted latency, memory and power of a CNN on every target, with intervals"),
+    "recommend": ("perfpred.recommend", "rank the targets and toolchains that meet latency and memory limits"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."

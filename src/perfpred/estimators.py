@@ -1,0 +1,114 @@
+"""Regression pipelines built from conf/algorithm/ and the training table of one (target, metric)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from perfpred import config, schema
+
+#: Fewer rows than this leave no meaningful 80/20 split.
+MIN_ROWS = 10
+
+
+def regression_pipeline(
+    regressor,
+    log_features: bool = True,
+    log_target: bool = True,
+    poly_degree: int = 0,
+    scale: bool = True,
+):
+    """A scikit-learn pipeline: log1p of the features, polynomial terms, scaling, regressor, log of the target.
+
+    Features (counts of parameters, FLOPs, activations) span six orders of magnitude, and so do the
+    measurements: logarithms make relative errors, which MAPE scores, the ones the regressor minimises.
+    """
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures, StandardScaler
+
+    steps = []
+    if log_features:
+        steps.append(FunctionTransformer(np.log1p, feature_names_out="one-to-one"))
+    if poly_degree and poly_degree > 1:
+        steps.append(PolynomialFeatures(degree=poly_degree, include_bias=False))
+    if scale:
+        steps.append(StandardScaler())
+    steps.append(regressor)
+    pipeline = make_pipeline(*steps)
+    if log_target:
+        return LogTargetRegressor(pipeline)
+    return pipeline
+
+
+def _base_classes():
+    from sklearn.base import BaseEstimator, RegressorMixin
+
+    return BaseEstimator, RegressorMixin
+
+
+class LogTargetRegressor(*_base_classes()):
+    """Fit a regressor on log(y); predictions are clipped to the training range widened by `margin` (a factor).
+
+    The clip keeps an extrapolating model (an unseen family, an input size beyond the table) from
+    predicting a latency e**40 times the largest one measured.
+    """
+
+    def __init__(self, regressor, margin: float = 4.0):
+        self.regressor = regressor
+        self.margin = margin
+
+    def fit(self, features, target):
+        """Fit on the logarithm of a positive target."""
+        from sklearn.base import clone
+
+        log_target = np.log(np.asarray(target, dtype="float64"))
+        self.regressor_ = clone(self.regressor).fit(features, log_target)
+        self.log_range_ = (log_target.min() - np.log(self.margin), log_target.max() + np.log(self.margin))
+        return self
+
+    def predict(self, features) -> np.ndarray:
+        """Predictions in the target's unit."""
+        return np.exp(np.clip(self.regressor_.predict(features), *self.log_range_))
+
+
+def build(algorithm_cfg) -> object:
+    """Instantiate the estimator of an algorithm config (its `estimator` node, built by Hydra from `_target_`)."""
+    from hydra.utils import instantiate
+
+    return instantiate(algorithm_cfg["estimator"], _convert_="all")
+
+
+def measurement_table_path(target: str):
+    """Where the canonical measurement table of a target lives."""
+    return config.path("measurements") / f"{target}.parquet"
+
+
+def training_table(target: str, metric: str) -> pd.DataFrame:
+    """The rows of a target's table that have the metric; errors name what exists when something is missing."""
+    from perfpred.measurements import read_canonical
+
+    config.target_config(target)  # unknown target -> error listing the known ones
+    column = schema.metric_column(metric)
+    path = measurement_table_path(target)
+    if not path.exists():
+        have = sorted(p.stem for p in path.parent.glob("*.parquet")) if path.parent.exists() else []
+        raise FileNotFoundError(
+            f"target {target!r} has no measurements ({path} does not exist); targets with measurements: "
+            f"{', '.join(have) or 'none'} (run `dvc repro` or `perfpred import`/`perfpred measure` first)"
+        )
+    table = read_canonical(path)
+    table = table[table[column].notna() & (table[column] > 0)].reset_index(drop=True)
+    if table.empty:
+        have = [m for m, c in schema.METRIC_COLUMNS.items() if read_canonical(path)[c].notna().any()]
+        raise ValueError(f"target {target!r} has no {metric} measurements in {path}: it has {', '.join(have) or 'none'}")
+    if len(table) < MIN_ROWS:
+        raise ValueError(
+            f"target {target!r} has only {len(table)} {metric} rows in {path}: at least {MIN_ROWS} are needed "
+            "for an 80/20 split"
+        )
+    return table
+
+
+def feature_columns(table: pd.DataFrame) -> list[str]:
+    """The canonical features that every row of this table has (the Nano memory rows lack some)."""
+    return [c for c in schema.FEATURE_COLUMNS if table[c].notna().all()]

@@ -1,0 +1,61 @@
+"""A trained predictor of one (target, metric): point predictions and calibrated intervals from features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from perfpred import sweep
+
+
+@dataclass
+class Predictor:
+    """What `perfpred.load_predictor` returns: `.predict(df)` in the metric's unit and `.predict_interval(df)`.
+
+    `features` are the canonical feature columns the estimator reads; `calibration` holds quantiles of
+    log(measured / predicted) at sweep.CALIBRATION_PROBABILITIES (split-conformal, held-out predictions).
+    """
+
+    estimator: object
+    target: str
+    metric: str
+    column: str
+    algorithm: str
+    features: list[str]
+    calibration: np.ndarray
+    version: int | None = None
+
+    def _features(self, table: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.features if c not in table.columns]
+        if missing:
+            raise ValueError(
+                f"{self.target}-{self.metric} predictor needs feature columns {missing}, missing from the input "
+                f"(it reads {', '.join(self.features)})"
+            )
+        features = table[self.features].apply(pd.to_numeric, errors="coerce").astype("float64")
+        incomplete = features.columns[features.isna().any()].tolist()
+        if incomplete:
+            rows = features.index[features.isna().any(axis=1)].tolist()[:5]
+            raise ValueError(
+                f"{self.target}-{self.metric} predictor: feature columns {incomplete} are empty or not numeric "
+                f"in rows {rows}; compute the features (`perfpred features`) before predicting"
+            )
+        return features
+
+    def predict(self, table: pd.DataFrame) -> np.ndarray:
+        """Point predictions in the metric's unit (e.g. latency_ms), one per row."""
+        return np.asarray(self.estimator.predict(self._features(table)), dtype="float64")
+
+    def predict_interval(self, table: pd.DataFrame, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated (low, high) bounds that hold the measurement with probability `level`, per row."""
+        low, high = sweep.interval_factors(self.calibration, level)
+        predicted = self.predict(table)
+        return predicted * low, predicted * high
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor(target={self.target!r}, metric={self.metric!r}, algorithm={self.algorithm!r}, "
+            f"version={self.version}, features={len(self.features)})"
+        )
