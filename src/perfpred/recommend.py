@@ -110,6 +110,20 @@ def recommend(predictions: pd.DataFrame, requirements: dict[str, float], rank_by
     return table.drop(columns=["_excess", "_sort"])
 
 
+def recommend_model(
+    model,
+    max_latency_ms: float | None = None,
+    max_memory_mb: float | None = None,
+    max_power_mw: float | None = None,
+    rank_by: str = "latency_ms",
+    **predict_options,
+) -> pd.DataFrame:
+    """Targets ranked for one CNN (MODEL as for predict_model) against latency, memory and power limits, best first."""
+    limits = {"latency_ms": max_latency_ms, "memory_mb": max_memory_mb, "power_mw": max_power_mw}
+    requirements = {column: float(limit) for column, limit in limits.items() if limit is not None}
+    return recommend(predict.predict_model(model, **predict_options), requirements, rank_by=rank_by)
+
+
 def requirements_from_args(args: argparse.Namespace) -> dict[str, float]:
     """Requirement column -> maximum from the command-line options that were given."""
     requirements = {}
