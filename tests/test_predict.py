@@ -107,9 +107,12 @@ def test_cli_answers_agree_with_the_registered_predictors(project):
     assert list((folder / ".cache").glob("jetson-nano-latency-v1-*.pickle"))  # loaded through MLflow once, then kept
     second = json.loads(trained_store.perfpred(folder, "predict", str(DESCRIPTOR_PATH), "--json").stdout)
     assert first == second
-    from perfpred import registry
+    from perfpred import champion_cache, registry
 
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    champions = champion_cache.champion_versions(uri)  # read from the SQLite file, without MLflow
+    assert sorted((c.target, c.metric) for c in champions.values()) == registry.champions(uri)
+    assert {c.version for c in champions.values()} == {"1"}
     predictor = registry.load_predictor("jetson-tx2", "latency", tracking_uri=uri)
     features = pd.DataFrame([predict.describe_model(DESCRIPTOR_PATH)])
     low, high = predictor.predict_interval(features, level=0.8)

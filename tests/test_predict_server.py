@@ -45,7 +45,7 @@ def test_registered_predictor_served_over_rest(served_store):
     project, url = served_store
     features = predict.describe_model(DESCRIPTOR)
     predictor = registry.load_predictor("jetson-nano", "latency", tracking_uri=url)
-    payload = {"dataframe_records": [{name: features[name] for name in predictor.features}]}
+    payload = {"dataframe_records": [features]}  # all of `perfpred describe --json`, as the README sends it
     with servers.model_server("models:/jetson-nano-latency@champion", url, project) as serve_url:
         request = urllib.request.Request(
             f"{serve_url}/invocations", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}

@@ -14,6 +14,8 @@ from perfpred import applications, config, schema
 
 #: Columns of a prediction table that describe the target rather than the prediction.
 TARGET_COLUMNS: tuple[str, ...] = ("target", "toolchain", "hardware")
+#: Level of the prediction intervals unless one is asked for (the level the train stage checks coverage at).
+DEFAULT_LEVEL = 0.9
 
 
 def describe_model(model, input_width: int | None = None) -> dict:
@@ -94,7 +96,7 @@ def train_hint(target: str) -> str:
 def predict_features(
     features: pd.DataFrame,
     targets: Sequence[str] | None = None,
-    level: float = 0.9,
+    level: float = DEFAULT_LEVEL,
     tracking_uri: str | None = None,
 ) -> pd.DataFrame:
     """Predict every row of a feature table on every selected target: one row per (input row, target)."""
@@ -124,7 +126,7 @@ def predict_model(
     model,
     input_width: int | None = None,
     targets: Sequence[str] | None = None,
-    level: float = 0.9,
+    level: float = DEFAULT_LEVEL,
     tracking_uri: str | None = None,
 ) -> pd.DataFrame:
     """Predicted latency_ms, memory_mb (and power_mw) of one CNN on each target with a champion, with intervals."""
@@ -166,7 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="Keras JSON descriptor (Keras 3 or 2), .keras file, or app:NAME (keras.applications)")
     parser.add_argument("--input-size", type=int, metavar="N", help="input width N of an N x N x 3 image (default: the descriptor's; 224 for app:)")
     parser.add_argument("--target", action="append", metavar="T", help="a target to predict (repeatable; default: every target with a champion)")
-    parser.add_argument("--level", type=float, default=0.9, help="level of the prediction intervals (default 0.9)")
+    parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help=f"level of the prediction intervals (default {DEFAULT_LEVEL})")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI, else the local store)")
     parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
 
