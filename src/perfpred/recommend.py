@@ -144,17 +144,19 @@ def format_recommendations(table: pd.DataFrame) -> str:
     if met.empty:
         lines.append("No target meets the requirements.")
     else:
-        lines.append("Targets that meet the requirements, best first ('?': an interval straddles a limit):")
+        lines.append("Targets that meet the requirements, best first:")
         lines.append(predict.format_table(met, leading=("rank", "verdict")))
+        for _, row in met[met["uncertain"]].iterrows():
+            lines.append(f"  {row['target']}: meets?: {row['reasons']}")
     failing = table[~table["meets"]]
     if not failing.empty:
         lines.append("")
-        lines.append("Targets that do not meet them ('fails?': the interval still reaches below the limit):")
+        lines.append("Targets that do not meet them:")
         for _, row in failing.iterrows():
             lines.append(f"  {row['target']} ({row.get('toolchain', '')}): {row['verdict']}: {row['reasons']}")
-    uncertain = met[met["uncertain"]]
-    for _, row in uncertain.iterrows():
-        lines.append(f"  {row['target']}: meets?: {row['reasons']}")
+    if table["uncertain"].any():
+        lines.append("")
+        lines.append("'?': the prediction interval straddles a limit, so the verdict could go either way.")
     return "\n".join(lines)
 
 
