@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Pipeline stages call the `perfpred` console script of the virtual environment.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test lint clean
 

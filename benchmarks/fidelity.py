@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from perfpred import config, descriptors
-from perfpred.describe import describe, layer_shapes
+from perfpred.description import describe, layer_shapes
 
 LAYOUT_A = ("input_width", "input_size", "conv_params", "bn_params", "fc_params", "flops", "layers", "conv_layers",
             "bn_layers", "fc_layers", "activations", "neurons")
@@ -76,6 +76,10 @@ def fidelity(descriptor: Path, rows: dict[str, list[dict]], other_sizes: int = 2
                 worst[feature] = max(worst[feature] or 0.0, error)
             break
     result |= worst
+    named = rows.get(network_name(descriptor), [])
+    result["note"] = "" if candidates else (
+        f"no row with this structure: data has conv_params {sorted({int(r['conv_params']) for r in named})[:2]}, "
+        f"descriptor {native['conv_params']}" if named else "network not in the data")
     result["ok"] = bool(candidates) and result["shape_mismatches"] == 0 and all(
         worst[f] is not None and worst[f] <= TOLERANCE[f] for f in COMPARED)
     return result
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     root = config.path("jetson_dataset", config.load_params())
     rows = dataset_rows(root)
-    header = ["architecture", "rows", "sizes", "shape_mismatches", *COMPARED, "ok"]
+    header = ["architecture", "rows", "sizes", "shape_mismatches", *COMPARED, "ok", "note"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     failures = 0

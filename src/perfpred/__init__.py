@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _API = {
     "read_measurements": "perfpred.measurements",
-    "describe": "perfpred.describe",
+    "describe": "perfpred.description",
     "load_predictor": "perfpred.registry",
     "predict_model": "perfpred.predict",
     "recommend_model": "perfpred.recommend",

@@ -13,7 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "params": ("perfpred.params", "write params.yaml from conf/ (the configuration dvc repro reads)"),
     "import": ("perfpred.importer", "import published measurements into data/measurements/<target>.parquet"),
-    "describe": ("perfpred.describe", "print the model-level features of a Keras descriptor (.json or .keras)"),
+    "describe": ("perfpred.description", "print the model-level features of a Keras descriptor (.json or .keras)"),
     "features": ("perfpred.features", "describe every model of the zoo manifest into data/features/features.parquet"),
     "train": ("perfpred.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
     "tune": ("perfpred.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),

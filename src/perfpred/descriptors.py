@@ -192,10 +192,9 @@ def layer_table(descriptor: Path) -> dict[str, dict] | None:
 
 def _shape(text: str) -> tuple[int, ...] | None:
     """'[None, 56, 56, 4]' -> (56, 56, 4), batch dropped; a list of shapes -> the first."""
+    first = text.split("]")[0]
+    dims = [part.strip(" [()") for part in first.split(",")]
     try:
-        value = json.loads(text.replace("None", "null").replace("(", "[").replace(")", "]"))
-    except json.JSONDecodeError:
+        return tuple(int(d) for d in dims[1:] if d)
+    except ValueError:
         return None
-    if value and isinstance(value[0], list):
-        value = value[0]
-    return tuple(value[1:])

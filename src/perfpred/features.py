@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from perfpred import config, schema
-from perfpred.describe import EXTRA_COLUMNS, describe
+from perfpred.description import EXTRA_COLUMNS, describe
 
 MANIFEST_COLUMNS = ("name", "family", "input_width", "descriptor", "source", "synthetic")
 FEATURES_FILE = "features.parquet"
@@ -32,18 +32,21 @@ def feature_table(manifest: pd.DataFrame, root: Path, progress: bool = True) -> 
     from tqdm import tqdm
 
     rows, skipped = [], []
-    for entry in tqdm(manifest.itertuples(index=False), total=len(manifest), desc="features", disable=not progress):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                features = describe(root / entry.descriptor, input_size=int(entry.input_width))
-        except (ValueError, FileNotFoundError, KeyError) as error:
-            skipped.append({"name": entry.name, "reason": str(error)})
-            continue
-        identity = {"model": entry.name, "family": entry.family, "input_width": int(entry.input_width),
-                    "source": entry.source, "synthetic": bool(entry.synthetic)}
-        rows.append(identity | {column: features[column] for column in schema.FEATURE_COLUMNS}
-                    | {column: features[column] for column in EXTRA_COLUMNS if column != "input_width"})
+    try:
+        for entry in tqdm(manifest.itertuples(index=False), total=len(manifest), desc="features", disable=not progress):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    features = describe(root / entry.descriptor, input_size=int(entry.input_width))
+            except (ValueError, FileNotFoundError, KeyError) as error:
+                skipped.append({"name": entry.name, "reason": str(error)})
+                continue
+            identity = {"model": entry.name, "family": entry.family, "input_width": int(entry.input_width),
+                        "source": entry.source, "synthetic": bool(entry.synthetic)}
+            rows.append(identity | {column: features[column] for column in schema.FEATURE_COLUMNS}
+                        | {column: features[column] for column in EXTRA_COLUMNS if column != "input_width"})
+    except KeyboardInterrupt:  # keep the rows described so far; the caller writes them, then stops
+        skipped.append({"name": "*", "reason": "interrupted"})
     columns = list(schema.IDENTITY_COLUMNS + schema.FEATURE_COLUMNS) + [c for c in EXTRA_COLUMNS if c != "input_width"]
     table = pd.DataFrame(rows, columns=columns)
     table = table.astype({"model": "string", "family": "string", "source": "string", "synthetic": "bool",
@@ -64,6 +67,8 @@ def build(params: dict | None = None, progress: bool = True) -> dict:
     summary = {"models": len(manifest), "described": len(table), "skipped": skipped,
                "approximate": int(table["approximate"].sum())}
     (out_dir / "features.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if any(entry["name"] == "*" for entry in skipped):
+        raise KeyboardInterrupt(f"interrupted: {len(table)} finished rows kept in {out_dir / FEATURES_FILE}")
     return summary
 
 

@@ -20,7 +20,7 @@ DEFAULT_LEVEL = 0.9
 
 def describe_model(model, input_width: int | None = None) -> dict:
     """Canonical features of MODEL: a Keras JSON or .keras path, `app:NAME`, or a keras.Model."""
-    from perfpred.describe import describe
+    from perfpred.description import describe
 
     if applications.is_application(model):
         return describe(applications.build_application(model, input_width))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def describe(source, input_size: int | None = None) -> dict:
         graph = descriptors.parse(json.loads(source.to_json()), getattr(source, "name", "<keras.Model>"))
     else:
         graph = descriptors.load(source)
-        if not isinstance(source, dict):
+        if not isinstance(source, dict) and any(layer.class_name == "Lambda" for layer in graph.layers):
             table = descriptors.layer_table(Path(source))
     return _Walk(graph, input_size, table).features()
 
@@ -46,6 +47,7 @@ class _Walk:
         self.lambda_inputs: dict[str, tuple] = {}  # Lambda name -> (input shape, output shape) seen
         self.totals = dict.fromkeys(FEATURE_COLUMNS, 0) | dict.fromkeys(EXTRA_COLUMNS[1:-1], 0)
         self.approximate = False
+        self.retargeted = False  # the input size differs from the descriptor's own
         self.input_width = None
         self.layer_shapes: dict[str, list] = {}  # layer name -> output shape of its first call
         self.records: list[tuple] = []  # (class name, config, stats) of every counted layer, in walk order
@@ -54,20 +56,17 @@ class _Walk:
         outputs = self.run(self.graph, None)
         if not outputs:
             raise DescriptorError(f"{self.graph.source}: the model has no outputs")
-        totals = self.totals
-        totals["neurons"] = self.neurons()
-        totals["param_bytes"] = totals["params"] * BYTES_PER_PARAM
-        width = self.input_width
-        result = {column: totals[column] for column in FEATURE_COLUMNS}
-        result["input_size"] = totals["input_size"]
-        result |= {column: totals[column] for column in EXTRA_COLUMNS[1:-1]}
-        return {"input_width": width} | result | {"approximate": self.approximate}
+        totals = self.totals | {"neurons": self.neurons(), "input_width": self.input_width,
+                                "param_bytes": self.totals["params"] * BYTES_PER_PARAM, "approximate": self.approximate}
+        return {column: totals[column] for column in ("input_width", *FEATURE_COLUMNS, *EXTRA_COLUMNS[1:])}
 
     def neurons(self) -> int:
         """Weighted neurons as the data's source computed them, from its per-layer table.
 
         Its 'input channels' (and SeparableConv2D's input width) are those of the layer listed just
-        before in the descriptor, which is the real input in a plain chain but not after a branch.
+        before in the descriptor, which is the real input in a plain chain but not after a branch, and
+        its 'kernel height x width' is the kernel width squared (Inception's 1x7 and 7x1 convolutions
+        show it).
         """
         total = 0
         previous = None
@@ -81,34 +80,36 @@ class _Walk:
                 total += (w_in * w_out * k * before[-1] + w_out * w_out * k * before[-1]) * stats.shape[-1]
             elif class_name in CONV_CLASSES:
                 groups = int(config.get("groups", 1) or 1)
-                total += shapes.elements(stats.shape) * stats.kernel[0] * stats.kernel[1] * before[-1] // groups
+                total += shapes.elements(stats.shape) * stats.kernel[1] ** 2 * before[-1] // groups
         return total
 
     def run(self, graph: Graph, input_shapes: list | None) -> list:
         """Infer every layer of `graph` (in descriptor order, which Keras writes topologically)."""
-        by_name = {layer.name: layer for layer in graph.layers}
         produced: dict[tuple[str, int], list] = {}
+        done = dict.fromkeys((layer.name for layer in graph.layers), 0)  # calls inferred so far, per layer
         pending = list(graph.layers)
         while pending:
-            waiting = []
+            waiting, before = [], sum(done.values())
             for layer in pending:
                 if layer.class_name == "InputLayer":
-                    index = [ref.layer for ref in graph.inputs].index(layer.name) if any(
-                        ref.layer == layer.name for ref in graph.inputs) else 0
-                    given = input_shapes[index] if input_shapes else None
+                    names = [ref.layer for ref in graph.inputs]
+                    given = input_shapes[names.index(layer.name) if layer.name in names else 0] if input_shapes else None
                     produced[(layer.name, 0)] = [self.input_layer(graph, layer, given)]
                     continue
-                if any(any((ref.layer, ref.node) not in produced for ref in call) for call in layer.calls):
-                    waiting.append(layer)
-                    continue
-                for node, call in enumerate(layer.calls):
+                # a shared layer's later calls may read its own earlier outputs: infer call by call
+                for node in range(done[layer.name], len(layer.calls)):
+                    call = layer.calls[node]
+                    if any((ref.layer, ref.node) not in produced for ref in call):
+                        break
                     inputs = [produced[(ref.layer, ref.node)][ref.tensor] for ref in call]
                     produced[(layer.name, node)] = self.call(graph, layer, inputs, count=node == 0)
-            if len(waiting) == len(pending):
+                    done[layer.name] = node + 1
+                if done[layer.name] < len(layer.calls):
+                    waiting.append(layer)
+            if waiting and sum(done.values()) == before and len(waiting) == len(pending):
                 names = ", ".join(f"{layer.name!r}" for layer in waiting[:5])
                 raise DescriptorError(f"{graph.source}: layers {names} read tensors no layer produces (a cycle?)")
             pending = waiting
-        del by_name
         return [produced[(ref.layer, ref.node)][ref.tensor] for ref in graph.outputs if (ref.layer, ref.node) in produced]
 
     def input_layer(self, graph: Graph, layer, given) -> tuple:
@@ -116,6 +117,7 @@ class _Walk:
         shape = given or tuple((config.get("batch_shape") or config.get("batch_input_shape"))[1:])
         if given is None and graph is self.graph:
             if len(shape) == 3 and self.input_size is not None:
+                self.retargeted = self.retargeted or shape[:2] != (self.input_size, self.input_size)
                 shape = (self.input_size, self.input_size, shape[2])
             if any(d is None for d in shape):
                 raise DescriptorError(
@@ -142,8 +144,14 @@ class _Walk:
                 raise DescriptorError(f"{where}: unknown layer class {layer.class_name!r}; perfpred has no shape rule for it")
             if not inputs:
                 raise DescriptorError(f"{where}: the layer has no inputs")
+            config = layer.config
+            if config.get("data_format") == "channels_first":
+                raise DescriptorError(f"{where}: data_format 'channels_first' is not supported; export the model "
+                                      "channels-last (Keras' default)")
+            if self.retargeted and layer.class_name == "ZeroPadding2D":
+                config = same_padding(config, inputs[0])
             try:
-                stats = rule(layer.config, inputs)
+                stats = rule(config, inputs)
             except (KeyError, TypeError, IndexError) as error:
                 raise DescriptorError(f"{where}: unreadable config ({type(error).__name__}: {error})") from None
             except shapes.LayerError as error:
@@ -197,7 +205,9 @@ class _Walk:
             self._lambda_reference = {}
             if self.table:
                 native = {name: row["output_shape"] for name, row in self.table.items() if row["class_name"] == "Lambda"}
-                if self.native:
+                table_input = next((row["output_shape"] for row in self.table.values()
+                                    if row["class_name"] == "InputLayer"), None)
+                if self.native or self.input_size is None or (table_input or (None,))[0] == self.input_size:
                     self._lambda_reference = {name: (None, shape) for name, shape in native.items()}
                 else:
                     walk = _Walk(self.graph, None, self.table, native=True)
@@ -206,15 +216,14 @@ class _Walk:
         return self._lambda_reference
 
     def add(self, name: str, class_name: str, stats: shapes.LayerStats, graph: Graph, count: bool) -> None:
+        if class_name == "InputLayer" and graph is not self.graph:
+            return  # a nested model's input is its caller's tensor, already counted
         totals = self.totals
         self.layer_shapes.setdefault(name, stats.shape)
         totals["flops"] += stats.flops
         totals["activations"] += shapes.elements(stats.shape)
         totals["max_activation"] = max(totals["max_activation"], shapes.elements(stats.shape))
         if not count:
-            return
-        if class_name == "InputLayer" and graph is not self.graph:
-            totals["activations"] -= shapes.elements(stats.shape)  # a nested model's input is its caller's tensor
             return
         totals["layers"] += 1
         totals["params"] += stats.params
@@ -236,6 +245,26 @@ class _Walk:
         totals["pool_layers"] += "Pool" in class_name
         totals["merge_layers"] += class_name in {"Add", "Multiply", "Concatenate", "Average", "Subtract", "Maximum"}
         totals["lambda_layers"] += class_name == "Lambda"
+
+
+def same_padding(config: dict, shape: tuple) -> dict:
+    """Re-target keras.applications' `correct_pad` padding to another input size.
+
+    MobileNetV2 and EfficientNet pad ((k//2 - 1, k//2), ...) before a stride-2 'valid' convolution
+    when the size is even and (k//2, k//2) when it is odd (TensorFlow's 'same' for stride 2). A
+    descriptor holds the padding of its own size; an asymmetric (p, p + 1) pair is recomputed for
+    the size the layer now sees. Symmetric padding is kept (it cannot be told from plain padding).
+    """
+    padding = config.get("padding")
+    if not (isinstance(padding, list | tuple) and len(padding) == 2 and all(
+            isinstance(pair, list | tuple) and len(pair) == 2 for pair in padding)):
+        return config
+    adjusted = []
+    for (before, after), size in zip(padding, shape[:2], strict=True):
+        if after == before + 1 and size % 2 == 1:
+            before = after
+        adjusted.append([before, after])
+    return config | {"padding": adjusted}
 
 
 def layer_shapes(source, input_size: int | None = None) -> dict[str, tuple]:
@@ -266,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
             text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
             print(f"{name:<{width}}  {text:>18}")
     for warning in caught[:3]:
-        print(f"warning: {warning.message}", file=__import__("sys").stderr)
+        print(f"warning: {warning.message}", file=sys.stderr)
     if len(caught) > 3:
-        print(f"warning: {len(caught) - 3} more Lambda layers without a layer table row", file=__import__("sys").stderr)
+        print(f"warning: {len(caught) - 3} more Lambda layers without a layer table row", file=sys.stderr)
     return 0
