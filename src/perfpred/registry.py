@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from perfpred import config, schema
@@ -68,6 +71,19 @@ def experiment_id(target: str, uri: str | None = None) -> str:
         if found is None:
             raise
         return found.experiment_id
+
+
+@contextmanager
+def locked(name: str) -> Iterator[None]:
+    """An exclusive lock (mlruns/<name>.lock) that serialises parallel jobs' registrations and output merges."""
+    lock = config.path("mlruns") / f"{name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def model_name(target: str, metric: str) -> str:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +13,6 @@ from perfpred import config, registry
 
 #: Columns of reports/summary.md, as in the seed document's Table 1 (time = latency, RAM = memory).
 TABLE_METRICS = (("latency", "Time"), ("memory", "RAM"), ("power", "Power"))
-
-
-@contextmanager
-def _locked():
-    """Serialise writers: parallel Hydra jobs merge their algorithm into the same files."""
-    lock = config.path("mlruns") / "outputs.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _clean(value):
@@ -48,7 +33,7 @@ def record(target: str, metric: str, algorithm: str, evaluation, unseen_weight: 
         "model": table["model"].astype(str), "input_width": table["input_width"], "measured": measured,
         "predicted": held_out.reindex(range(len(table))).to_numpy(), "predicted_unseen_family": evaluation.unseen_predicted,
     })
-    with _locked():
+    with registry.locked("outputs"):
         path = metrics_dir / f"{target}-{metric}.json"
         merged = json.loads(path.read_text()) if path.exists() else {}
         merged.setdefault("algorithms", {})[algorithm] = {k: _clean(v) for k, v in evaluation.metrics.items()}

@@ -61,7 +61,8 @@ def log_evaluation(cfg, evaluation) -> str | None:
     predictor = evaluation.predictor
     target, metric, algorithm = predictor.target, predictor.metric, predictor.algorithm
     mlflow_client = registry.client()
-    experiment = registry.experiment_id(target)
+    with registry.locked("registry"):
+        experiment = registry.experiment_id(target)
     composed = OmegaConf.to_container(cfg, resolve=True)
     composed.pop("paths", None)
     tags = {"target": target, "metric": metric, "algorithm": algorithm,
@@ -96,22 +97,24 @@ def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id:
     name = registry.model_name(predictor.target, predictor.metric)
     example = pd.DataFrame({c: [1.0e6, 2.0e6] for c in schema.FEATURE_COLUMNS})
     signature = infer_signature(example, np.array([1.0, 2.0]))
-    info = mlflow.pyfunc.log_model(
-        name="predictor",
-        python_model=PredictorModel(predictor),
-        signature=signature,
-        pip_requirements=_requirements(),
-        registered_model_name=name,
-        await_registration_for=60,
-    )
-    version = str(info.registered_model_version)
-    mlflow_client.set_registered_model_tag(name, "target", predictor.target)
-    mlflow_client.set_registered_model_tag(name, "metric", predictor.metric)
-    version_tags = {**tags, "features": ",".join(predictor.features), "column": predictor.column, "run_id": run_id}
-    version_tags.update({k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()})
-    for key, value in version_tags.items():
-        mlflow_client.set_model_version_tag(name, version, key, value)
-    champion = registry.choose_champion(predictor.target, predictor.metric, unseen_weight)
+    # SQLite takes one writer at a time: parallel jobs register one after the other.
+    with registry.locked("registry"):
+        info = mlflow.pyfunc.log_model(
+            name="predictor",
+            python_model=PredictorModel(predictor),
+            signature=signature,
+            pip_requirements=_requirements(),
+            registered_model_name=name,
+            await_registration_for=60,
+        )
+        version = str(info.registered_model_version)
+        mlflow_client.set_registered_model_tag(name, "target", predictor.target)
+        mlflow_client.set_registered_model_tag(name, "metric", predictor.metric)
+        version_tags = {**tags, "features": ",".join(predictor.features), "column": predictor.column, "run_id": run_id}
+        version_tags.update({k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()})
+        for key, value in version_tags.items():
+            mlflow_client.set_model_version_tag(name, version, key, value)
+        champion = registry.choose_champion(predictor.target, predictor.metric, unseen_weight)
     print(f"{name}: version {version} ({predictor.algorithm}); champion is version {champion}")
     return version
 

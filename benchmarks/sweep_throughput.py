@@ -1,0 +1,43 @@
+"""Seeds per second of each algorithm's sweep on one (target, metric) (default: AGX Xavier latency, 1,611 rows).
+
+    PYTHONPATH=src python benchmarks/sweep_throughput.py --seeds 100 [--n-jobs 2]
+
+Prints seeds/s per algorithm and the projected time of 1,000 seeds x 5 algorithms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+from perfpred import config, estimators, schema, sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="jetson-agx-xavier")
+    parser.add_argument("--metric", default="latency")
+    parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--algorithms", nargs="*", default=config.group_options("algorithm"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    table = estimators.training_table(args.target, args.metric)
+    features = estimators.feature_columns(table)
+    X, y = table[features], table[schema.metric_column(args.metric)].to_numpy("float64")
+    total_s = 0.0
+    print(f"{args.target} {args.metric}: {len(table)} rows, {args.seeds} seeds, n_jobs={args.n_jobs}")
+    for algorithm in args.algorithms:
+        estimator = estimators.build(config.group_option("algorithm", algorithm))
+        sweep.seed_sweep(estimator, X, y, seeds=args.n_jobs, n_jobs=args.n_jobs, progress=False)  # warm the pool
+        started = time.perf_counter()
+        result = sweep.seed_sweep(estimator, X, y, seeds=args.seeds, n_jobs=args.n_jobs, progress=False)
+        seconds = time.perf_counter() - started
+        total_s += seconds / args.seeds * 1000
+        print(f"{algorithm:5s} {args.seeds / seconds:7.2f} seeds/s  (MAPE {sweep.summary(result)['mape_mean']:.2f} %)", flush=True)
+    print(f"projected 1,000 seeds x {len(args.algorithms)} algorithms: {total_s / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""`perfpred tune`: Optuna search of an algorithm's hyperparameters for one (target, metric).
+
+    perfpred tune target=jetson-nano metric=latency algorithm=xgb tune.trials=30
+
+The study lives in SQLite (mlruns/optuna.db), so a second call resumes it; each trial is a nested
+MLflow run under one parent run; the best parameters go to conf/tuned/, where `perfpred train` reads them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import yaml
+
+from perfpred import config, estimators, registry, schema, sweep
+from perfpred.train import check_selection, run_hydra, tuned_path
+
+HYDRA_APP = True
+STUDY_FILE = "optuna.db"
+
+
+def study_storage() -> str:
+    """The Optuna storage: a SQLite file beside the MLflow store."""
+    folder = config.path("mlruns")
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / STUDY_FILE}"
+
+
+def suggest(trial, search: dict) -> dict:
+    """Parameters of one trial from the algorithm's `search` space: name -> [low, high, log scale]."""
+    params = {}
+    for name, (low, high, log) in search.items():
+        if isinstance(low, int) and isinstance(high, int):
+            params[name] = trial.suggest_int(name, low, high, log=bool(log))
+        else:
+            params[name] = trial.suggest_float(name, float(low), float(high), log=bool(log))
+    return params
+
+
+def objective_mape(estimator, table, features: list[str], column: str, objective: str, seeds: int, folds: int) -> float:
+    """Mean MAPE over `seeds` random 80/20 splits ('seeds') or leave-family-out MAPE ('families')."""
+    X, y = table[features], table[column].to_numpy("float64")
+    if objective == "families":
+        return sweep.mape_pct(y, sweep.unseen_family_predictions(estimator, X, y, table["family"], folds))
+    if objective != "seeds":
+        raise ValueError(f"unknown tune.objective {objective!r}: use seeds or families")
+    result = sweep.seed_sweep(estimator, X, y, seeds, n_jobs=1, progress=False)
+    return float(np.nanmean(result.mape_pct))
+
+
+def tune_job(cfg) -> dict | None:
+    """One Hydra job: run `tune.trials` more trials of the study and store the best parameters."""
+    import mlflow
+    import optuna
+    from omegaconf import OmegaConf
+
+    selection = check_selection(cfg)
+    if selection is None:
+        return None
+    target, metric, algorithm = selection
+    search = OmegaConf.to_container(cfg.algorithm.get("search") or {}, resolve=True)
+    if not search:
+        raise ValueError(f"algorithm {algorithm!r} has no `search:` space in conf/algorithm/{algorithm}.yaml")
+    table = estimators.training_table(target, metric)
+    features, column = estimators.feature_columns(table), schema.metric_column(metric)
+    registry.client()
+    study_name = f"{target}-{metric}-{algorithm}-{cfg.tune.objective}"
+    study = optuna.create_study(study_name=study_name, storage=study_storage(), direction="minimize",
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=len(study_trials(study_name))))
+    with mlflow.start_run(experiment_id=registry.experiment_id(target), run_name=f"tune-{metric}-{algorithm}",
+                          tags={"target": target, "metric": metric, "algorithm": algorithm, "optuna_study": study_name}):
+
+        def objective(trial) -> float:
+            params = suggest(trial, search)
+            algorithm_cfg = OmegaConf.to_container(cfg.algorithm, resolve=True)
+            algorithm_cfg["estimator"]["regressor"].update(params)
+            estimator = estimators.build(algorithm_cfg)
+            value = objective_mape(estimator, table, features, column, str(cfg.tune.objective),
+                                   int(cfg.tune.seeds), int(cfg.train.family_folds))
+            with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+                mlflow.log_params(params)
+                mlflow.log_metric("objective_mape", value)
+            return value
+
+        study.optimize(objective, n_trials=int(cfg.tune.trials), catch=(ValueError, ArithmeticError))
+        best = study.best_trial
+        mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
+        mlflow.log_metrics({"best_objective_mape": best.value, "trials": len(study.trials)})
+    path = tuned_path(target, metric, algorithm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# Best of {len(study.trials)} Optuna trials (study {study_name}, objective {cfg.tune.objective}: "
+              f"MAPE {best.value:.3f} %). Written by `perfpred tune`.\n")
+    path.write_text(header + yaml.safe_dump({"regressor": best.params}, sort_keys=True))
+    print(f"{study_name}: best MAPE {best.value:.3f} % after {len(study.trials)} trials; parameters in {path}")
+    return {"best_mape": best.value, "trials": len(study.trials), "params": best.params}
+
+
+def study_trials(study_name: str) -> list:
+    """The trials a stored study already has (empty for a new study)."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=study_storage()).trials
+    except KeyError:
+        return []
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `perfpred tune`."""
+    return run_hydra(argv, tune_job, "tune")

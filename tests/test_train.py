@@ -1,0 +1,184 @@
+"""perfpred train: sweep statistics, a real job against a real MLflow store, errors, parallel multirun, tune."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import train_helpers
+from perfpred import sweep
+
+REPO = train_helpers.REPO
+project = train_helpers.project
+nano_subset = train_helpers.nano_subset
+
+
+def test_summary_reports_the_distribution_and_the_best_seed():
+    result = sweep.SweepResult(seeds=np.arange(5), mape_pct=np.array([4.0, 2.0, np.nan, 8.0, 6.0]), failures={2: "boom"})
+    stats = sweep.summary(result)
+    assert stats["mape_mean"] == pytest.approx(5.0)
+    assert stats["mape_median"] == pytest.approx(5.0)
+    assert stats["mape_best"] == 2.0 and stats["best_seed"] == 1 and stats["mape_worst"] == 8.0
+    assert stats["accuracy_mean"] == pytest.approx(95.0)
+    assert stats["mape_p5"] < stats["mape_median"] < stats["mape_p95"]
+    assert stats["seeds_failed"] == 1
+
+
+class FailsOnLargest:
+    """A regressor that fails whenever the largest target value is in its training rows."""
+
+    def __init__(self, largest: float) -> None:
+        self.largest = largest
+
+    def get_params(self, deep=True):
+        return {"largest": self.largest}
+
+    def set_params(self, **params):
+        self.largest = params["largest"]
+        return self
+
+    def fit(self, features, target):
+        if np.max(target) >= self.largest:
+            raise ValueError("cannot fit the largest value")
+        self.mean_ = float(np.mean(target))
+        return self
+
+    def predict(self, features):
+        return np.full(len(features), self.mean_)
+
+
+def test_a_failed_seed_is_recorded_and_the_sweep_goes_on():
+    features = pd.DataFrame({"x": np.arange(50.0)})
+    target = np.arange(1.0, 51.0)
+    result = sweep.seed_sweep(FailsOnLargest(50.0), features, target, seeds=20, n_jobs=1, progress=False)
+    assert 0 < len(result.failures) < 20
+    assert all("cannot fit the largest value" in message for message in result.failures.values())
+    assert np.isnan(result.mape_pct[list(result.failures)]).all()
+    assert sweep.summary(result)["seeds_failed"] == len(result.failures)
+
+
+def test_intervals_cover_held_out_rows_near_the_nominal_level():
+    rng = np.random.default_rng(0)
+    measured = rng.lognormal(3.0, 1.0, 400)
+    rows = np.tile(np.arange(400), 5)
+    predicted = measured[rows] * rng.lognormal(0.0, 0.1, rows.size)
+    covered = sweep.coverage(measured, rows, predicted, [0.9], folds=5)[0.9]
+    assert abs(covered - 0.9) < 0.03
+    low, high = sweep.interval_factors(sweep.calibration(measured, rows, predicted), 0.9)
+    assert low < 1.0 < high
+
+
+def test_train_job_logs_registers_and_writes_outputs(project):
+    from mlflow import MlflowClient
+
+    import perfpred
+    from perfpred import train
+
+    assert train.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "train.seeds=12", "train.n_jobs=1"]) == 0
+    result = json.loads((project / "metrics/jetson-nano-latency.json").read_text())
+    poly = result["algorithms"]["poly"]
+    assert result["champion"] == "poly" and poly["seeds"] == 12 and poly["accuracy_mean"] > 80
+    assert "mape_unseen_family" in poly and "coverage_90" in poly
+    assert (project / "plots/predicted/jetson-nano-latency-poly.csv").exists()
+    assert "jetson-nano" in (project / "reports/summary.md").read_text()
+
+    client = MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name("jetson-nano").experiment_id])[0]
+    assert run.data.params["algorithm.name"] == "poly" and run.data.tags["data_version"]
+    assert len(client.get_metric_history(run.info.run_id, "seed_mape")) == 12
+    assert {"predicted_vs_measured.png", "mape_histogram.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    version = client.get_model_version_by_alias("jetson-nano-latency", "champion")
+    assert version.tags["algorithm"] == "poly" and float(version.tags["mape_mean"]) == pytest.approx(poly["mape_mean"])
+
+    predictor = perfpred.load_predictor("jetson-nano", "latency")
+    table = pd.read_parquet(project / "data/measurements/jetson-nano.parquet")
+    predicted = predictor.predict(table.assign(unrelated="x"))
+    assert predicted.shape == (len(table),) and (predicted > 0).all()
+    assert sweep.mape_pct(table["latency_ms"], predicted) < 30
+    low, high = predictor.predict_interval(table, level=0.9)
+    assert (low < predicted).all() and (predicted < high).all()
+    wide_low, wide_high = predictor.predict_interval(table, level=0.99)
+    assert (wide_low <= low).all() and (wide_high >= high).all()
+    assert (predictor.target, predictor.metric, predictor.column, predictor.algorithm) == (
+        "jetson-nano", "latency", "latency_ms", "poly")
+    assert predictor.version == int(version.version) and "flops" in predictor.features
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["target=jetson-tx2"], "has no measurements"),
+        (["metric=memory"], "has no memory measurements"),
+    ],
+)
+def test_bad_selections_are_one_line_errors(project, capsys, overrides, message):
+    from perfpred import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*overrides, "algorithm=poly", "train.seeds=3"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_too_few_rows_and_unknown_names_are_errors(project, nano_subset):
+    from perfpred import config, estimators, measurements, schema
+
+    measurements.write_table(nano_subset.head(5), project / "data/measurements/jetson-nano.parquet")
+    with pytest.raises(ValueError, match="only 5 latency rows"):
+        estimators.training_table("jetson-nano", "latency")
+    with pytest.raises(config.ConfigError, match="known targets are jetson-agx-xavier"):
+        estimators.training_table("jetson-orin", "latency")
+    with pytest.raises(ValueError, match="known metrics are latency, memory, power"):
+        schema.metric_column("energy")
+
+
+def _perfpred(project, *args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PERFPRED_ROOT": str(project)}
+    return subprocess.run([sys.executable, "-m", "perfpred.cli", *args], capture_output=True, text=True,
+                          cwd=project, env=env, timeout=timeout)
+
+
+def test_unknown_algorithm_names_the_known_ones(project):
+    done = _perfpred(project, "train", "algorithm=lasso")
+    assert done.returncode != 0
+    assert "lasso" in done.stderr and "xgb" in done.stderr
+
+
+@pytest.mark.slow
+def test_parallel_multirun_against_a_fresh_store(project):
+    from mlflow import MlflowClient
+
+    done = _perfpred(project, "train", "-m", "target=jetson-nano", "metric=latency", "algorithm=poly,rf",
+                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seeds=4", "train.n_jobs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    versions = client.search_model_versions("name='jetson-nano-latency'")
+    assert sorted(v.tags["algorithm"] for v in versions) == ["poly", "rf"]
+    assert client.get_model_version_by_alias("jetson-nano-latency", "champion").version
+    result = json.loads((project / "metrics/jetson-nano-latency.json").read_text())
+    assert sorted(result["algorithms"]) == ["poly", "rf"]
+
+
+@pytest.mark.slow
+def test_tune_resumes_its_study_and_train_reads_the_best_parameters(project):
+    import optuna
+    from omegaconf import OmegaConf
+
+    from perfpred import config, train, tune
+
+    args = ["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.trials=2", "tune.seeds=2"]
+    assert tune.main(args) == 0
+    assert tune.main(args) == 0
+    study = optuna.load_study(study_name="jetson-nano-latency-poly-seeds", storage=tune.study_storage())
+    assert len(study.trials) == 4
+    stored = project / "conf/tuned/jetson-nano-latency-poly.yaml"
+    assert stored.exists()
+    cfg = config.compose("train", ["algorithm=poly"])
+    assert train.apply_tuned(cfg, "jetson-nano", "latency", "poly")
+    assert OmegaConf.select(cfg, "algorithm.estimator.regressor.alpha") == pytest.approx(study.best_params["alpha"])
