@@ -27,3 +27,15 @@ def test_unknown_application_lists_the_known_ones():
 def test_only_the_app_prefix_names_an_application():
     assert applications.is_application("app:ResNet50")
     assert not applications.is_application("models/resnet50.json")
+
+
+def test_every_model_form_gives_the_same_features(tmp_path):
+    from perfpred import predict
+
+    model = applications.build_application("app:MobileNetV2", 96)
+    model.save(tmp_path / "mobilenet.keras")
+    (tmp_path / "mobilenet.json").write_text(model.to_json())
+    by_name = predict.describe_model("app:MobileNetV2", 96)
+    assert by_name["input_width"] == 96 and by_name["params"] == model.count_params()
+    assert predict.describe_model(str(tmp_path / "mobilenet.keras")) == by_name
+    assert predict.describe_model(str(tmp_path / "mobilenet.json")) == by_name

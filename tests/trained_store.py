@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfpred import bouzidi, config, measurements
+from perfpred import bouzidi, measurements
 
-REPO = config.PACKAGE_ROOT if (config.PACKAGE_ROOT / "conf").is_dir() else Path.cwd()
+REPO = Path(__file__).resolve().parents[1]
 DESCRIPTOR = REPO / "data/raw/jetson-bouzidi/architectures/ResNet-50_224.json"
 #: few seeds and folds: the tests check the answers' plumbing, the train tests check the statistics
 TRAIN_SETTINGS = ("train.seeds=2", "train.family_folds=2", "train.coverage_folds=2", "train.use_tuned=false")
