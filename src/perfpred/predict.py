@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections.abc import Sequence
 from functools import cache
 
@@ -131,7 +132,7 @@ def predict_model(
 ) -> pd.DataFrame:
     """Predicted latency_ms, memory_mb (and power_mw) of one CNN on each target with a champion, with intervals."""
     features = describe_model(model, input_width)
-    name = model if isinstance(model, str) else getattr(model, "name", "model")
+    name = model if isinstance(model, str | os.PathLike) else getattr(model, "name", "keras.Model")
     return predict_features(pd.DataFrame([{"model": str(name)} | features]), targets, level, tracking_uri)
 
 
