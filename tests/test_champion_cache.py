@@ -8,7 +8,8 @@ from perfpred.champion_cache import Champion
 
 def test_stores_it_cannot_read_directly_fall_back(tmp_path):
     assert champion_cache.champion_versions("file:///somewhere/mlruns") is None
-    assert champion_cache.champion_versions(f"sqlite:///{tmp_path / 'missing.db'}") is None
+    assert champion_cache.champion_versions(f"sqlite:///{tmp_path / 'missing.db'}") == {}  # no store, no champion
+    assert not (tmp_path / "missing.db").exists()
     sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE t (x)").connection.commit()
     assert champion_cache.champion_versions(f"sqlite:///{tmp_path / 'other.db'}") is None
     assert champion_cache.champion_versions("http://127.0.0.1:9") is None  # nothing listens there

@@ -51,10 +51,10 @@ def champion_versions(tracking_uri: str, alias: str = ALIAS) -> dict[str, Champi
     return None
 
 
-def _sqlite_versions(tracking_uri: str, alias: str) -> dict[str, Champion] | None:
+def _sqlite_versions(tracking_uri: str, alias: str) -> dict[str, Champion]:
     database = tracking_uri[len("sqlite:///") :].split("?")[0]
     if not Path(database).exists():
-        return None
+        return {}  # no store yet, so no champion (and asking MLflow would create an empty store)
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
         rows = connection.execute(
             "SELECT a.name, target.value, metric.value, a.version, v.run_id FROM registered_model_aliases a "

@@ -28,29 +28,28 @@ def describe_model(model, input_width: int | None = None) -> dict:
     return describe(model, input_size=input_width)
 
 
-def load_champion(target: str, metric: str, tracking_uri: str | None = None):
-    """The champion predictor of (target, metric), loaded once per process and kept on disk (champion_cache)."""
+def load_champion(target: str, metric: str, tracking_uri: str | None = None, champions=None):
+    """The champion predictor of (target, metric), kept on disk (champion_cache) and in this process.
+
+    A champion read directly from the store is loaded again when the alias moves; through the MLflow
+    client fall-back, a process keeps the predictor it loaded first.
+    """
     from perfpred import champion_cache, registry
 
     uri = registry.tracking_uri(tracking_uri)
-    key = (target, metric, uri)
+    champions = store_champions(uri) if champions is None else champions
+    direct = champions if isinstance(champions, dict) else None
+    name = registry.model_name(target, metric)
+    key = (uri, name, direct.get(name) if direct else None)
     if key not in _LOADED:
-        champions = _champions(uri)
-        direct = champions if isinstance(champions, dict) else None
-        _LOADED[key] = champion_cache.load(
-            registry.model_name(target, metric),
-            uri,
-            lambda: registry.load_predictor(target, metric, tracking_uri=uri),
-            direct,
-        )
+        _LOADED[key] = champion_cache.load(name, uri, lambda: registry.load_predictor(target, metric, tracking_uri=uri), direct)
     return _LOADED[key]
 
 
-_LOADED: dict[tuple[str, str, str], object] = {}
+_LOADED: dict[tuple, object] = {}
 
 
-@cache
-def _champions(uri: str):
+def store_champions(uri: str):
     """The store's champions: read directly (name -> Champion) when possible, else through MLflow ((target, metric) pairs)."""
     from perfpred import champion_cache, registry
 
@@ -58,11 +57,11 @@ def _champions(uri: str):
     return direct if direct is not None else registry.champions(uri)
 
 
-def champion_targets(tracking_uri: str | None = None) -> dict[str, list[str]]:
+def champion_targets(tracking_uri: str | None = None, champions=None) -> dict[str, list[str]]:
     """target -> the metrics that have a champion predictor in the registry."""
     from perfpred import registry
 
-    champions = _champions(registry.tracking_uri(tracking_uri))
+    champions = store_champions(registry.tracking_uri(tracking_uri)) if champions is None else champions
     pairs = [(c.target, c.metric) for c in champions.values()] if isinstance(champions, dict) else champions
     targets: dict[str, list[str]] = {}
     for target, metric in pairs:
@@ -70,13 +69,16 @@ def champion_targets(tracking_uri: str | None = None) -> dict[str, list[str]]:
     return {target: sorted(metrics, key=_metric_order) for target, metrics in sorted(targets.items())}
 
 
-def select_targets(requested: Sequence[str] | None, tracking_uri: str | None = None) -> dict[str, list[str]]:
+def select_targets(requested: Sequence[str] | None, tracking_uri: str | None = None, champions=None) -> dict[str, list[str]]:
     """The targets to predict (all with a champion if none are requested) -> their metrics; clear errors otherwise."""
-    available = champion_targets(tracking_uri)
+    available = champion_targets(tracking_uri, champions)
     configured = config.group_options("target")
     if not requested:
         if not available:
-            raise ValueError(f"no predictor has a champion yet in {_store(tracking_uri)}: {train_hint('TARGET')}")
+            raise ValueError(
+                f"no predictor has a champion yet in {_store(tracking_uri)}: train and register them with `dvc repro` "
+                "(or `perfpred train target=jetson-nano metric=latency` for one)"
+            )
         return available
     selected = {}
     for target in requested:
@@ -103,7 +105,11 @@ def predict_features(
     """Predict every row of a feature table on every selected target: one row per (input row, target)."""
     if not 0 < level < 1:
         raise ValueError(f"interval level must be between 0 and 1 (e.g. 0.9 for 90%), got {level}")
-    selected = select_targets(targets, tracking_uri)
+    from perfpred import registry
+
+    uri = registry.tracking_uri(tracking_uri)
+    champions = store_champions(uri)
+    selected = select_targets(targets, uri, champions)
     parts = []
     for target, metrics in selected.items():
         part = pd.DataFrame(index=features.index)
@@ -112,7 +118,7 @@ def predict_features(
         part["toolchain"] = target_conf.get("toolchain", "")
         part["hardware"] = target_conf.get("hardware", "")
         for metric in metrics:
-            predictor = load_champion(target, metric, tracking_uri)
+            predictor = load_champion(target, metric, uri, champions)
             column = schema.metric_column(metric)
             part[column] = predictor.predict(features)
             part[f"{column}_low"], part[f"{column}_high"] = predictor.predict_interval(features, level=level)
