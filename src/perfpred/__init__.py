@@ -18,6 +18,8 @@ _API = {
     "measure_model": "perfpred.measure",
     "measure_zoo": "perfpred.measure",
     "load_predictor": "perfpred.registry",
+    "predict_model": "perfpred.predict",
+    "recommend_model": "perfpred.recommend",
 }
 
 __all__ = sorted(_API)

@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "measure": ("perfpred.measure", "measure latency and peak memory of a model (or the zoo) on a local or ssh target"),
     "train": ("perfpred.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
     "tune": ("perfpred.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
+    "predict": ("perfpred.predict", "predicted latency, memory and power of a CNN on every target, with intervals"),
+    "recommend": ("perfpred.recommend", "rank the targets and toolchains that meet latency and memory limits"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."

@@ -1,0 +1,223 @@
+"""`perfpred predict`: predicted latency, memory and power of one CNN on every target, with calibrated intervals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Sequence
+from functools import cache
+
+import pandas as pd
+
+from perfpred import applications, config, schema
+
+#: Columns of a prediction table that describe the target rather than the prediction.
+TARGET_COLUMNS: tuple[str, ...] = ("target", "toolchain", "hardware")
+#: Level of the prediction intervals unless one is asked for (the level the train stage checks coverage at).
+DEFAULT_LEVEL = 0.9
+
+
+def describe_model(model, input_width: int | None = None) -> dict:
+    """Canonical features of MODEL: a Keras JSON or .keras path, `app:NAME`, or a keras.Model."""
+    from perfpred.description import describe
+
+    if applications.is_application(model):
+        return describe(applications.build_application(model, input_width))
+    return describe(model, input_size=input_width)
+
+
+def load_champion(target: str, metric: str, tracking_uri: str | None = None, champions=None):
+    """The champion predictor of (target, metric), kept on disk (champion_cache) and in this process.
+
+    A champion read directly from the store is loaded again when the alias moves; through the MLflow
+    client fall-back, a process keeps the predictor it loaded first.
+    """
+    from perfpred import champion_cache, registry
+
+    uri = registry.tracking_uri(tracking_uri)
+    champions = store_champions(uri) if champions is None else champions
+    direct = champions if isinstance(champions, dict) else None
+    name = registry.model_name(target, metric)
+    key = (uri, name, direct.get(name) if direct else None)
+    if key not in _LOADED:
+        _LOADED[key] = champion_cache.load(name, uri, lambda: registry.load_predictor(target, metric, tracking_uri=uri), direct)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple, object] = {}
+
+
+def store_champions(uri: str):
+    """The store's champions: read directly (name -> Champion) when possible, else through MLflow ((target, metric) pairs)."""
+    from perfpred import champion_cache, registry
+
+    direct = champion_cache.champion_versions(uri)
+    return direct if direct is not None else registry.champions(uri)
+
+
+def champion_targets(tracking_uri: str | None = None, champions=None) -> dict[str, list[str]]:
+    """target -> the metrics that have a champion predictor in the registry."""
+    from perfpred import registry
+
+    champions = store_champions(registry.tracking_uri(tracking_uri)) if champions is None else champions
+    pairs = [(c.target, c.metric) for c in champions.values()] if isinstance(champions, dict) else champions
+    targets: dict[str, list[str]] = {}
+    for target, metric in pairs:
+        targets.setdefault(target, []).append(metric)
+    return {target: sorted(metrics, key=_metric_order) for target, metrics in sorted(targets.items())}
+
+
+def select_targets(requested: Sequence[str] | None, tracking_uri: str | None = None, champions=None) -> dict[str, list[str]]:
+    """The targets to predict (all with a champion if none are requested) -> their metrics; clear errors otherwise."""
+    available = champion_targets(tracking_uri, champions)
+    configured = config.group_options("target")
+    if not requested:
+        if not available:
+            raise ValueError(
+                f"no predictor has a champion yet in {_store(tracking_uri)}: train and register them with `dvc repro` "
+                "(or `perfpred train target=jetson-nano metric=latency` for one)"
+            )
+        return available
+    selected = {}
+    for target in requested:
+        if target not in configured and target not in available:
+            raise ValueError(f"unknown target {target!r}: known targets are {', '.join(sorted(set(configured) | set(available)))}")
+        if target not in available:
+            raise ValueError(f"target {target!r} has no champion predictor yet in {_store(tracking_uri)}: {train_hint(target)}")
+        selected[target] = available[target]
+    return selected
+
+
+def train_hint(target: str) -> str:
+    """The command that makes champions for a target."""
+    metrics = ",".join(_target_config(target).get("metrics", [])) or ",".join(schema.METRIC_COLUMNS)
+    return f"train and register them with `perfpred train -m target={target} metric={metrics}` (or `dvc repro`)"
+
+
+def predict_features(
+    features: pd.DataFrame,
+    targets: Sequence[str] | None = None,
+    level: float = DEFAULT_LEVEL,
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
+    """Predict every row of a feature table on every selected target: one row per (input row, target)."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must be between 0 and 1 (e.g. 0.9 for 90%), got {level}")
+    from perfpred import registry
+
+    uri = registry.tracking_uri(tracking_uri)
+    champions = store_champions(uri)
+    selected = select_targets(targets, uri, champions)
+    parts = []
+    for target, metrics in selected.items():
+        part = pd.DataFrame(index=features.index)
+        part["target"] = target
+        target_conf = _target_config(target)
+        part["toolchain"] = target_conf.get("toolchain", "")
+        part["hardware"] = target_conf.get("hardware", "")
+        for metric in metrics:
+            predictor = load_champion(target, metric, uri, champions)
+            column = schema.metric_column(metric)
+            part[column] = predictor.predict(features)
+            part[f"{column}_low"], part[f"{column}_high"] = predictor.predict_interval(features, level=level)
+            part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}"
+        parts.append(part)
+    identity = [column for column in ("model", "input_width") if column in features.columns]
+    table = features[identity].join(pd.concat(parts), how="right")
+    return table[identity + [c for c in table.columns if c not in identity]].reset_index(drop=True)
+
+
+def predict_model(
+    model,
+    input_width: int | None = None,
+    targets: Sequence[str] | None = None,
+    level: float = DEFAULT_LEVEL,
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
+    """Predicted latency_ms, memory_mb (and power_mw) of one CNN on each target with a champion, with intervals."""
+    features = describe_model(model, input_width)
+    name = model if isinstance(model, str | os.PathLike) else getattr(model, "name", "keras.Model")
+    return predict_features(pd.DataFrame([{"model": str(name)} | features]), targets, level, tracking_uri)
+
+
+def format_table(table: pd.DataFrame, leading: Sequence[str] = ()) -> str:
+    """A prediction table as aligned text: one line per target, each metric as 'value [low, high]'."""
+    columns: list[tuple[str, list[str]]] = [(name, [str(v) for v in table[name]]) for name in leading]
+    columns += [(name, [str(v) for v in table[name]]) for name in ("target", "toolchain")]
+    for column in schema.MEASUREMENT_COLUMNS:
+        if column in table.columns and table[column].notna().any():
+            cells = [_interval_text(row, column) for _, row in table.iterrows()]
+            columns.append((column, cells))
+    predictor_columns = [c for c in table.columns if c.endswith("_predictor")]
+    cells = ["  ".join(f"{c[: -len('_predictor')]}: {row[c]}" for c in predictor_columns if isinstance(row[c], str)) for _, row in table.iterrows()]
+    columns.append(("predictors", cells))
+    widths = [max(len(name), *(len(cell) for cell in cells)) for name, cells in columns]
+    lines = ["  ".join(name.ljust(width) for (name, _), width in zip(columns, widths, strict=True))]
+    for index in range(len(table)):
+        lines.append("  ".join(cells[index].ljust(width) for (_, cells), width in zip(columns, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def json_records(table: pd.DataFrame) -> list[dict]:
+    """A prediction table as JSON-ready records: NaN becomes null, numpy numbers plain numbers."""
+    records = json.loads(table.to_json(orient="records"))
+    for record in records:
+        for key, value in list(record.items()):
+            if isinstance(value, float) and math.isnan(value):
+                record[key] = None
+    return records
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `perfpred predict`."""
+    parser.add_argument("model", metavar="MODEL", help="Keras JSON descriptor (Keras 3 or 2), .keras file, or app:NAME (keras.applications)")
+    parser.add_argument("--input-size", type=int, metavar="N", help="input width N of an N x N x 3 image (default: the descriptor's; 224 for app:)")
+    parser.add_argument("--target", action="append", metavar="T", help="a target to predict (repeatable; default: every target with a champion)")
+    parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help=f"level of the prediction intervals (default {DEFAULT_LEVEL})")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI, else the local store)")
+    parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+
+
+def predict_from_args(args: argparse.Namespace) -> pd.DataFrame:
+    """The prediction table that the command-line arguments ask for."""
+    if args.input_size is not None and args.input_size <= 0:
+        raise ValueError(f"--input-size must be a positive width in pixels, got {args.input_size}")
+    return predict_model(args.model, args.input_size, args.target, args.level, args.tracking_uri)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the predictions of MODEL on the selected targets."""
+    table = predict_from_args(args)
+    print(json.dumps(json_records(table), indent=2) if args.json else format_table(table))
+    return 0
+
+
+def _interval_text(row: pd.Series, column: str) -> str:
+    value = row[column]
+    if pd.isna(value):
+        return "-"
+    low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
+    if low is None or pd.isna(low):
+        return f"{value:.4g}"
+    return f"{value:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def _metric_order(metric: str) -> int:
+    order = list(schema.METRIC_COLUMNS)
+    return order.index(metric) if metric in order else len(order)
+
+
+@cache
+def _target_config(target: str) -> dict:
+    try:
+        return config.target_config(target)
+    except config.ConfigError:
+        return {}  # a target registered in a shared store but not configured in this checkout
+
+
+def _store(tracking_uri: str | None) -> str:
+    from perfpred import registry
+
+    return f"the MLflow store {registry.tracking_uri(tracking_uri)}"
