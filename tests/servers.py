@@ -33,7 +33,8 @@ def mlflow_executable() -> str:
 @contextlib.contextmanager
 def running(command: list[str], ready_url: str, log_path: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
     """Run `command` in its own process group until the block ends; yield once `ready_url` answers HTTP 200."""
-    environment = {**os.environ, **(env or {})}
+    # Servers start helpers by name (mlflow models serve execs uvicorn): the venv's bin comes first.
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
         try:
