@@ -11,20 +11,9 @@ import pandas as pd
 
 from perfpred import config, schema
 from perfpred.description import EXTRA_COLUMNS, describe
+from perfpred.zoo import MANIFEST, read_manifest
 
-MANIFEST_COLUMNS = ("name", "family", "input_width", "descriptor", "source", "synthetic")
 FEATURES_FILE = "features.parquet"
-
-
-def read_manifest(path: Path) -> pd.DataFrame:
-    """The zoo manifest (name, family, input_width, descriptor, source, synthetic); a missing column is an error."""
-    if not path.exists():
-        raise FileNotFoundError(f"no zoo manifest at {path}: build the zoo first (dvc repro zoo)")
-    manifest = pd.read_csv(path)
-    missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
-    if missing:
-        raise ValueError(f"{path}: manifest lacks column(s) {', '.join(missing)}; expected {', '.join(MANIFEST_COLUMNS)}")
-    return manifest
 
 
 def feature_table(manifest: pd.DataFrame, root: Path, progress: bool = True) -> tuple[pd.DataFrame, list[dict]]:
@@ -59,7 +48,7 @@ def feature_table(manifest: pd.DataFrame, root: Path, progress: bool = True) -> 
 def build(params: dict | None = None, progress: bool = True) -> dict:
     """Run the stage: read ${paths.zoo}/manifest.csv, write ${paths.features}/features.parquet, return a summary."""
     params = params if params is not None else config.load_params()
-    manifest = read_manifest(config.path("zoo", params) / "manifest.csv")
+    manifest = read_manifest(config.path("zoo", params) / MANIFEST)
     table, skipped = feature_table(manifest, config.project_root(), progress)
     out_dir = config.path("features", params)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfpred import config, measurements, schema
+from perfpred import config, measurements, schema, zoo
 
 #: The schedule's settings, passed to the agent.
 SCHEDULE_KEYS = ("kind", "warmup", "warmup_seconds", "iterations", "min_iterations", "min_seconds", "max_iterations",
@@ -126,14 +126,6 @@ def write_series(folder: Path, row: dict) -> Path:
 
 # --- the stage ---------------------------------------------------------------------------------------------
 
-def read_manifest(params: dict) -> pd.DataFrame:
-    """The zoo manifest (name, family, input_width, descriptor, source, synthetic)."""
-    path = config.path("zoo", params) / "manifest.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no zoo manifest; build the zoo first (dvc repro zoo)")
-    return pd.read_csv(path)
-
-
 def measured_table(manifest: pd.DataFrame, rows: list[dict], features: pd.DataFrame | None) -> pd.DataFrame:
     """The canonical table: the zoo's feature rows (or identity alone) joined with the measured rows."""
     measured = pd.DataFrame([{k: v for k, v in row.items() if k != "times_ms"} for row in rows])
@@ -167,7 +159,7 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
 
     target, settings = target_settings(name, params, schedule)
     sid = settings_id(target, settings)
-    manifest = read_manifest(params)
+    manifest = zoo.read_manifest(config.path("zoo", params) / zoo.MANIFEST)
     runs = config.path("measure_runs", params) / name
     journal = runs / "journal.jsonl"
     done = {row_key(r["model"], r["requested_width"], r["settings_id"]): r for r in read_journal(journal)}
@@ -232,7 +224,7 @@ def resolve_model(model: str, params: dict) -> tuple[str, Path, int | None]:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such descriptor")
         return path.stem, path, None
-    manifest = read_manifest(params)
+    manifest = zoo.read_manifest(config.path("zoo", params) / zoo.MANIFEST)
     match = manifest[manifest["name"] == model]
     if match.empty:
         raise KeyError(f"{model!r} is neither a descriptor file nor a model of {config.path('zoo', params)}/manifest.csv")

@@ -227,8 +227,13 @@ def read_manifest(path: Path):
     """The zoo manifest (manifest.csv) as a DataFrame with the contract's columns and dtypes."""
     import pandas as pd
 
+    if not path.exists():
+        raise FileNotFoundError(f"no zoo manifest at {path}: build the zoo first (dvc repro zoo)")
     table = pd.read_csv(path, dtype={"name": "string", "family": "string", "descriptor": "string", "source": "string"})
     missing = [column for column in MANIFEST_COLUMNS if column not in table.columns]
     if missing:
-        raise ValueError(f"{path}: not a zoo manifest, columns {missing} are missing (expected {', '.join(MANIFEST_COLUMNS)})")
+        raise ValueError(
+            f"{path}: not a zoo manifest, manifest lacks column(s) {', '.join(missing)}; "
+            f"expected {', '.join(MANIFEST_COLUMNS)}"
+        )
     return table.astype({"input_width": "int64", "synthetic": "bool"})[list(MANIFEST_COLUMNS)]
