@@ -14,17 +14,12 @@ from pathlib import Path
 import pytest
 
 from perfpred import config, measure
+from servers import free_port
 from test_measure import QUICK, tiny_descriptor
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.tensorflow]
 
 SSHD = "/usr/sbin/sshd"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

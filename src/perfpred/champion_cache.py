@@ -16,12 +16,13 @@ import json
 import os
 import pickle
 import sqlite3
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from perfpred.atomic import replace_file
 
 ALIAS = "champion"
 #: environment variable that moves the cache (tests point it into tmp_path)
@@ -119,17 +120,6 @@ def load(name: str, tracking_uri: str, loader: Callable[[], object], champions: 
             return pickle.loads(path.read_bytes())
     predictor = loader()
     with contextlib.suppress(Exception):  # an unpicklable predictor is simply not cached
-        _write_atomically(path, pickle.dumps(predictor))
+        payload = pickle.dumps(predictor)
+        replace_file(path, lambda temporary: Path(temporary).write_bytes(payload))
     return predictor
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
