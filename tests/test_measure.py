@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -108,7 +109,7 @@ def test_stage_records_failures_resumes_and_never_mixes_settings(tmp_path):
     second = measure.measure_zoo("host-cpu-tf", params, progress=False)
     assert (second["measured"], second["skipped"]) == (1, 2)
     rows = measure.read_journal(journal)
-    assert [r["model"] for r in rows] == ["tiny_a", "bad", "tiny_b"]  # nothing measured twice, torn line ignored
+    assert sorted(r["model"] for r in rows) == ["bad", "tiny_a", "tiny_b"]  # nothing measured twice, torn line ignored
 
     # other settings: everything is measured again, and the table holds only the new settings' rows
     third = measure.measure_zoo("host-cpu-tf", stage_params(tmp_path, trim=0.1), progress=False)
@@ -127,3 +128,31 @@ def test_a_worker_past_its_timeout_is_a_failed_row_and_the_next_model_still_runs
         assert row["status"] == "failed" and row["reason"].startswith("timeout")
         row = measure.measure_model("slow", descriptor, None, target, settings | QUICK | {"timeout_s": 60}, server)
         assert row["status"] == "ok"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pipelining needs a CPU to prepare on besides the timing one")
+def test_pipelined_workers_prepare_on_other_cpus_and_never_time_at_once(tmp_path):
+    (tmp_path / "zoo").mkdir()
+    models = {f"tiny_{i}": tiny_descriptor(tmp_path, f"tiny_{i}", filters=4 + 4 * i) for i in range(4)}
+    write_manifest(tmp_path / "zoo", models)
+    timing_cpu = sorted(os.sched_getaffinity(0))[0]
+    params = stage_params(tmp_path, cpu_affinity=[timing_cpu], prepare_cpus=None, parallel=2)
+    summary = measure.measure_zoo("host-cpu-tflite", params, progress=False)
+    assert summary["parallel"] == 2 and summary["ok"] == 4
+    rows = measure.read_journal(tmp_path / "measure_runs" / "host-cpu-tflite" / "journal.jsonl")
+    assert {r["cpu_affinity"] for r in rows} == {str(timing_cpu)}
+    assert all(str(timing_cpu) not in r["prepare_cpus"].split(",") for r in rows)
+    windows = sorted(r["timed_window_s"] for r in rows)
+    assert all(earlier[1] <= later[0] for earlier, later in zip(windows, windows[1:]))  # one timed run at a time
+    assert any(r["turn_wait_s"] > 0 for r in rows)  # a prepared worker did wait for its turn
+
+
+def test_a_tflite_conversion_that_does_not_compute_the_model_is_refused(tmp_path):
+    from perfpred import agent
+
+    descriptor = json.loads(tiny_descriptor(tmp_path, "checked").read_text())
+    flatbuffer, built = agent.convert_tflite(descriptor, {"seed": 0})
+    assert built["tflite_bytes"] > 4 * (3 * 3 * 3 * 4)  # the weights are frozen into the flatbuffer
+    agent.tflite_callable(flatbuffer, 1, built["inputs"], built["expected_output"])()  # matches the Keras output
+    with pytest.raises(RuntimeError, match="does not compute the Keras model"):
+        agent.tflite_callable(flatbuffer, 1, built["inputs"], built["expected_output"] + 1.0)

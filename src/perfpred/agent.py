@@ -2,9 +2,9 @@
 
 The local runner runs this file as a subprocess; the SSH runner copies it to a board and runs it
 there, so both produce the same statistics. Usage: `python agent.py JOB.json` (or `-` for stdin):
-the result is the last stdout line, prefixed with RESULT_MARKER; `python agent.py --serve` is a fork
-server (one framework import, one fresh forked child per job line). The statistics functions are pure
-and importable (perfpred.agent) without TensorFlow.
+the result is the last stdout line, prefixed with RESULT_MARKER. Locally, perfpred.forkserver runs
+`measure` in fresh forked children of one process that imported the framework once. The statistics
+functions are pure and importable (perfpred.agent) without TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ import math
 import os
 import pickle
 import platform
-import select
-import signal
 import statistics
 import sys
 import time
 
 RESULT_MARKER = "PERFPRED-RESULT "
-AGENT_VERSION = 2  # part of settings_id: rows of another agent version are never mixed
+AGENT_VERSION = 3  # part of settings_id: rows of another agent version are never mixed
 Z95 = 1.959964
 
 
@@ -198,16 +196,21 @@ def environment() -> dict:
     }
 
 
-def apply_noise_control(job: dict) -> dict:
-    """Pin the CPUs and raise the priority as configured; return what was actually applied."""
-    applied: dict = {"cpu_affinity": None, "priority": None}
-    cpus = job.get("cpu_affinity")
-    if cpus and hasattr(os, "sched_setaffinity"):
-        available = os.sched_getaffinity(0)
-        chosen = [c for c in cpus if c in available] or sorted(available)
-        os.sched_setaffinity(0, chosen)
-    if hasattr(os, "sched_getaffinity"):
-        applied["cpu_affinity"] = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+def pin_threads(cpus, allowed) -> str | None:
+    """Pin every thread of this process (not only the caller) to `cpus` among `allowed`; return the CPUs it has."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    if cpus:
+        chosen = sorted(c for c in cpus if c in allowed) or sorted(allowed)
+        for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]:
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(tid), chosen)
+    return ",".join(map(str, sorted(os.sched_getaffinity(0))))
+
+
+def apply_noise_control(job: dict, allowed) -> dict:
+    """Pin every thread to the timing CPUs and raise the priority as configured; return what was applied."""
+    applied: dict = {"cpu_affinity": pin_threads(job.get("cpu_affinity"), allowed), "priority": None}
     if job.get("priority") is not None:
         with contextlib.suppress(OSError):  # not permitted here: the applied value below says so
             os.setpriority(os.PRIO_PROCESS, 0, int(job["priority"]))
@@ -221,6 +224,23 @@ def apply_noise_control(job: dict) -> dict:
         group = _read_text("/proc/self/autogroup") or ""
         applied["autogroup_nice"] = int(group.split()[-1]) if group.split() else None
     return applied
+
+
+@contextlib.contextmanager
+def timing_turn(lock_path: str | None):
+    """Hold the timing CPUs alone: workers that prepare concurrently take turns on a file lock."""
+    if not lock_path:
+        yield 0.0
+        return
+    import fcntl
+
+    started = time.perf_counter()
+    with open(lock_path, "a") as lock:  # opened here: each worker has its own open file, hence its own lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield time.perf_counter() - started
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # --- the model: descriptor -> callable -----------------------------------------------------------
@@ -311,7 +331,11 @@ def tf_callable(model, inputs: list, device: str):
 
 
 def convert_tflite(descriptor: dict, job: dict) -> tuple[bytes, dict]:
-    """Build the Keras model and convert it to a float32 TFLite flatbuffer."""
+    """Build the Keras model and convert it to a float32 TFLite flatbuffer, weights frozen into it.
+
+    Also returns the Keras model's output on the measurement input, so the interpreter's output can be
+    checked against it: a conversion that does not compute the model is a failed row, never a figure.
+    """
     import tensorflow as tf
 
     started = time.perf_counter()
@@ -320,9 +344,15 @@ def convert_tflite(descriptor: dict, job: dict) -> tuple[bytes, dict]:
     built = {"build_s": time.perf_counter() - started, "input_width": int(inputs[0].shape[1])}
     specs = [tf.TensorSpec(x.shape, tf.float32) for x in inputs]
     graph = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False), input_signature=specs)
+    expected = tf.nest.flatten(graph(*inputs))[0].numpy()
     started = time.perf_counter()
-    flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()], model).convert()
-    return flatbuffer, built | {"convert_s": time.perf_counter() - started, "tflite_bytes": len(flatbuffer)}
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()], model)
+    # The default lowering through a SavedModel keeps the weights as resource variables that the interpreter
+    # never initialises (NaN outputs, ~10x more ops) and takes ~4x longer; freezing is what a deployment ships.
+    converter.experimental_lower_to_saved_model = False
+    flatbuffer = converter.convert()
+    built |= {"convert_s": time.perf_counter() - started, "tflite_bytes": len(flatbuffer)}
+    return flatbuffer, built | {"inputs": inputs, "expected_output": expected}
 
 
 def in_child(function, *args):
@@ -350,16 +380,26 @@ def in_child(function, *args):
     return value
 
 
-def tflite_callable(flatbuffer: bytes, threads: int):
-    """The TFLite interpreter on a flatbuffer, inputs set once; each call is one invoke()."""
+def tflite_callable(flatbuffer: bytes, threads: int, inputs: list, expected=None):
+    """The TFLite interpreter on a flatbuffer, inputs set once; each call is one invoke().
+
+    With `expected` (the Keras output on these inputs), one invoke is checked against it first.
+    """
     import numpy as np
     import tensorflow as tf
 
     interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads)
     interpreter.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], rng.standard_normal(detail["shape"]).astype(detail["dtype"]))
+    details = interpreter.get_input_details()
+    for detail, value in zip(details, inputs, strict=True):
+        interpreter.set_tensor(detail["index"], value.astype(detail["dtype"]))
+    if expected is not None:
+        interpreter.invoke()
+        output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        scale = float(np.max(np.abs(expected))) or 1.0
+        error = float(np.max(np.abs(output - expected))) / scale if output.shape == expected.shape else math.inf
+        if not error <= 1e-3:  # NaN too
+            raise RuntimeError(f"the TFLite model does not compute the Keras model: relative output error {error:.3g}")
     return interpreter.invoke
 
 
@@ -374,6 +414,7 @@ def run_schedule(call, schedule: dict, before_timed=None) -> tuple[list[float], 
     warmup_s = (clock() - started) / 1e9
     if before_timed is not None:
         before_timed()
+    window = [time.monotonic()]  # the system-wide clock: windows of different workers can be compared
     timed_start = clock()
     times_ms: list[float] = []
     reason = None
@@ -383,14 +424,36 @@ def run_schedule(call, schedule: dict, before_timed=None) -> tuple[list[float], 
         after = clock()
         times_ms.append((after - before) / 1e6)
         reason = stop_reason(times_ms, (after - timed_start) / 1e9, schedule)
-    return times_ms, {"warmup_runs": warmup_runs, "warmup_s": warmup_s,
-                      "timed_s": (clock() - timed_start) / 1e9, "stop_reason": reason}
+    return times_ms, {"warmup_runs": warmup_runs, "warmup_s": warmup_s, "timed_s": (clock() - timed_start) / 1e9,
+                      "stop_reason": reason, "timed_window_s": window + [time.monotonic()]}
+
+
+def _prepare(descriptor: dict, job: dict, result: dict):
+    """Build the model (TFLite: convert it in a child) and return the call that the schedule times."""
+    threads = int(job.get("threads", {}).get("intra_op", 0))
+    started = time.perf_counter()
+    if job["toolchain"] == "tflite":  # converted in a child: the Keras model never lives in this process
+        flatbuffer, built = in_child(convert_tflite, descriptor, job)
+        inputs, expected = built.pop("inputs"), built.pop("expected_output")
+        result |= built
+        return tflite_callable(flatbuffer, threads or -1, inputs, expected)
+    model = _build(descriptor, job)
+    inputs = _inputs(model)
+    result |= {"build_s": time.perf_counter() - started, "input_width": int(inputs[0].shape[1])}
+    return tf_callable(model, inputs, job.get("device", "cpu"))
 
 
 def measure(job: dict) -> dict:
-    """Measure one model as the job says and return the result (status ok or failed, with a reason)."""
+    """Measure one model as the job says and return the result (status ok or failed, with a reason).
+
+    Two phases: preparation (import, build or conversion, first call) on `prepare_cpus` (default:
+    the CPUs outside `cpu_affinity`), then, holding the timing turn (`timing_lock`) when workers prepare concurrently, the timed run with
+    every thread pinned to `cpu_affinity` at the configured priority.
+    """
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     result = {"agent_version": AGENT_VERSION, "model": job.get("model"), "status": "ok", "reason": ""}
-    result |= environment() | apply_noise_control(job)
+    prepare = job.get("prepare_cpus") or sorted(allowed - set(job.get("cpu_affinity") or ())) or None
+    result |= environment() | {"prepare_cpus": pin_threads(prepare, allowed)}
     try:  # a descriptor that is unreadable or carries code fails before the framework import
         with open(job["descriptor"]) as handle:
             descriptor = prepare_descriptor(json.load(handle), job.get("input_width"))
@@ -409,17 +472,8 @@ def measure(job: dict) -> dict:
             raise RuntimeError("target device is gpu but TensorFlow sees no GPU on this machine")
         tf.config.experimental.set_memory_growth(gpus[0], True)
     result |= {"tf_version": tf.__version__, "import_s": time.perf_counter() - started}
-    started = time.perf_counter()
     try:
-        if job["toolchain"] == "tflite":  # converted in a child: the Keras model never lives in this process
-            flatbuffer, built = in_child(convert_tflite, descriptor, job)
-            result |= built
-            call = tflite_callable(flatbuffer, int(threads.get("intra_op", 0)) or -1)
-        else:
-            model = _build(descriptor, job)
-            inputs = _inputs(model)
-            result |= {"build_s": time.perf_counter() - started, "input_width": int(inputs[0].shape[1])}
-            call = tf_callable(model, inputs, device)
+        call = _prepare(descriptor, job, result)
     except Exception as error:  # a descriptor that cannot be built is a failed row, not a crash
         return result | {"status": "failed", "reason": f"build: {type(error).__name__}: {error}"[:500]}
     result["baseline_memory_mb"] = _proc_status_kb("VmRSS") / 1024
@@ -435,7 +489,9 @@ def measure(job: dict) -> dict:
             tf.config.experimental.reset_memory_stats("GPU:0")
         result["peak_scope"] = "timed_run" if _reset_peak_rss() else "process"
 
-    times_ms, timing = run_schedule(call, job["schedule"], reset_peaks)
+    with timing_turn(job.get("timing_lock")) as waited_s:
+        result |= apply_noise_control(job, allowed) | {"turn_wait_s": waited_s}
+        times_ms, timing = run_schedule(call, job["schedule"], reset_peaks)
     result |= timing | summarize(times_ms, job.get("trim", 0.05))
     result["host_memory_mb"] = _proc_status_kb("VmHWM") / 1024
     result["memory_mb"] = result["host_memory_mb"]
@@ -448,72 +504,8 @@ def measure(job: dict) -> dict:
     return result
 
 
-def _run_child(job: dict) -> dict:
-    """Fork a fresh child that measures the job; wait at most job['timeout_s']; a dead child is a failed result."""
-    started = time.perf_counter()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its own process, so a crash, an OOM kill or a hang ends only it
-        os.close(read_end)
-        try:
-            result = measure(job)
-        except BaseException as error:
-            result = {"model": job.get("model"), "status": "failed", "reason": f"{type(error).__name__}: {error}"[:500]}
-        with os.fdopen(write_end, "w") as pipe:
-            pipe.write(json.dumps(result))
-        os._exit(0)
-    os.close(write_end)
-    chunks, deadline = [], started + float(job.get("timeout_s", 300))
-    while True:
-        remaining = deadline - time.perf_counter()
-        ready = select.select([read_end], [], [], max(remaining, 0))[0] if remaining > 0 else []
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            result = {"status": "failed", "reason": f"timeout: no result after {job.get('timeout_s', 300):g} s "
-                      "(raise measure.timeout_s)"}
-            break
-        data = os.read(read_end, 1 << 16)
-        if not data:
-            result = None
-            break
-        chunks.append(data)
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    if result is None:
-        try:
-            result = json.loads(b"".join(chunks))
-        except json.JSONDecodeError:
-            code = os.waitstatus_to_exitcode(status)
-            why = f"killed by signal {-code}" + (" (out of memory?)" if code == -9 else "") if code < 0 else f"exit {code}"
-            result = {"status": "failed", "reason": f"worker {why} without a result"}
-    return result | {"wall_s": time.perf_counter() - started}
-
-
-def serve() -> int:
-    """Fork server: import the framework once, then measure each job line of stdin in a fresh forked child.
-
-    Only modules are imported before the fork (no TensorFlow runtime, thread pool or model exists yet),
-    so each child configures its threads and builds its model as a new process would, without paying
-    the import again.
-    """
-    started = time.perf_counter()
-    import keras  # noqa: F401
-    import tensorflow  # noqa: F401
-
-    sys.stdout.write(RESULT_MARKER + json.dumps({"ready": True, "import_s": time.perf_counter() - started}) + "\n")
-    sys.stdout.flush()
-    for line in sys.stdin:
-        if line.strip():
-            result = _run_child(json.loads(line))
-            sys.stdout.write(RESULT_MARKER + json.dumps(result) + "\n")
-            sys.stdout.flush()
-    return 0
-
-
 def main(argv: list[str]) -> int:
     """Read the job (file or '-'), measure, print the result line; a failure is a result too."""
-    if argv[1:] == ["--serve"]:
-        return serve()
     if argv[1:] in ([], ["-"]):
         job = json.load(sys.stdin)
     else:

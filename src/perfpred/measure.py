@@ -18,7 +18,8 @@ from perfpred import config, measurements, schema, zoo
 SCHEDULE_KEYS = ("kind", "warmup", "warmup_seconds", "iterations", "min_iterations", "min_seconds", "max_iterations",
                  "max_seconds", "target_rel_ci", "check_every")
 #: Settings that change a figure: rows measured under different ones are never mixed.
-SETTING_KEYS = SCHEDULE_KEYS + ("central", "trim", "threads", "cpu_affinity", "priority", "seed", "worker")
+SETTING_KEYS = SCHEDULE_KEYS + ("central", "trim", "threads", "cpu_affinity", "prepare_cpus", "parallel", "priority",
+                                 "seed", "worker")
 #: Result fields copied into a row (the statistics, memory, overhead and environment).
 ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_ms", "min_ms", "max_ms", "std_ms",
               "p90_ms", "p99_ms", "trimmed_mean_ms", "iterations", "cv", "median_ci_rel", "pattern", "high_spikes",
@@ -26,7 +27,7 @@ ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_
               "host_memory_mb", "peak_scope", "swapped", "process_swap_kb", "wall_s", "import_s", "build_s",
               "convert_s", "warmup_runs", "warmup_s", "timed_s", "overhead_s", "tflite_bytes", "tf_version",
               "hostname", "cpu_model", "cpu_cores", "kernel", "python_version", "governor", "load_1m", "cpu_affinity",
-              "priority", "autogroup_nice")
+              "prepare_cpus", "turn_wait_s", "timed_window_s", "priority", "autogroup_nice")
 
 
 def target_settings(name: str, params: dict, schedule: str | None = None) -> tuple[dict, dict]:
@@ -60,7 +61,7 @@ def job(model: str, descriptor: Path, input_width: int | None, target: dict, set
     return {"model": model, "descriptor": str(descriptor), "input_width": input_width,
             "toolchain": "tflite" if target["toolchain"] == "tflite" else "tf", "device": target.get("device", "cpu"),
             "threads": settings["threads"], "cpu_affinity": settings.get("cpu_affinity"),
-            "priority": settings.get("priority"), "schedule": schedule, "central": settings.get("central", "median"),
+            "prepare_cpus": settings.get("prepare_cpus"), "priority": settings.get("priority"), "schedule": schedule, "central": settings.get("central", "median"),
             "trim": settings.get("trim", 0.05), "seed": settings.get("seed", 0)}
 
 
@@ -75,6 +76,11 @@ def measure_model(model: str, descriptor: Path, input_width: int | None, target:
 
     result = runners.run(job(model, descriptor, input_width, target, settings), target, float(settings["timeout_s"]),
                          server)
+    return to_row(result, model, input_width, target, settings)
+
+
+def to_row(result: dict, model: str, input_width: int | None, target: dict, settings: dict) -> dict:
+    """The table row of an agent's result: identity, statistics, settings and the raw series."""
     if result.get("wall_s") is not None and result.get("timed_s") is not None:
         result["overhead_s"] = result["wall_s"] - result["timed_s"] - result.get("warmup_s", 0.0)
     row = {"target": target["name"], "model": model,
@@ -83,6 +89,30 @@ def measure_model(model: str, descriptor: Path, input_width: int | None, target:
     row |= {"toolchain": target["toolchain"], "device": target.get("device", "cpu"), "schedule": settings["kind"],
             "settings_id": settings_id(target, settings), "times_ms": result.get("times_ms", [])}
     return row
+
+
+def parallel_workers(settings: dict) -> int:
+    """Workers in flight for a zoo: `parallel` when CPUs outside the timing ones are left to prepare on, else 1."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    timing = set(settings.get("cpu_affinity") or allowed)
+    prepare = set(settings.get("prepare_cpus") or allowed - timing)
+    return int(settings.get("parallel", 1)) if prepare - timing else 1
+
+
+def measure_many(entries: list, target: dict, settings: dict, server=None):
+    """Measure (name, descriptor, width) entries; yield (entry, row) as each finishes, pipelined on a fork server."""
+    timeout_s = float(settings["timeout_s"])
+    jobs = [job(name, descriptor, width, target, settings) | {"entry": index}
+            for index, (name, descriptor, width) in enumerate(entries)]
+    if server is None:
+        from perfpred import runners
+
+        results = ((j, runners.run(j, target, timeout_s)) for j in jobs)
+    else:
+        results = server.map(jobs, timeout_s)
+    for sent, result in results:
+        name, _, width = entries[sent["entry"]]
+        yield entries[sent["entry"]], to_row(result, name, width, target, settings)
 
 
 def row_key(model: str, input_width: int | None, sid: str) -> str:
@@ -169,18 +199,20 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
             skipped += 1
         else:
             pending.append(entry)
-    server = runners.ForkServer() if target["kind"] == "local" and settings.get("worker") == "fork" else None
-    bar = tqdm(pending, desc=f"measure {name}", unit="model", disable=not progress)
-    for entry in bar:
-        bar.set_postfix_str(entry.name)
-        descriptor = config.project_root() / entry.descriptor
-        row = measure_model(entry.name, descriptor, int(entry.input_width), target, settings, server)
-        row["requested_width"] = int(entry.input_width)
+    fork = target["kind"] == "local" and settings.get("worker") == "fork"
+    server = runners.ForkServer(parallel_workers(settings)) if fork else None
+    entries = [(e.name, config.project_root() / e.descriptor, int(e.input_width)) for e in pending]
+    bar = tqdm(total=len(entries), desc=f"measure {name}", unit="model", disable=not progress)
+    for (model, _, width), row in measure_many(entries, target, settings, server):
+        bar.set_postfix_str(model)
+        bar.update()
+        row["requested_width"] = width
         if row["times_ms"]:
             row["series"] = str(write_series(runs / "series", row).relative_to(runs))
         row.pop("times_ms")
         append_journal(journal, row)
-        done[row_key(entry.name, int(entry.input_width), sid)] = row
+        done[row_key(model, width, sid)] = row
+    bar.close()
     if server is not None:
         server.close()
     wanted = {row_key(e.name, int(e.input_width), sid) for e in manifest.itertuples(index=False)}
@@ -200,7 +232,8 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
                "environments": int(table[["hostname", "cpu_model", "tf_version"]].drop_duplicates().dropna().shape[0])
                if len(table) else 0,
                "mean_overhead_s": float(table["overhead_s"].mean()) if len(table) else None,
-               "server_import_s": server.import_s if server is not None else None}
+               "server_import_s": server.import_s if server is not None else None,
+               "parallel": server.parallel if server is not None else 1}
     (out.parent / f"{name}.measure.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

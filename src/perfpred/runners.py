@@ -53,47 +53,81 @@ def run_local(job: dict, timeout_s: float) -> dict:
 
 
 class ForkServer:
-    """A local agent in --serve mode: one framework import, then one fresh forked worker per model."""
+    """A local perfpred.forkserver: one framework import, then one fresh forked worker per model.
 
-    def __init__(self) -> None:
+    With `parallel=2` the next model is prepared (built, converted, traced) on the preparation CPUs
+    while the current one is timed alone on the timing CPUs (see perfpred.forkserver).
+    """
+
+    def __init__(self, parallel: int = 1) -> None:
+        self.parallel = max(int(parallel), 1)
         self.process: subprocess.Popen | None = None
         self.import_s = 0.0
+        self._buffer = b""
+        self._next_id = 0
 
     def _start(self) -> None:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen([sys.executable, str(AGENT_FILE), "--serve"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                                        start_new_session=True)
+        source = str(AGENT_FILE.parent.parent)  # the perfpred package this process runs, wherever it lies
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen([sys.executable, "-m", "perfpred.forkserver", "--parallel", str(self.parallel)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        env=env, start_new_session=True)
+        self._buffer = b""
         ready = self._read_result(120.0)
         if not ready or not ready.get("ready"):
             self.close()
-            raise RuntimeError("the measurement fork server did not start: run `python src/perfpred/agent.py --serve`")
+            raise RuntimeError("the measurement fork server did not start: run `python -m perfpred.forkserver`")
         self.import_s = ready["import_s"]
 
     def _read_result(self, timeout_s: float) -> dict | None:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not select.select([self.process.stdout], [], [], deadline - time.monotonic())[0]:
-                break
-            line = self.process.stdout.readline()
-            if not line:
+        while True:
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                text = line.decode(errors="replace")
+                if text.startswith(agent.RESULT_MARKER):
+                    return json.loads(text[len(agent.RESULT_MARKER):])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.process.stdout], [], [], remaining)[0]:
                 return None
-            if line.startswith(agent.RESULT_MARKER):
-                return json.loads(line[len(agent.RESULT_MARKER):])
-        return None
+            data = os.read(self.process.stdout.fileno(), 1 << 16)
+            if not data:
+                return None
+            self._buffer += data
+
+    def _submit(self, job: dict, timeout_s: float) -> int:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        self._next_id += 1
+        self.process.stdin.write((json.dumps(job | {"timeout_s": timeout_s, "job_id": self._next_id}) + "\n").encode())
+        self.process.stdin.flush()
+        return self._next_id
+
+    def map(self, jobs, timeout_s: float):
+        """Measure jobs, `parallel` in flight; yield (job, result) as each finishes (not in job order)."""
+        jobs, flight = iter(jobs), {}
+        while True:
+            while len(flight) < self.parallel and (job := next(jobs, None)) is not None:
+                flight[self._submit(job, timeout_s)] = (job, time.perf_counter())
+            if not flight:
+                return
+            # a job waits for at most one other's timed run, so allow twice the per-model timeout
+            result = self._read_result(timeout_s * (self.parallel + 1) + 60)
+            if result is None:  # the server itself died or hung: what was in flight fails, the rest get a new one
+                self.close()
+                for job, started in flight.values():
+                    yield job, {"status": "failed", "reason": "the fork server stopped answering",
+                                "wall_s": time.perf_counter() - started}
+                flight = {}
+                continue
+            job, started = flight.pop(result.pop("job_id", None), (None, time.perf_counter()))
+            if job is not None:
+                yield job, result | {"wall_s": result.get("wall_s") or time.perf_counter() - started}
 
     def run(self, job: dict, timeout_s: float) -> dict:
         """Measure one job in a fresh child of the server (the server kills a child past timeout_s)."""
-        if self.process is None or self.process.poll() is not None:
-            self._start()
-        started = time.perf_counter()
-        self.process.stdin.write(json.dumps(job | {"timeout_s": timeout_s}) + "\n")
-        self.process.stdin.flush()
-        result = self._read_result(timeout_s + 60)
-        if result is None:  # the server itself died or hung: the next job gets a new one
-            self.close()
-            result = {"status": "failed", "reason": "the fork server stopped answering", "wall_s": 0.0}
-        return result | {"wall_s": result.get("wall_s") or time.perf_counter() - started}
+        return next(self.map([job], timeout_s))[1]
 
     def close(self) -> None:
         """Stop the server."""
