@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -55,19 +56,48 @@ def shape_mismatches(descriptor: Path) -> int:
     return sum(1 for name, row in table.items() if row["output_shape"] != tuple(inferred.get(name, ())))
 
 
+#: the columns that depend only on the network's weights, not on the input size
+PARAMETER_COLUMNS = ("conv_params", "bn_params", "fc_params", "conv_layers", "bn_layers")
+
+
+def parameter_donors(row: dict, rows: dict[str, list[dict]], network: str) -> list[str]:
+    """Other networks whose rows carry exactly this row's parameter columns."""
+    key = tuple(row[c] for c in PARAMETER_COLUMNS)
+    return sorted(name for name, entries in rows.items() if name != network
+                  and any(tuple(r[c] for c in PARAMETER_COLUMNS) == key for r in entries))
+
+
+def table_activations(descriptor: Path) -> int | None:
+    """Sum of the output sizes in the per-layer table (the data's own definition of activations)."""
+    table = descriptors.layer_table(descriptor)
+    return sum(math.prod(row["output_shape"] or (0,)) for row in table.values()) if table else None
+
+
 def fidelity(descriptor: Path, rows: dict[str, list[dict]], other_sizes: int = 2) -> dict:
-    """Worst relative error per feature over the native size and `other_sizes` more sizes."""
+    """Worst relative error per feature over the native size and `other_sizes` more sizes.
+
+    When no row has the descriptor's structure but rows of that name have its layer count, they are
+    compared anyway and `donors` names the networks whose parameter columns those rows carry.
+    """
     native = describe(descriptor)
-    candidates = matching_rows(rows.get(network_name(descriptor), []), native)
+    network = network_name(descriptor)
+    named = rows.get(network, [])
+    candidates = matching_rows(named, native)
+    donors: list[str] = []
+    if not candidates:
+        candidates = [row for row in named if row["layers"] == native["layers"]]
+        donors = parameter_donors(candidates[0], rows, network) if candidates else []
     widths = sorted({int(row["input_width"]) for row in candidates} - {native["input_width"]})
     chosen = [native["input_width"]] + [widths[i * (len(widths) - 1) // max(other_sizes - 1, 1)]
                                         for i in range(min(other_sizes, len(widths)))]
     result = {"architecture": descriptor.stem, "rows": len(candidates), "sizes": sorted(set(chosen)),
-              "shape_mismatches": shape_mismatches(descriptor)}
+              "shape_mismatches": shape_mismatches(descriptor), "donors": donors}
     worst = dict.fromkeys(COMPARED, None)
+    native_row = None
     for width in result["sizes"]:
         mine = describe(descriptor, input_size=width)
         for row in (r for r in candidates if r["input_width"] == width):
+            native_row = row if width == native["input_width"] else native_row
             for feature in COMPARED:
                 if row[feature] == 0 and mine[feature] == 0:
                     error = 0.0
@@ -76,11 +106,20 @@ def fidelity(descriptor: Path, rows: dict[str, list[dict]], other_sizes: int = 2
                 worst[feature] = max(worst[feature] or 0.0, error)
             break
     result |= worst
-    named = rows.get(network_name(descriptor), [])
-    result["note"] = "" if candidates else (
-        f"no row with this structure: data has conv_params {sorted({int(r['conv_params']) for r in named})[:2]}, "
-        f"descriptor {native['conv_params']}" if named else "network not in the data")
-    result["ok"] = bool(candidates) and result["shape_mismatches"] == 0 and all(
+    notes = []
+    if not named:
+        notes.append("network not in the data")
+    elif not candidates:
+        notes.append(f"no row with this structure: data has conv_params "
+                     f"{sorted({int(r['conv_params']) for r in named})[:2]}, descriptor {native['conv_params']}")
+    elif donors:
+        notes.append(f"data rows carry the parameter columns of {', '.join(donors)} (descriptor conv_params "
+                     f"{native['conv_params']}, rows {int(candidates[0]['conv_params'])})")
+    own = table_activations(descriptor)
+    if native_row and own == native["activations"] and abs(native_row["activations"] / own - 1) > TOLERANCE["activations"]:
+        notes.append(f"data activations {int(native_row['activations'])} contradict the layer table's sum {own}")
+    result["note"] = "; ".join(notes)
+    result["ok"] = bool(candidates) and not donors and result["shape_mismatches"] == 0 and all(
         worst[f] is not None and worst[f] <= TOLERANCE[f] for f in COMPARED)
     return result
 

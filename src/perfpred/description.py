@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from perfpred import descriptors, shapes
+from perfpred import descriptors, rules, shapes, weighted
 from perfpred.descriptors import DescriptorError, Graph
 from perfpred.schema import FEATURE_COLUMNS
 
@@ -47,6 +47,7 @@ class _Walk:
         self.lambda_inputs: dict[str, tuple] = {}  # Lambda name -> (input shape, output shape) seen
         self.totals = dict.fromkeys(FEATURE_COLUMNS, 0) | dict.fromkeys(EXTRA_COLUMNS[1:-1], 0)
         self.approximate = False
+        self.regularizers = weighted.builds_regularizers(graph.keras_version)  # penalties in the graph
         self.retargeted = False  # the input size differs from the descriptor's own
         self.input_width = None
         self.layer_shapes: dict[str, list] = {}  # layer name -> output shape of its first call
@@ -64,21 +65,26 @@ class _Walk:
         """Weighted neurons as the data's source computed them, from its per-layer table.
 
         Its 'input channels' (and SeparableConv2D's input width) are those of the layer listed just
-        before in the descriptor, which is the real input in a plain chain but not after a branch, and
-        its 'kernel height x width' is the kernel width squared (Inception's 1x7 and 7x1 convolutions
-        show it).
+        before in the descriptor, which is the real input in a plain chain but not after a branch; its
+        'kernel height x width' is the kernel width squared (Inception's 1x7 and 7x1 convolutions show
+        it); a SeparableConv2D's input channels are those the last other convolution read (a value left
+        over from that layer: Xception's per-stage sums show it); a Dense layer counts the elements of
+        its input and output, so one applied to a H x W x C tensor counts (H*W*C) * (H*W*units)
+        (DenseNet-161's head).
         """
         total = 0
-        previous = None
+        previous = conv_channels = None
         for class_name, config, stats, inputs in self.records:
             before = previous if previous is not None and len(previous) == len(inputs[0]) else inputs[0]
             previous = stats.shape
             if class_name in FC_CLASSES:
-                total += before[-1] * stats.shape[-1]
+                total += shapes.elements(before) * shapes.elements(stats.shape)
             elif class_name.startswith("Separable"):
                 k, w_in, w_out = stats.kernel[0], before[1], stats.shape[1]
-                total += (w_in * w_out * k * before[-1] + w_out * w_out * k * before[-1]) * stats.shape[-1]
+                channels = before[-1] if conv_channels is None else conv_channels
+                total += (w_in * w_out * k * channels + w_out * w_out * k * channels) * stats.shape[-1]
             elif class_name in CONV_CLASSES:
+                conv_channels = before[-1]
                 groups = int(config.get("groups", 1) or 1)
                 total += shapes.elements(stats.shape) * stats.kernel[1] ** 2 * before[-1] // groups
         return total
@@ -139,7 +145,7 @@ class _Walk:
             stats = self.lambda_stats(graph, layer, inputs)
             self.lambda_inputs[layer.name] = (inputs[0], stats.shape)
         else:
-            rule = shapes.RULES.get(layer.class_name)
+            rule = rules.RULES.get(layer.class_name)
             if rule is None:
                 raise DescriptorError(f"{where}: unknown layer class {layer.class_name!r}; perfpred has no shape rule for it")
             if not inputs:
@@ -149,13 +155,15 @@ class _Walk:
                 raise DescriptorError(f"{where}: data_format 'channels_first' is not supported; export the model "
                                       "channels-last (Keras' default)")
             if self.retargeted and layer.class_name == "ZeroPadding2D":
-                config = same_padding(config, inputs[0])
+                config = shapes.same_padding(config, inputs[0])
             try:
                 stats = rule(config, inputs)
             except (KeyError, TypeError, IndexError) as error:
                 raise DescriptorError(f"{where}: unreadable config ({type(error).__name__}: {error})") from None
             except shapes.LayerError as error:
                 raise DescriptorError(f"{where}: {error}") from None
+            if self.regularizers:
+                stats.flops += weighted.regularizer_flops(config, stats.weights)
         if any(d <= 0 for d in stats.shape):
             raise DescriptorError(
                 f"{where}: output shape {stats.shape} from input {inputs[0]}: the input size is too small for this "
@@ -245,26 +253,6 @@ class _Walk:
         totals["pool_layers"] += "Pool" in class_name
         totals["merge_layers"] += class_name in {"Add", "Multiply", "Concatenate", "Average", "Subtract", "Maximum"}
         totals["lambda_layers"] += class_name == "Lambda"
-
-
-def same_padding(config: dict, shape: tuple) -> dict:
-    """Re-target keras.applications' `correct_pad` padding to another input size.
-
-    MobileNetV2 and EfficientNet pad ((k//2 - 1, k//2), ...) before a stride-2 'valid' convolution
-    when the size is even and (k//2, k//2) when it is odd (TensorFlow's 'same' for stride 2). A
-    descriptor holds the padding of its own size; an asymmetric (p, p + 1) pair is recomputed for
-    the size the layer now sees. Symmetric padding is kept (it cannot be told from plain padding).
-    """
-    padding = config.get("padding")
-    if not (isinstance(padding, list | tuple) and len(padding) == 2 and all(
-            isinstance(pair, list | tuple) and len(pair) == 2 for pair in padding)):
-        return config
-    adjusted = []
-    for (before, after), size in zip(padding, shape[:2], strict=True):
-        if after == before + 1 and size % 2 == 1:
-            before = after
-        adjusted.append([before, after])
-    return config | {"padding": adjusted}
 
 
 def layer_shapes(source, input_size: int | None = None) -> dict[str, tuple]:

@@ -49,6 +49,7 @@ class Graph:
     inputs: list[TensorRef]
     outputs: list[TensorRef]
     source: str = "<model>"
+    keras_version: str | None = None  # the version that wrote the descriptor (Keras 2 JSON has it)
 
 
 def load(source, origin: str | None = None) -> Graph:
@@ -89,8 +90,12 @@ def parse(descriptor: dict, origin: str = "<model>") -> Graph:
         config = {"layers": config}
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise DescriptorError(f"{origin}: model descriptor has no config.layers list")
+    version = descriptor.get("keras_version")
+    version = str(version) if version is not None else None
     if descriptor["class_name"] == "Sequential":
-        return _sequential(config, origin)
+        graph = _sequential(config, origin)
+        graph.keras_version = version
+        return graph
     layers = [_layer(entry, origin) for entry in config["layers"]]
     graph = Graph(
         name=config.get("name", "model"),
@@ -98,6 +103,7 @@ def parse(descriptor: dict, origin: str = "<model>") -> Graph:
         inputs=_endpoints(config.get("input_layers"), origin),
         outputs=_endpoints(config.get("output_layers"), origin),
         source=origin,
+        keras_version=version,
     )
     known = {layer.name for layer in layers}
     for layer in layers:
