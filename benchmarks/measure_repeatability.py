@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/measure_repeatability.py [--target host-cpu-tf] [--schedule adaptive]
 
 Each run is its own fork server (its own framework import), the runs one after the other, each model in
-a fresh worker, exactly as `perfpred measure` does. Prints one line per model and the worst differences.
+a fresh worker, pipelined exactly as the `measure` stage does (`measure.parallel` workers in flight). Prints one line per model and the worst differences.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from perfpred import config, measure, runners
 
 def measure_all(descriptors: dict[str, Path], target: dict, settings: dict) -> dict[str, dict]:
     """One independent run: every model, one fresh worker each."""
-    rows = {}
-    with runners.ForkServer() as server:
-        for name, path in descriptors.items():
-            rows[name] = measure.measure_model(name, path, None, target, settings, server)
-    return rows
+    entries = [(name, path, None) for name, path in descriptors.items()]
+    with runners.ForkServer(measure.parallel_workers(settings)) as server:
+        return {entry[0]: row for entry, row in measure.measure_many(entries, target, settings, server)}
 
 
 def relative_difference(a: float, b: float) -> float:
