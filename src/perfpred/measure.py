@@ -181,6 +181,17 @@ def _family_or_model(model: str) -> str:
         return model
 
 
+def schedule_time(table: pd.DataFrame) -> dict:
+    """Seconds the schedule spent (warm-up + timed) on the table's ok rows, and what the seed's fixed 250 runs would."""
+    ok = table[table["status"] == "ok"] if len(table) else table
+    if not len(ok):
+        return {"schedule_s": 0.0, "fixed_250_equivalent_s": 0.0}
+    fixed = config.group_option("measure", "fixed")
+    runs = int(fixed["warmup"]) + int(fixed["iterations"])
+    return {"schedule_s": float((ok["warmup_s"] + ok["timed_s"]).sum()),
+            "fixed_250_equivalent_s": float((ok["mean_ms"] * runs / 1000.0).sum())}
+
+
 def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: bool = True) -> dict:
     """Measure every zoo model on a target, resuming from its journal, and write the target's table."""
     from tqdm import tqdm
@@ -233,6 +244,7 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
                if len(table) else 0,
                "mean_overhead_s": float(table["overhead_s"].mean()) if len(table) else None,
                "server_import_s": server.import_s if server is not None else None,
+               **schedule_time(table),
                "parallel": server.parallel if server is not None else 1}
     (out.parent / f"{name}.measure.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -272,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
         summary = measure_zoo(args.target, params, args.schedule)
         print(f"{args.target}: measured {summary['measured']}, skipped {summary['skipped']} (already in the journal); "
               f"table: {summary['ok']} ok, {summary['failed']} failed, {summary['swapped']} flagged for swapping")
+        if summary["schedule_s"]:
+            print(f"  schedule (warm-up + timed): {summary['schedule_s']:.0f} s; the fixed 250-run schedule would take "
+                  f"{summary['fixed_250_equivalent_s']:.0f} s at these latencies")
         if summary["mean_overhead_s"] is not None:
             print(f"  per-model overhead (worker start, build, first call): {summary['mean_overhead_s']:.1f} s mean"
                   + (f"; framework import once: {summary['server_import_s']:.1f} s" if summary["server_import_s"] else ""))
