@@ -226,9 +226,34 @@ def apply_noise_control(job: dict, allowed) -> dict:
     return applied
 
 
+def _process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (Linux /proc)."""
+    tree, stack = [], [pid]
+    while stack:
+        tree.append(stack.pop())
+        for tid in os.listdir(f"/proc/{tree[-1]}/task") if os.path.isdir(f"/proc/{tree[-1]}/task") else []:
+            stack += [int(c) for c in (_read_text(f"/proc/{tree[-1]}/task/{tid}/children") or "").split()]
+    return tree
+
+
+def _pin_others(cpus) -> None:
+    """Pin every thread of the other workers of this fork server (and their children) to `cpus`."""
+    mine = set(_process_tree(os.getpid()))
+    for pid in _process_tree(os.getppid())[1:]:
+        if pid in mine:
+            continue
+        for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
+            with contextlib.suppress(OSError, ValueError):  # a thread or process that ended meanwhile
+                os.sched_setaffinity(int(tid), cpus)
+
+
 @contextlib.contextmanager
-def timing_turn(lock_path: str | None):
-    """Hold the timing CPUs alone: workers that prepare concurrently take turns on a file lock."""
+def timing_turn(lock_path: str | None, prepare_cpus, allowed):
+    """Hold the timing CPUs alone: workers that prepare concurrently take turns on a file lock.
+
+    The holder moves the other workers to `prepare_cpus` for its timed run and, before passing the
+    turn on, lets them use every CPU again, so that preparation uses the timing CPUs between timed runs.
+    """
     if not lock_path:
         yield 0.0
         return
@@ -238,8 +263,11 @@ def timing_turn(lock_path: str | None):
     with open(lock_path, "a") as lock:  # opened here: each worker has its own open file, hence its own lock
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if prepare_cpus:
+                _pin_others(prepare_cpus)
             yield time.perf_counter() - started
         finally:
+            _pin_others(allowed)
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
@@ -344,7 +372,7 @@ def convert_tflite(descriptor: dict, job: dict) -> tuple[bytes, dict]:
     built = {"build_s": time.perf_counter() - started, "input_width": int(inputs[0].shape[1])}
     specs = [tf.TensorSpec(x.shape, tf.float32) for x in inputs]
     graph = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False), input_signature=specs)
-    expected = tf.nest.flatten(graph(*inputs))[0].numpy()
+    expected = tf.nest.flatten(model(inputs if len(inputs) > 1 else inputs[0], training=False))[0].numpy()  # eager
     started = time.perf_counter()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()], model)
     # The default lowering through a SavedModel keeps the weights as resource variables that the interpreter
@@ -489,7 +517,7 @@ def measure(job: dict) -> dict:
             tf.config.experimental.reset_memory_stats("GPU:0")
         result["peak_scope"] = "timed_run" if _reset_peak_rss() else "process"
 
-    with timing_turn(job.get("timing_lock")) as waited_s:
+    with timing_turn(job.get("timing_lock"), prepare, allowed) as waited_s:
         result |= apply_noise_control(job, allowed) | {"turn_wait_s": waited_s}
         times_ms, timing = run_schedule(call, job["schedule"], reset_peaks)
     result |= timing | summarize(times_ms, job.get("trim", 0.05))
