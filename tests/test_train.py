@@ -178,10 +178,42 @@ def test_tune_resumes_its_study_and_train_reads_the_best_parameters(project):
     args = ["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.trials=2", "tune.seeds=2"]
     assert tune.main(args) == 0
     assert tune.main(args) == 0
-    study = optuna.load_study(study_name="jetson-nano-latency-poly-seeds", storage=tune.study_storage())
+    study = optuna.load_study(study_name="jetson-nano-latency-poly-seeds-from100000", storage=tune.study_storage())
     assert len(study.trials) == 4
     stored = project / "conf/tuned/jetson-nano-latency-poly.yaml"
     assert stored.exists()
     cfg = config.compose("train", ["algorithm=poly"])
     assert train.apply_tuned(cfg, "jetson-nano", "latency", "poly")
     assert OmegaConf.select(cfg, "algorithm.estimator.regressor.alpha") == pytest.approx(study.best_params["alpha"])
+
+
+def test_feature_ratios_add_columns_skip_absent_ones_and_drop():
+    from perfpred import estimators
+
+    features = pd.DataFrame({"flops": [100.0, 600.0], "layers": [10.0, 0.0], "params": [5.0, 6.0], "fc_params": [1.0, 2.0]})
+    ratios = estimators.FeatureRatios(["flops/layers", "neurons/flops"], ["fc_params"]).fit(features)
+    out = ratios.transform(features)
+    assert list(out.columns) == ["flops", "layers", "params", "flops/layers"]  # no neurons column: ratio skipped
+    assert out["flops/layers"].tolist() == [10.0, 600.0]  # a zero denominator counts as 1
+    assert list(ratios.get_feature_names_out()) == list(out.columns)
+    with pytest.raises(ValueError, match="flops/widgets"):
+        estimators.FeatureRatios(["flops/widgets"]).fit(features)
+
+
+def test_svr_pipeline_with_ratios_fits_and_predicts_a_table(nano_subset):
+    from perfpred import config, estimators
+
+    features = estimators.feature_columns(nano_subset)
+    estimator = estimators.build(config.group_option("algorithm", "svr"))
+    fitted = estimator.fit(nano_subset[features], nano_subset["latency_ms"].to_numpy())
+    predicted = fitted.predict(nano_subset[features])
+    assert np.all(predicted > 0) and sweep.mape_pct(nano_subset["latency_ms"].to_numpy(), predicted) < 50
+
+
+def test_tune_refuses_seeds_that_train_reports(project, capsys):
+    from perfpred import tune
+
+    with pytest.raises(SystemExit) as stopped:
+        tune.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.first_seed=0"])
+    assert stopped.value.code == 2
+    assert "tune.first_seed=0 overlaps" in capsys.readouterr().err

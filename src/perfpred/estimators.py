@@ -17,16 +17,21 @@ def regression_pipeline(
     log_target: bool = True,
     poly_degree: int = 0,
     scale: bool = True,
+    ratios: list[str] | None = None,
+    drop: list[str] | None = None,
 ):
-    """A scikit-learn pipeline: log1p of the features, polynomial terms, scaling, regressor, log of the target.
+    """A scikit-learn pipeline: ratio features, log1p of the features, polynomial terms, scaling, regressor, log of the target.
 
     Features (counts of parameters, FLOPs, activations) span six orders of magnitude, and so do the
     measurements: logarithms make relative errors, which MAPE scores, the ones the regressor minimises.
+    `ratios` ("flops/layers": work per layer) and `drop` (columns left out) shape the feature set.
     """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures, StandardScaler
 
     steps = []
+    if ratios or drop:
+        steps.append(FeatureRatios(list(ratios or []), list(drop or [])))
     if log_features:
         steps.append(FunctionTransformer(np.log1p, feature_names_out="one-to-one"))
     if poly_degree and poly_degree > 1:
@@ -44,6 +49,55 @@ def _base_classes():
     from sklearn.base import BaseEstimator, RegressorMixin
 
     return BaseEstimator, RegressorMixin
+
+
+def _transformer_classes():
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    return TransformerMixin, BaseEstimator
+
+
+class FeatureRatios(*_transformer_classes()):
+    """Append ratio columns `"a/b"` (a / max(b, 1)) to a feature DataFrame and leave out the `drop` columns.
+
+    Ratios whose columns a table lacks (the Nano memory rows have four features) are skipped, so one
+    configuration serves every table. Ratios say what counts alone do not: FLOPs per layer is the work
+    each GPU kernel gets, FLOPs per parameter the arithmetic intensity, neurons per FLOP the share of
+    convolution work among all operations.
+    """
+
+    def __init__(self, ratios: list[str] | None = None, drop: list[str] | None = None):
+        self.ratios = ratios
+        self.drop = drop
+
+    def fit(self, features: pd.DataFrame, target=None):
+        """Check the ratio names and keep those whose columns the features have."""
+        columns = list(features.columns)
+        self.feature_names_in_ = np.asarray(columns, dtype=object)
+        self.pairs_ = []
+        for ratio in self.ratios or []:
+            numerator, _, denominator = str(ratio).partition("/")
+            unknown = [c for c in (numerator, denominator) if c not in schema.FEATURE_COLUMNS]
+            if unknown:
+                raise ValueError(
+                    f"feature ratio {ratio!r} names {unknown}, not canonical features; use two of "
+                    f"{', '.join(schema.FEATURE_COLUMNS)} as 'numerator/denominator'"
+                )
+            if numerator in columns and denominator in columns:
+                self.pairs_.append((numerator, denominator))
+        self.drop_ = [c for c in self.drop or [] if c in columns]
+        return self
+
+    def transform(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The features with the ratio columns added and the dropped ones removed."""
+        ratio_columns = {f"{a}/{b}": features[a].to_numpy("float64") / np.maximum(features[b].to_numpy("float64"), 1.0)
+                         for a, b in self.pairs_}
+        return pd.concat([features.drop(columns=self.drop_), pd.DataFrame(ratio_columns, index=features.index)], axis=1)
+
+    def get_feature_names_out(self, input_features=None):
+        """Column names after the transform."""
+        names = [c for c in (input_features if input_features is not None else self.feature_names_in_) if c not in self.drop_]
+        return np.asarray(names + [f"{a}/{b}" for a, b in self.pairs_], dtype=object)
 
 
 class LogTargetRegressor(*_base_classes()):

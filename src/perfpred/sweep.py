@@ -32,13 +32,18 @@ def mape_pct(measured: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def _one_seed(estimator, features: pd.DataFrame, target: np.ndarray, seed: int, test_size: float):
+    import warnings
+
     from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(len(target))
     train_rows, test_rows = train_test_split(rows, test_size=test_size, random_state=seed)
     try:
-        fitted = clone(estimator).fit(features.iloc[train_rows], target[train_rows])
+        with warnings.catch_warnings():  # an iteration cap hit on every seed (mlp max_iter) is a setting, not news
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted = clone(estimator).fit(features.iloc[train_rows], target[train_rows])
         predicted = np.asarray(fitted.predict(features.iloc[test_rows]), dtype="float64")
         if not np.all(np.isfinite(predicted)):
             raise ValueError("non-finite predictions")
@@ -49,17 +54,18 @@ def _one_seed(estimator, features: pd.DataFrame, target: np.ndarray, seed: int, 
 
 def seed_sweep(
     estimator, features: pd.DataFrame, target: np.ndarray, seeds: int, test_size: float = 0.2, n_jobs: int = 1,
-    progress: bool = True,
+    progress: bool = True, first_seed: int = 0,
 ) -> SweepResult:
-    """Fit on a random (1 - test_size) split for each seed 0..seeds-1 and score MAPE on the rest."""
+    """Fit on a random (1 - test_size) split for each seed first_seed..first_seed+seeds-1 and score MAPE on the rest."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
     target = np.asarray(target, dtype="float64")
-    jobs = (delayed(_one_seed)(estimator, features, target, seed, test_size) for seed in range(seeds))
+    seed_values = np.arange(first_seed, first_seed + seeds)
+    jobs = (delayed(_one_seed)(estimator, features, target, int(seed), test_size) for seed in seed_values)
     runner = Parallel(n_jobs=n_jobs, return_as="generator")
     outcomes = list(tqdm(runner(jobs), total=seeds, desc="seeds", disable=not progress, leave=False))
-    result = SweepResult(seeds=np.arange(seeds), mape_pct=np.array([o[1] for o in outcomes]))
+    result = SweepResult(seeds=seed_values, mape_pct=np.array([o[1] for o in outcomes]))
     result.failures = {o[0]: o[4] for o in outcomes if o[4] is not None}
     result.rows = np.concatenate([o[2] for o in outcomes]).astype("int64")
     result.predicted = np.concatenate([o[3] for o in outcomes])
