@@ -217,3 +217,16 @@ def test_tune_refuses_seeds_that_train_reports(project, capsys):
         tune.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.first_seed=0"])
     assert stopped.value.code == 2
     assert "tune.first_seed=0 overlaps" in capsys.readouterr().err
+
+
+def test_feature_range_clips_to_the_widened_training_range():
+    import numpy as np
+    import pandas as pd
+
+    from perfpred.estimators import FeatureRange
+
+    train = pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [10.0, 11.0, 12.0]})
+    clip = FeatureRange(0.5).fit(train)
+    far = clip.transform(pd.DataFrame({"a": [-5.0, 1.5, 9.0], "b": [11.0, 100.0, 0.0]}))
+    assert list(far.columns) == ["a", "b"]
+    assert np.allclose(far.to_numpy(), [[-0.5, 11.0], [1.5, 12.5], [2.5, 9.5]])

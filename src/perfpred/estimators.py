@@ -19,12 +19,16 @@ def regression_pipeline(
     scale: bool = True,
     ratios: list[str] | None = None,
     drop: list[str] | None = None,
+    clip_margin: float | None = 0.7,
 ):
     """A scikit-learn pipeline: ratio features, log1p of the features, polynomial terms, scaling, regressor, log of the target.
 
     Features (counts of parameters, FLOPs, activations) span six orders of magnitude, and so do the
     measurements: logarithms make relative errors, which MAPE scores, the ones the regressor minimises.
     `ratios` ("flops/layers": work per layer) and `drop` (columns left out) shape the feature set.
+    `clip_margin` clips each (logged) feature to its training range widened by that much (0.7: about
+    2x beyond the smallest and largest value seen; None: no clip), so polynomial terms and networks
+    extrapolate to an unseen family at most as far as a model twice as large as any measured.
     """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures, StandardScaler
@@ -34,6 +38,8 @@ def regression_pipeline(
         steps.append(FeatureRatios(list(ratios or []), list(drop or [])))
     if log_features:
         steps.append(FunctionTransformer(np.log1p, feature_names_out="one-to-one"))
+    if clip_margin is not None:
+        steps.append(FeatureRange(clip_margin))
     if poly_degree and poly_degree > 1:
         steps.append(PolynomialFeatures(degree=poly_degree, include_bias=False))
     if scale:
@@ -98,6 +104,33 @@ class FeatureRatios(*_transformer_classes()):
         """Column names after the transform."""
         names = [c for c in (input_features if input_features is not None else self.feature_names_in_) if c not in self.drop_]
         return np.asarray(names + [f"{a}/{b}" for a, b in self.pairs_], dtype=object)
+
+
+class FeatureRange(*_transformer_classes()):
+    """Clip each feature column to its training [min - margin, max + margin]."""
+
+    def __init__(self, margin: float = 0.7):
+        self.margin = margin
+
+    def fit(self, features, target=None):
+        """Remember each column's training range."""
+        values = np.asarray(features, dtype="float64")
+        self.low_ = np.nanmin(values, axis=0) - self.margin
+        self.high_ = np.nanmax(values, axis=0) + self.margin
+        if hasattr(features, "columns"):
+            self.feature_names_in_ = np.asarray(list(features.columns), dtype=object)
+        return self
+
+    def transform(self, features):
+        """The features clipped to the widened training range (a DataFrame stays a DataFrame)."""
+        clipped = np.clip(np.asarray(features, dtype="float64"), self.low_, self.high_)
+        if hasattr(features, "columns"):
+            return pd.DataFrame(clipped, columns=features.columns, index=features.index)
+        return clipped
+
+    def get_feature_names_out(self, input_features=None):
+        """Column names are unchanged."""
+        return np.asarray(input_features if input_features is not None else self.feature_names_in_, dtype=object)
 
 
 class LogTargetRegressor(*_base_classes()):
