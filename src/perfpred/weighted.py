@@ -77,6 +77,13 @@ def _bias(config: dict, units: int) -> int:
     return units if config.get("use_bias", True) else 0
 
 
+def _kernel_layer(config: dict, out: Shape, macs: int, weights: int, bias: int, kernel, weight_key: str) -> LayerStats:
+    """A layer with one kernel: 2 FLOPs per MAC, 1 per bias add, its activation, the kernel's initialiser."""
+    flops = 2 * macs + (elements(out) if bias else 0) + activation_flops(config, elements(out))
+    return LayerStats(out, weights + bias, flops + INIT_FLOPS_PER_WEIGHT * weights, kernel,
+                      {weight_key: weights, "bias_regularizer": bias})
+
+
 def conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
     height, width, channels = image(shapes, "Conv2D")
     kernel = pair(config["kernel_size"], "kernel_size")
@@ -86,9 +93,7 @@ def conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
     macs = elements(out) * kernel[0] * kernel[1] * (channels // groups)
     bias = _bias(config, filters)
     weights = kernel[0] * kernel[1] * (channels // groups) * filters
-    flops = 2 * macs + (elements(out) if bias else 0) + activation_flops(config, elements(out))
-    return LayerStats(out, weights + bias, flops + INIT_FLOPS_PER_WEIGHT * weights, kernel,
-                      {"kernel_regularizer": weights, "bias_regularizer": bias})
+    return _kernel_layer(config, out, macs, weights, bias, kernel, "kernel_regularizer")
 
 
 def conv2d_transpose(config: dict, shapes: list[Shape]) -> LayerStats:
@@ -110,10 +115,8 @@ def conv2d_transpose(config: dict, shapes: list[Shape]) -> LayerStats:
     out = (*sizes, filters)
     macs = height * width * channels * kernel[0] * kernel[1] * filters
     bias = _bias(config, filters)
-    flops = 2 * macs + (elements(out) if bias else 0) + activation_flops(config, elements(out))
     weights = kernel[0] * kernel[1] * channels * filters
-    return LayerStats(out, weights + bias, flops + INIT_FLOPS_PER_WEIGHT * weights, kernel,
-                      {"kernel_regularizer": weights, "bias_regularizer": bias})
+    return _kernel_layer(config, out, macs, weights, bias, kernel, "kernel_regularizer")
 
 
 def depthwise_conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
@@ -123,10 +126,8 @@ def depthwise_conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
     out = (*spatial(config, (height, width), kernel), channels * multiplier)
     macs = elements(out) * kernel[0] * kernel[1]
     bias = _bias(config, channels * multiplier)
-    flops = 2 * macs + (elements(out) if bias else 0) + activation_flops(config, elements(out))
     weights = kernel[0] * kernel[1] * channels * multiplier
-    return LayerStats(out, weights + bias, flops + INIT_FLOPS_PER_WEIGHT * weights, kernel,
-                      {"depthwise_regularizer": weights, "bias_regularizer": bias})
+    return _kernel_layer(config, out, macs, weights, bias, kernel, "depthwise_regularizer")
 
 
 def separable_conv2d(config: dict, shapes: list[Shape]) -> LayerStats:
@@ -153,10 +154,7 @@ def dense(config: dict, shapes: list[Shape]) -> LayerStats:
     out = (*shape[:-1], units)
     bias = _bias(config, units)
     macs = elements(shape) * units
-    flops = 2 * macs + (elements(out) if bias else 0) + activation_flops(config, elements(out))
-    flops += INIT_FLOPS_PER_WEIGHT * shape[-1] * units
-    return LayerStats(out, shape[-1] * units + bias, flops, None,
-                      {"kernel_regularizer": shape[-1] * units, "bias_regularizer": bias})
+    return _kernel_layer(config, out, macs, shape[-1] * units, bias, None, "kernel_regularizer")
 
 
 def _channels(config: dict, shape: Shape) -> int:
