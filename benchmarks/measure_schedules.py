@@ -1,6 +1,6 @@
 """Adaptive vs fixed (250 runs, 50 discarded) schedules: wall time per model and repeatability.
 
-    PYTHONPATH=src python benchmarks/measure_schedules.py [--target host-cpu-tf]
+    PYTHONPATH=src:benchmarks python benchmarks/measure_schedules.py [--target host-cpu-tf] [--zoo]
 
 Two independent runs per schedule, interleaved (adaptive, fixed, adaptive, fixed) so that a change of
 machine load hits both alike. Wall time per model: the schedule's own time (warm-up + timed) and the
@@ -21,11 +21,39 @@ from measure_repeatability import measure_all, relative_difference
 from perfpred import config, measure
 
 
+def zoo_schedule_time(target_name: str, params: dict) -> None:
+    """Both schedules over every model of the configured zoo, one pass each: seconds of schedule (warm-up + timed).
+
+    Nothing is written to the stage's journal or table.
+    """
+    from perfpred import runners, zoo
+
+    manifest = zoo.read_manifest(config.path("zoo", params) / zoo.MANIFEST)
+    entries = [(e.name, config.project_root() / e.descriptor, int(e.input_width)) for e in manifest.itertuples()]
+    totals = {}
+    for kind in ("adaptive", "fixed"):
+        target, settings = measure.target_settings(target_name, params, kind)
+        started, seconds, ok = time.time(), 0.0, 0
+        with runners.ForkServer(measure.parallel_workers(settings)) as server:
+            for _, row in measure.measure_many(entries, target, settings, server):
+                if row["status"] == "ok":
+                    ok += 1
+                    seconds += row["warmup_s"] + row["timed_s"]
+        totals[kind] = seconds
+        print(f"{kind}: {ok}/{len(entries)} ok, schedule {seconds:.0f} s ({seconds / max(ok, 1):.2f} s/model), "
+              f"wall {time.time() - started:.0f} s", flush=True)
+    print(f"zoo: fixed/adaptive schedule time = {totals['fixed'] / totals['adaptive']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="host-cpu-tf")
     parser.add_argument("--models", default="/tmp/perfpred-bench-models")
+    parser.add_argument("--zoo", action="store_true", help="time both schedules over the configured zoo instead")
     args = parser.parse_args()
+    if args.zoo:
+        zoo_schedule_time(args.target, config.load_params())
+        return
     descriptors = build_descriptors(Path(args.models))
     params = config.load_params()
     setups = {kind: measure.target_settings(args.target, params, kind) for kind in ("adaptive", "fixed")}
