@@ -141,6 +141,19 @@ def swap_activity(before: dict, after: dict, process_swap_kb: int) -> bool:
     return moved > 0 or process_swap_kb > 0
 
 
+def timeout_result(timeout_s: float) -> dict:
+    """The failed result of a worker stopped at its time limit."""
+    return {"status": "failed", "reason": f"timeout: no result after {timeout_s:g} s (raise measure.timeout_s)"}
+
+
+def death_reason(exit_code: int) -> str:
+    """How a worker that left no result ended: a signal (a negative code, or 128 + signal from a shell) or an exit code."""
+    if exit_code < 0 or exit_code == 128 + 9:
+        signal_number = -exit_code if exit_code < 0 else exit_code - 128
+        return f"worker killed by signal {signal_number}" + (" (out of memory?)" if signal_number == 9 else "")
+    return f"worker exited with code {exit_code}"
+
+
 # --- the process: environment, memory, noise control -----------------------------------------
 
 def _proc_status_kb(field: str) -> int:
@@ -196,16 +209,26 @@ def environment() -> dict:
     }
 
 
+def _pin_process(pid, cpus) -> None:
+    """Pin every thread of a process (a pid or "self") to `cpus`; a thread or process that ended meanwhile is skipped."""
+    task = f"/proc/{pid}/task"
+    for tid in os.listdir(task) if os.path.isdir(task) else (["0"] if pid == "self" else []):
+        with contextlib.suppress(OSError, ValueError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
 def pin_threads(cpus, allowed) -> str | None:
     """Pin every thread of this process (not only the caller) to `cpus` among `allowed`; return the CPUs it has."""
     if not hasattr(os, "sched_setaffinity"):
         return None
     if cpus:
-        chosen = sorted(c for c in cpus if c in allowed) or sorted(allowed)
-        for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]:
-            with contextlib.suppress(OSError):  # a thread that ended meanwhile
-                os.sched_setaffinity(int(tid), chosen)
+        _pin_process("self", sorted(c for c in cpus if c in allowed) or sorted(allowed))
     return ",".join(map(str, sorted(os.sched_getaffinity(0))))
+
+
+def preparation_cpus(cpu_affinity, prepare_cpus, allowed) -> list[int]:
+    """The CPUs a worker prepares on: `prepare_cpus` if given, else the allowed ones outside the timing CPUs."""
+    return sorted(prepare_cpus or set(allowed) - set(cpu_affinity or ()))
 
 
 def apply_noise_control(job: dict, allowed) -> dict:
@@ -240,11 +263,8 @@ def _pin_others(cpus) -> None:
     """Pin every thread of the other workers of this fork server (and their children) to `cpus`."""
     mine = set(_process_tree(os.getpid()))
     for pid in _process_tree(os.getppid())[1:]:
-        if pid in mine:
-            continue
-        for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
-            with contextlib.suppress(OSError, ValueError):  # a thread or process that ended meanwhile
-                os.sched_setaffinity(int(tid), cpus)
+        if pid not in mine:
+            _pin_process(pid, cpus)
 
 
 @contextlib.contextmanager
@@ -480,7 +500,7 @@ def measure(job: dict) -> dict:
     """
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     result = {"agent_version": AGENT_VERSION, "model": job.get("model"), "status": "ok", "reason": ""}
-    prepare = job.get("prepare_cpus") or sorted(allowed - set(job.get("cpu_affinity") or ())) or None
+    prepare = preparation_cpus(job.get("cpu_affinity"), job.get("prepare_cpus"), allowed) or None
     result |= environment() | {"prepare_cpus": pin_threads(prepare, allowed)}
     try:  # a descriptor that is unreadable or carries code fails before the framework import
         with open(job["descriptor"]) as handle:

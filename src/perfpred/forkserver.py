@@ -61,15 +61,13 @@ def finish_child(child: Child, timed_out: bool) -> dict:
     os.close(child.fd)
     _, status = os.waitpid(child.pid, 0)
     if timed_out:
-        result = {"status": "failed", "reason": f"timeout: no result after {child.job.get('timeout_s', 300):g} s "
-                  "(raise measure.timeout_s)"}
+        result = agent.timeout_result(float(child.job.get("timeout_s", 300)))
     else:
         try:
             result = json.loads(b"".join(child.chunks))
         except json.JSONDecodeError:
-            code = os.waitstatus_to_exitcode(status)
-            why = f"killed by signal {-code}" + (" (out of memory?)" if code == -9 else "") if code < 0 else f"exit {code}"
-            result = {"status": "failed", "reason": f"worker {why} without a result"}
+            reason = f"{agent.death_reason(os.waitstatus_to_exitcode(status))} without a result"
+            result = {"status": "failed", "reason": reason}
     return result | {"wall_s": time.perf_counter() - child.started, "job_id": child.job.get("job_id")}
 
 

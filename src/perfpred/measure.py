@@ -72,11 +72,7 @@ def measure_model(model: str, descriptor: Path, input_width: int | None, target:
     `server` (a runners.ForkServer) forks the worker from a process that has imported the framework
     already; without one, a local worker is a new interpreter.
     """
-    from perfpred import runners
-
-    result = runners.run(job(model, descriptor, input_width, target, settings), target, float(settings["timeout_s"]),
-                         server)
-    return to_row(result, model, input_width, target, settings)
+    return next(measure_many([(model, descriptor, input_width)], target, settings, server))[1]
 
 
 def to_row(result: dict, model: str, input_width: int | None, target: dict, settings: dict) -> dict:
@@ -93,10 +89,12 @@ def to_row(result: dict, model: str, input_width: int | None, target: dict, sett
 
 def parallel_workers(settings: dict) -> int:
     """Workers in flight for a zoo: `parallel` when CPUs outside the timing ones are left to prepare on, else 1."""
+    from perfpred.agent import preparation_cpus
+
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
     timing = set(settings.get("cpu_affinity") or allowed)
-    prepare = set(settings.get("prepare_cpus") or allowed - timing)
-    return int(settings.get("parallel", 1)) if prepare - timing else 1
+    prepare = preparation_cpus(settings.get("cpu_affinity"), settings.get("prepare_cpus"), allowed)
+    return int(settings.get("parallel", 1)) if set(prepare) - timing else 1
 
 
 def measure_many(entries: list, target: dict, settings: dict, server=None):

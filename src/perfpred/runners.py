@@ -22,17 +22,8 @@ def parse_result(stdout: str, returncode: int, stderr: str) -> dict:
     for line in reversed(stdout.splitlines()):
         if line.startswith(agent.RESULT_MARKER):
             return json.loads(line[len(agent.RESULT_MARKER):])
-    if returncode < 0 or returncode in (137, 128 + 9):
-        signal_number = -returncode if returncode < 0 else returncode - 128
-        why = f"worker killed by signal {signal_number}" + (" (out of memory?)" if signal_number == 9 else "")
-    else:
-        why = f"worker exited with code {returncode} without a result"
     tail = " | ".join(stderr.strip().splitlines()[-3:])
-    return {"status": "failed", "reason": f"{why}: {tail}"[:500]}
-
-
-def _timed_out(timeout_s: float) -> dict:
-    return {"status": "failed", "reason": f"timeout: no result after {timeout_s:g} s (raise measure.timeout_s)"}
+    return {"status": "failed", "reason": f"{agent.death_reason(returncode)} without a result: {tail}"[:500]}
 
 
 def run_local(job: dict, timeout_s: float) -> dict:
@@ -46,7 +37,7 @@ def run_local(job: dict, timeout_s: float) -> dict:
                               timeout=timeout_s, env=env, start_new_session=True)
         result = parse_result(done.stdout, done.returncode, done.stderr)
     except subprocess.TimeoutExpired:
-        result = _timed_out(timeout_s)
+        result = agent.timeout_result(timeout_s)
     finally:
         os.unlink(handle.name)
     return result | {"wall_s": time.perf_counter() - started}
@@ -178,7 +169,7 @@ def run_ssh(job: dict, ssh: dict, timeout_s: float) -> dict:
                               capture_output=True, text=True, timeout=timeout_s + 30)
         result = parse_result(done.stdout, done.returncode, done.stderr)
     except subprocess.TimeoutExpired:
-        result = _timed_out(timeout_s)
+        result = agent.timeout_result(timeout_s)
     return result | {"wall_s": time.perf_counter() - started}
 
 
