@@ -149,6 +149,25 @@ def test_pipelined_workers_prepare_on_other_cpus_and_never_time_at_once(tmp_path
     assert any(born < timed[0] < own_turn for born, own_turn in alive for timed in windows if timed[0] != own_turn)
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a timing CPU and another one")
+def test_a_worker_moved_off_the_timing_cpu_at_birth_still_times_on_it(tmp_path):
+    """The race behind a flaky CI run: the turn's holder moved a newborn worker to the preparation CPUs
+    before it read its own CPUs, so it took them for all it was allowed and timed there."""
+    import subprocess
+    import sys
+
+    from perfpred import agent
+
+    cpus = sorted(os.sched_getaffinity(0))
+    target, settings = local_setup("tflite", cpu_affinity=[cpus[0]], prepare_cpus=None)
+    work = measure.job("tiny", tiny_descriptor(tmp_path, "tiny"), None, target, settings) | {"allowed_cpus": cpus}
+    moved = subprocess.run([sys.executable, "-m", "perfpred.agent", "-"], input=json.dumps(work), text=True,
+                           capture_output=True, check=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus[1:]))
+    row = json.loads(moved.stdout.split(agent.RESULT_MARKER)[-1])
+    assert row["status"] == "ok", row["reason"]
+    assert row["cpu_affinity"] == str(cpus[0]) and str(cpus[0]) not in row["prepare_cpus"].split(",")
+
+
 def test_a_tflite_conversion_that_does_not_compute_the_model_is_refused(tmp_path):
     from perfpred import agent
 

@@ -498,7 +498,7 @@ def measure(job: dict) -> dict:
     the CPUs outside `cpu_affinity`), then, holding the timing turn (`timing_lock`) when workers prepare concurrently, the timed run with
     every thread pinned to `cpu_affinity` at the configured priority.
     """
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    allowed = set(job.get("allowed_cpus") or (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()))
     result = {"agent_version": AGENT_VERSION, "model": job.get("model"), "status": "ok", "reason": ""}
     prepare = preparation_cpus(job.get("cpu_affinity"), job.get("prepare_cpus"), allowed) or None
     result |= environment() | {"prepare_cpus": pin_threads(prepare, allowed)}

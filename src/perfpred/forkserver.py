@@ -92,11 +92,14 @@ def _loop(parallel: int, lock_path: str) -> int:
     """The server's loop: read jobs, keep `parallel` children running, emit each result as it comes."""
     queue: list[dict] = []
     children: dict[int, Child] = {}
+    # The server's own CPUs: the holder of the timing turn moves the other workers, never the server,
+    # so a worker reads its CPUs from here, not from itself (it may already have been moved at birth).
+    shared = {"timing_lock": lock_path, "allowed_cpus": sorted(os.sched_getaffinity(0))} if parallel > 1 else {}
     pending, stdin_open = b"", True
     while stdin_open or queue or children:
         while queue and len(children) < parallel:
             job = queue.pop(0)
-            child = start_child(job | ({"timing_lock": lock_path} if parallel > 1 else {}))
+            child = start_child(job | shared)
             children[child.fd] = child
         watched = list(children) + ([0] if stdin_open else [])
         now = time.perf_counter()
