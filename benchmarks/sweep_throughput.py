@@ -31,7 +31,7 @@ def main() -> None:
     total_s = total_cpu_s = 0.0
     print(f"{args.target} {args.metric}: {len(table)} rows, {args.seeds} seeds, n_jobs={args.n_jobs}")
     for algorithm in args.algorithms:
-        estimator = estimators.build(config.group_option("algorithm", algorithm))
+        estimator = estimators.build(config.group_option("algorithm", algorithm), estimators.metric_baseline(args.metric))
         sweep.seed_sweep(estimator, X, y, seeds=args.n_jobs, n_jobs=args.n_jobs, progress=False)  # warm the pool
         started, started_cpu = time.perf_counter(), time.process_time()
         result = sweep.seed_sweep(estimator, X, y, seeds=args.seeds, n_jobs=args.n_jobs, progress=False)

@@ -230,3 +230,25 @@ def test_feature_range_clips_to_the_widened_training_range():
     far = clip.transform(pd.DataFrame({"a": [-5.0, 1.5, 9.0], "b": [11.0, 100.0, 0.0]}))
     assert list(far.columns) == ["a", "b"]
     assert np.allclose(far.to_numpy(), [[-0.5, 11.0], [1.5, 12.5], [2.5, 9.5]])
+
+
+def test_ratio_to_the_latency_prior_predicts_what_the_training_rows_do_not_cover(nano_subset):
+    """Synthetic CNNs predicted from real ones, and families never seen: far better as a ratio to the prior."""
+    from perfpred import config, estimators
+
+    features, y = estimators.feature_columns(nano_subset), nano_subset["latency_ms"].to_numpy()
+    baseline = estimators.metric_baseline("latency")
+    assert baseline == ["flops", "activations"] and estimators.metric_baseline("memory") is None
+    rf, svr = config.group_option("algorithm", "rf"), config.group_option("algorithm", "svr")
+    assert isinstance(estimators.build(rf, baseline), estimators.BaselineRatioRegressor)
+    assert not isinstance(estimators.build(config.group_option("algorithm", "poly"), baseline),
+                          estimators.BaselineRatioRegressor)  # poly does not opt in
+    synthetic = {name: sweep.synthetic_mape(estimators.build(rf, b), nano_subset, features, "latency_ms")
+                 for name, b in {"plain": None, "ratio": baseline}.items()}
+    assert synthetic["ratio"] < 0.7 * synthetic["plain"], synthetic
+    unseen = {name: sweep.mape_pct(y, sweep.unseen_family_predictions(estimators.build(svr, b), nano_subset[features], y,
+                                                                      nano_subset["family"], 5))
+              for name, b in {"plain": None, "ratio": baseline}.items()}
+    assert unseen["ratio"] < 0.7 * unseen["plain"], unseen
+    with pytest.raises(ValueError, match=r"\['flops'\] are not among"):
+        estimators.build(rf, baseline).fit(nano_subset[["params", "activations"]], y)

@@ -158,11 +158,64 @@ class LogTargetRegressor(*_base_classes()):
         return np.exp(np.clip(self.regressor_.predict(features), *self.log_range_))
 
 
-def build(algorithm_cfg) -> object:
-    """Instantiate the estimator of an algorithm config (its `estimator` node, built by Hydra from `_target_`)."""
+class BaselineRatioRegressor(*_base_classes()):
+    """Learn the ratio of the measured figure to a linear prior on a few features, not the figure itself.
+
+    The prior is a roofline in miniature (latency: a*FLOPs + b*activations + c, every coefficient >= 0,
+    least squares on the training rows): time grows with arithmetic and with memory traffic. The wrapped
+    regressor learns how far each model sits from it, a factor of order one that it keeps within the
+    range it saw; a model beyond the training rows (a family never seen, a synthetic CNN with a few huge
+    layers) gets the prior's linear extrapolation times a plausible factor instead of the figure of
+    the nearest training row, which is all a tree ensemble can return.
+    """
+
+    def __init__(self, regressor, columns: list[str]):
+        self.regressor = regressor
+        self.columns = columns
+
+    def _design(self, features: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.columns if c not in features.columns]
+        if missing:
+            raise ValueError(f"the baseline's features {missing} are not among this table's complete features "
+                             f"{list(features.columns)}: set the metric's `baseline` in conf/metric/ to columns it has")
+        return np.column_stack([features[list(self.columns)].to_numpy("float64"), np.ones(len(features))])
+
+    def _prior(self, features: pd.DataFrame) -> np.ndarray:
+        return np.maximum(self.prior_.predict(self._design(features)), self.floor_)
+
+    def fit(self, features: pd.DataFrame, target):
+        """Fit the prior, then the regressor on measured / prior."""
+        from sklearn.base import clone
+        from sklearn.linear_model import LinearRegression
+
+        target = np.asarray(target, dtype="float64")
+        self.prior_ = LinearRegression(positive=True, fit_intercept=False).fit(self._design(features), target)
+        self.floor_ = 1e-3 * float(target.min())  # a prior of 0 (every coefficient 0) would divide by 0
+        self.regressor_ = clone(self.regressor).fit(features, target / self._prior(features))
+        return self
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Prior times the learnt factor, in the target's unit."""
+        return self._prior(features) * np.asarray(self.regressor_.predict(features), dtype="float64")
+
+
+def metric_baseline(metric: str) -> list[str] | None:
+    """The features of a metric's linear prior (conf/metric/<metric>.yaml `baseline`), None if it has none."""
+    baseline = config.group_option("metric", metric).get("baseline")
+    return [str(c) for c in baseline] if baseline else None
+
+
+def build(algorithm_cfg, baseline: list[str] | None = None) -> object:
+    """Instantiate the estimator of an algorithm config (its `estimator` node, built by Hydra from `_target_`).
+
+    With a metric's `baseline` and an algorithm that sets `ratio_to_baseline`, it learns the ratio to that prior.
+    """
     from hydra.utils import instantiate
 
-    return instantiate(algorithm_cfg["estimator"], _convert_="all")
+    estimator = instantiate(algorithm_cfg["estimator"], _convert_="all")
+    if baseline and algorithm_cfg.get("ratio_to_baseline", False):
+        return BaselineRatioRegressor(estimator, list(baseline))
+    return estimator
 
 
 def measurement_table_path(target: str):

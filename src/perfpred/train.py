@@ -38,7 +38,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
     features = estimators.feature_columns(table)
     if not features:
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
-    estimator = estimators.build(algorithm_cfg)
+    estimator = estimators.build(algorithm_cfg, estimators.metric_baseline(metric))
     X, y = table[features], table[column].to_numpy("float64")
     result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs))
     metrics = sweep.summary(result)
