@@ -232,6 +232,19 @@ def test_feature_range_clips_to_the_widened_training_range():
     assert np.allclose(far.to_numpy(), [[-0.5, 11.0], [1.5, 12.5], [2.5, 9.5]])
 
 
+def test_an_experiment_with_outputs_off_leaves_the_dvc_outputs_alone(project):
+    from mlflow import MlflowClient
+
+    from perfpred import train
+
+    assert train.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "train.seeds=3", "train.n_jobs=1",
+                       "train.outputs=false", "train.register=false"]) == 0
+    assert not (project / "metrics").exists() and not (project / "plots").exists()
+    assert not (project / "reports").exists()
+    client = MlflowClient()
+    assert client.search_runs([client.get_experiment_by_name("jetson-nano").experiment_id])  # still tracked
+
+
 def test_ratio_to_the_latency_prior_predicts_what_the_training_rows_do_not_cover(nano_subset):
     """Synthetic CNNs predicted from real ones, and families never seen: far better as a ratio to the prior."""
     from perfpred import config, estimators

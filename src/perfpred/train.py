@@ -124,7 +124,8 @@ def train_job(cfg) -> dict | None:
     evaluation.metrics["tuned"] = tuned
     version = tracking.log_evaluation(cfg, evaluation)
     evaluation.metrics["version"] = version
-    summary.record(target, metric, algorithm, evaluation, float(cfg.train.unseen_weight))
+    if cfg.train.get("outputs", True):  # false: an experiment against another store leaves metrics/ and plots/ alone
+        summary.record(target, metric, algorithm, evaluation, float(cfg.train.unseen_weight))
     m = evaluation.metrics
     print(
         f"{target}-{metric} {algorithm}: MAPE {m['mape_mean']:.2f} +- {m['mape_std']:.2f} % over {m['seeds']} seeds "
