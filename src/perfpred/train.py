@@ -32,15 +32,16 @@ class Evaluation:
     table: pd.DataFrame
 
 
-def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, settings) -> Evaluation:
-    """Seed sweep, leave-family-out, synthetic-from-real, interval calibration and coverage, then a refit on all rows."""
+def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, settings, first_seed: int = 0) -> Evaluation:
+    """Seed sweep (seeds first_seed..), leave-family-out, synthetic-from-real, interval calibration and coverage, then a refit."""
     column = schema.metric_column(metric)
     features = estimators.feature_columns(table)
     if not features:
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
     estimator = estimators.build(algorithm_cfg)
     X, y = table[features], table[column].to_numpy("float64")
-    result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs))
+    result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs),
+                              first_seed=first_seed)
     metrics = sweep.summary(result)
     unseen = np.full(len(y), np.nan)
     try:
