@@ -74,18 +74,34 @@ def _refit(estimator, features, target):
 
 
 def apply_tuned(cfg, target: str, metric: str, algorithm: str) -> bool:
-    """Merge the parameters `perfpred tune` stored for this (target, metric, algorithm) into the config."""
-    import yaml
+    """Merge what conf/tuned/ holds for this (target, metric, algorithm) into the config.
+
+    `estimator:` (chosen by hand: features, target transform, fixed regressor settings) goes in first,
+    then `regressor:` (found by `perfpred tune`).
+    """
     from omegaconf import OmegaConf, open_dict
+
+    stored = tuned_settings(target, metric, algorithm)
+    if stored is None:
+        return False
+    with open_dict(cfg):
+        cfg.algorithm.estimator = OmegaConf.merge(cfg.algorithm.estimator, stored.get("estimator") or {})
+        cfg.algorithm.estimator.regressor = OmegaConf.merge(cfg.algorithm.estimator.regressor, stored.get("regressor") or {})
+    return True
+
+
+def tuned_settings(target: str, metric: str, algorithm: str) -> dict | None:
+    """The mapping stored in conf/tuned/<target>-<metric>-<algorithm>.yaml (None without that file)."""
+    import yaml
 
     path = tuned_path(target, metric, algorithm)
     if not path.exists():
-        return False
-    with open_dict(cfg):
-        cfg.algorithm.estimator.regressor = OmegaConf.merge(
-            cfg.algorithm.estimator.regressor, yaml.safe_load(path.read_text())["regressor"]
-        )
-    return True
+        return None
+    stored = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(stored) - {"estimator", "regressor"})
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; a tuned file holds `estimator:` and `regressor:` mappings")
+    return stored
 
 
 def tuned_path(target: str, metric: str, algorithm: str):
