@@ -21,6 +21,8 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="*", default=["latency", "memory", "power"])
     parser.add_argument("--algorithms", nargs="*", default=config.group_options("algorithm"))
     parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed.. (0: the seeds `perfpred train` reports)")
+    parser.add_argument("--no-tuned", action="store_true", help="leave out the parameters stored under conf/tuned/")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     print("| target | metric | rows | algorithm | accuracy mean +- std | median | p5-p95 | best (seed) | worst "
@@ -32,10 +34,11 @@ def main() -> None:
             for algorithm in args.algorithms:
                 cfg = config.compose("train", [f"target={target}", f"metric={metric}", f"algorithm={algorithm}",
                                                f"train.seeds={args.seeds}", f"train.n_jobs={args.n_jobs}"])
+                tuned = not args.no_tuned and train.apply_tuned(cfg, target, metric, algorithm)
                 started = time.perf_counter()
-                m = train.evaluate(table, target, metric, cfg.algorithm, cfg.train).metrics
+                m = train.evaluate(table, target, metric, cfg.algorithm, cfg.train, args.first_seed).metrics
                 seconds = time.perf_counter() - started
-                print(f"| {target} | {metric} | {len(table)} | {algorithm} | {m['accuracy_mean']:.2f} +- {m['mape_std']:.2f} "
+                print(f"| {target} | {metric} | {len(table)} | {algorithm}{' (tuned)' if tuned else ''} | {m['accuracy_mean']:.2f} +- {m['mape_std']:.2f} "
                       f"| {100 - m['mape_median']:.2f} | {100 - m['mape_p95']:.2f}-{100 - m['mape_p5']:.2f} "
                       f"| {m['accuracy_best']:.2f} ({m['best_seed']}) | {100 - m['mape_worst']:.2f} "
                       f"| {m['mape_unseen_family']:.1f} | {m['mape_synthetic_from_real']:.1f} "

@@ -265,3 +265,60 @@ def test_ratio_to_the_latency_prior_predicts_what_the_training_rows_do_not_cover
     assert unseen["ratio"] < 0.7 * unseen["plain"], unseen
     with pytest.raises(ValueError, match=r"\['flops'\] are not among"):
         estimators.build(rf, baseline).fit(nano_subset[["params", "activations"]], y)
+
+
+def test_log_target_offset():
+    from sklearn.linear_model import LinearRegression
+
+    from perfpred.estimators import LogTargetRegressor
+
+    x = np.log(np.linspace(1.0, 50.0, 40)).reshape(-1, 1)  # a logged feature
+    y = 1000.0 + 200.0 * np.exp(x[:, 0])  # a constant floor (the smallest value 1200 less 1/6) plus a power law
+    plain = LogTargetRegressor(LinearRegression()).fit(x, y)
+    offset = LogTargetRegressor(LinearRegression(), offset=5 / 6).fit(x, y)
+    assert offset.shift_ == pytest.approx(1000.0)
+    assert sweep.mape_pct(y, offset.predict(x)) < 1e-6 < 1.0 < sweep.mape_pct(y, plain.predict(x))
+    with pytest.raises(ValueError, match="target_offset must be in"):
+        LogTargetRegressor(LinearRegression(), offset=1.5).fit(x, y)
+
+
+def test_tuned_file_sets_estimator_options_then_regressor_parameters(project):
+    from omegaconf import OmegaConf
+
+    from perfpred import config, estimators, train
+
+    (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text(
+        "estimator:\n  ratios: [flops/layers]\n  target_offset: 0.5\n  regressor: {kernel: rbf, C: 1.0}\nregressor:\n  C: 3.0\n")
+    cfg = config.compose("train", ["algorithm=svr"])
+    assert train.apply_tuned(cfg, "jetson-nano", "latency", "svr")
+    assert list(cfg.algorithm.estimator.ratios) == ["flops/layers"]
+    assert OmegaConf.select(cfg, "algorithm.estimator.regressor.C") == 3.0  # the tuned value wins
+    assert OmegaConf.select(cfg, "algorithm.estimator.regressor.kernel") == "rbf"
+    built = estimators.build(cfg.algorithm)
+    assert built.offset == 0.5 and built.regressor.steps[0][1].ratios == ["flops/layers"]
+    (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text("regresor:\n  C: 3.0\n")
+    with pytest.raises(ValueError, match="unknown keys \\['regresor'\\]"):
+        train.apply_tuned(config.compose("train", ["algorithm=svr"]), "jetson-nano", "latency", "svr")
+
+
+@pytest.mark.slow
+def test_tune_searches_with_the_hand_chosen_estimator_options_and_keeps_them(project):
+    import yaml
+
+    from perfpred import tune
+
+    stored = project / "conf/tuned/jetson-nano-latency-poly.yaml"
+    stored.write_text("estimator:\n  target_offset: 0.5\n")
+    result = tune.tune_job(_compose_tune(["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.trials=2",
+                                          "tune.seeds=2"]))
+    assert result["trials"] == 2
+    kept = yaml.safe_load(stored.read_text())
+    assert kept["estimator"] == {"target_offset": 0.5} and set(kept["regressor"]) == {"alpha"}
+    names = [s.study_name for s in __import__("optuna").get_all_study_summaries(tune.study_storage())]
+    assert any(n.startswith("jetson-nano-latency-poly-seeds-from100000-") for n in names)  # its own study
+
+
+def _compose_tune(overrides):
+    from perfpred import config
+
+    return config.compose("train", overrides)

@@ -20,6 +20,7 @@ def regression_pipeline(
     ratios: list[str] | None = None,
     drop: list[str] | None = None,
     clip_margin: float | None = 0.7,
+    target_offset: float = 0.0,
 ):
     """A scikit-learn pipeline: ratio features, log1p of the features, polynomial terms, scaling, regressor, log of the target.
 
@@ -29,6 +30,7 @@ def regression_pipeline(
     `clip_margin` clips each (logged) feature to its training range widened by that much (0.7: about
     2x beyond the smallest and largest value seen; None: no clip), so polynomial terms and networks
     extrapolate to an unseen family at most as far as a model twice as large as any measured.
+    `target_offset` takes a constant floor off the log target (see LogTargetRegressor).
     """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures, StandardScaler
@@ -47,7 +49,7 @@ def regression_pipeline(
     steps.append(regressor)
     pipeline = make_pipeline(*steps)
     if log_target:
-        return LogTargetRegressor(pipeline)
+        return LogTargetRegressor(pipeline, offset=target_offset)
     return pipeline
 
 
@@ -134,28 +136,35 @@ class FeatureRange(*_transformer_classes()):
 
 
 class LogTargetRegressor(*_base_classes()):
-    """Fit a regressor on log(y); predictions are clipped to the training range widened by `margin` (a factor).
+    """Fit a regressor on log(y - offset * min(y_train)); predictions are clipped to the training range widened by `margin`.
 
     The clip keeps an extrapolating model (an unseen family, an input size beyond the table) from
-    predicting a latency e**40 times the largest one measured.
+    predicting a latency e**40 times the largest one measured. `offset` (a fraction of the smallest
+    training value) takes a constant floor off the target, such as the runtime's own memory, so that
+    what is left scales with the features.
     """
 
-    def __init__(self, regressor, margin: float = 4.0):
+    def __init__(self, regressor, margin: float = 4.0, offset: float = 0.0):
         self.regressor = regressor
         self.margin = margin
+        self.offset = offset
 
     def fit(self, features, target):
-        """Fit on the logarithm of a positive target."""
+        """Fit on the logarithm of a positive target less the offset."""
         from sklearn.base import clone
 
-        log_target = np.log(np.asarray(target, dtype="float64"))
+        if not 0.0 <= float(self.offset) < 1.0:
+            raise ValueError(f"target_offset must be in [0, 1) (a fraction of the smallest training value), got {self.offset}")
+        target = np.asarray(target, dtype="float64")
+        self.shift_ = float(self.offset) * target.min()
+        log_target = np.log(target - self.shift_)
         self.regressor_ = clone(self.regressor).fit(features, log_target)
         self.log_range_ = (log_target.min() - np.log(self.margin), log_target.max() + np.log(self.margin))
         return self
 
     def predict(self, features) -> np.ndarray:
         """Predictions in the target's unit."""
-        return np.exp(np.clip(self.regressor_.predict(features), *self.log_range_))
+        return self.shift_ + np.exp(np.clip(self.regressor_.predict(features), *self.log_range_))
 
 
 class BaselineRatioRegressor(*_base_classes()):

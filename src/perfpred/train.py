@@ -32,15 +32,16 @@ class Evaluation:
     table: pd.DataFrame
 
 
-def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, settings) -> Evaluation:
-    """Seed sweep, leave-family-out, synthetic-from-real, interval calibration and coverage, then a refit on all rows."""
+def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, settings, first_seed: int = 0) -> Evaluation:
+    """Seed sweep (seeds first_seed..), leave-family-out, synthetic-from-real, interval calibration and coverage, then a refit."""
     column = schema.metric_column(metric)
     features = estimators.feature_columns(table)
     if not features:
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
     estimator = estimators.build(algorithm_cfg, estimators.metric_baseline(metric))
     X, y = table[features], table[column].to_numpy("float64")
-    result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs))
+    result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs),
+                              first_seed=first_seed)
     metrics = sweep.summary(result)
     unseen = np.full(len(y), np.nan)
     try:
@@ -73,18 +74,34 @@ def _refit(estimator, features, target):
 
 
 def apply_tuned(cfg, target: str, metric: str, algorithm: str) -> bool:
-    """Merge the parameters `perfpred tune` stored for this (target, metric, algorithm) into the config."""
-    import yaml
+    """Merge what conf/tuned/ holds for this (target, metric, algorithm) into the config.
+
+    `estimator:` (chosen by hand: features, target transform, fixed regressor settings) goes in first,
+    then `regressor:` (found by `perfpred tune`).
+    """
     from omegaconf import OmegaConf, open_dict
+
+    stored = tuned_settings(target, metric, algorithm)
+    if stored is None:
+        return False
+    with open_dict(cfg):
+        cfg.algorithm.estimator = OmegaConf.merge(cfg.algorithm.estimator, stored.get("estimator") or {})
+        cfg.algorithm.estimator.regressor = OmegaConf.merge(cfg.algorithm.estimator.regressor, stored.get("regressor") or {})
+    return True
+
+
+def tuned_settings(target: str, metric: str, algorithm: str) -> dict | None:
+    """The mapping stored in conf/tuned/<target>-<metric>-<algorithm>.yaml (None without that file)."""
+    import yaml
 
     path = tuned_path(target, metric, algorithm)
     if not path.exists():
-        return False
-    with open_dict(cfg):
-        cfg.algorithm.estimator.regressor = OmegaConf.merge(
-            cfg.algorithm.estimator.regressor, yaml.safe_load(path.read_text())["regressor"]
-        )
-    return True
+        return None
+    stored = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(stored) - {"estimator", "regressor"})
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; a tuned file holds `estimator:` and `regressor:` mappings")
+    return stored
 
 
 def tuned_path(target: str, metric: str, algorithm: str):

@@ -8,11 +8,14 @@ MLflow run under one parent run; the best parameters go to conf/tuned/, where `p
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import yaml
 
 from perfpred import config, estimators, registry, schema, sweep
-from perfpred.train import check_selection, run_hydra, tuned_path
+from perfpred.train import check_selection, run_hydra, tuned_path, tuned_settings
 
 HYDRA_APP = True
 STUDY_FILE = "optuna.db"
@@ -56,7 +59,7 @@ def tune_job(cfg) -> dict | None:
     """One Hydra job: run `tune.trials` more trials of the study and store the best parameters."""
     import mlflow
     import optuna
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     selection = check_selection(cfg)
     if selection is None:
@@ -65,12 +68,18 @@ def tune_job(cfg) -> dict | None:
     search = OmegaConf.to_container(cfg.algorithm.get("search") or {}, resolve=True)
     if not search:
         raise ValueError(f"algorithm {algorithm!r} has no `search:` space in conf/algorithm/{algorithm}.yaml")
+    fixed = (tuned_settings(target, metric, algorithm) or {}).get("estimator") or {}
+    if fixed:  # hand-chosen features and target transform of this (target, metric): the search runs with them
+        with open_dict(cfg):
+            cfg.algorithm.estimator = OmegaConf.merge(cfg.algorithm.estimator, fixed)
     table = estimators.training_table(target, metric)
     features, column = estimators.feature_columns(table), schema.metric_column(metric)
     registry.client()
     study_name = f"{target}-{metric}-{algorithm}-{cfg.tune.objective}"
     if cfg.tune.objective == "seeds":
         study_name += f"-from{int(cfg.tune.first_seed)}"  # studies of other splits are not resumed
+    if fixed:  # nor studies of other hand-chosen estimator settings
+        study_name += "-" + hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:6]
     if cfg.tune.objective == "seeds" and int(cfg.tune.first_seed) < int(cfg.train.seeds):
         raise ValueError(f"tune.first_seed={cfg.tune.first_seed} overlaps the seeds 0..{int(cfg.train.seeds) - 1} that "
                          "`perfpred train` reports: tune on other splits (tune.first_seed >= train.seeds)")
@@ -99,7 +108,8 @@ def tune_job(cfg) -> dict | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# Best of {len(study.trials)} Optuna trials (study {study_name}, objective {cfg.tune.objective}: "
               f"MAPE {best.value:.3f} %). Written by `perfpred tune`.\n")
-    path.write_text(header + yaml.safe_dump({"regressor": best.params}, sort_keys=True))
+    stored = {"estimator": fixed, "regressor": best.params} if fixed else {"regressor": best.params}
+    path.write_text(header + yaml.safe_dump(stored, sort_keys=True))
     print(f"{study_name}: best MAPE {best.value:.3f} % after {len(study.trials)} trials; parameters in {path}")
     return {"best_mape": best.value, "trials": len(study.trials), "params": best.params}
 
