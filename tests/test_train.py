@@ -322,3 +322,30 @@ def _compose_tune(overrides):
     from perfpred import config
 
     return config.compose("train", overrides)
+
+
+def test_the_ensemble_averages_its_members_each_built_as_train_builds_it(project, nano_subset):
+    from sklearn.ensemble import VotingRegressor
+
+    from perfpred import config, estimators, train
+
+    (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text("regressor:\n  C: 3.5\n")
+    cfg = config.compose("train", ["target=jetson-nano", "metric=latency", "algorithm=ens"])
+    built = train.build_estimator(cfg.algorithm, "jetson-nano", "latency")
+    assert isinstance(built, VotingRegressor) and [name for name, _ in built.estimators] == ["svr", "xgb"]
+    assert built.weights == [2.0, 1.0]
+    svr = dict(built.estimators)["svr"]
+    assert isinstance(svr, estimators.BaselineRatioRegressor)  # the metric's prior, as svr alone has it
+    assert svr.regressor.regressor.steps[-1][1].C == 3.5  # its tuned file, as svr alone has it
+    untuned = train.build_estimator(cfg.algorithm, "jetson-nano", "latency", use_tuned=False)
+    assert dict(untuned.estimators)["svr"].regressor.regressor.steps[-1][1].C == 10.0
+
+    features = estimators.feature_columns(nano_subset)
+    fitted = built.fit(nano_subset[features], nano_subset["latency_ms"].to_numpy())
+    members = [member.predict(nano_subset[features]) for member in fitted.estimators_]
+    assert np.allclose(fitted.predict(nano_subset[features]), (2 * members[0] + members[1]) / 3)
+    with pytest.raises(ValueError, match="2 weights for 1 members"):
+        train.build_estimator({"name": "bad", "members": ["svr"], "weights": [2, 1]}, "jetson-nano", "latency")
+    with pytest.raises(ValueError, match="is an ensemble itself"):
+        train.build_estimator({"name": "nested", "members": ["ens"]}, "jetson-nano", "latency")
+    assert "tune its members" in _perfpred(project, "tune", "target=jetson-nano", "metric=latency", "algorithm=ens").stderr

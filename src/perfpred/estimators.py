@@ -56,7 +56,7 @@ def regression_pipeline(
 def _base_classes():
     from sklearn.base import BaseEstimator, RegressorMixin
 
-    return BaseEstimator, RegressorMixin
+    return RegressorMixin, BaseEstimator  # the mixin first: scikit-learn reads its tags (is_regressor) from it
 
 
 def _transformer_classes():

@@ -38,7 +38,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
     features = estimators.feature_columns(table)
     if not features:
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
-    estimator = estimators.build(algorithm_cfg, estimators.metric_baseline(metric))
+    estimator = build_estimator(algorithm_cfg, target, metric, bool(settings.get("use_tuned", True)))
     X, y = table[features], table[column].to_numpy("float64")
     result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs),
                               first_seed=first_seed)
@@ -71,6 +71,29 @@ def _refit(estimator, features, target):
     from sklearn.base import clone
 
     return clone(estimator).fit(features, target)
+
+
+def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = True):
+    """The estimator of an algorithm for one (target, metric); an ensemble (`members:`) averages its members,
+    each built as `perfpred train` builds it alone (its conf/tuned/ file, the metric's prior)."""
+    baseline = estimators.metric_baseline(metric)
+    members = algorithm_cfg.get("members")
+    if not members:
+        return estimators.build(algorithm_cfg, baseline)
+    from sklearn.ensemble import VotingRegressor
+
+    built = []
+    for member in members:
+        if config.group_option("algorithm", member).get("members"):
+            raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: member {member!r} is an ensemble itself")
+        cfg = config.compose("train", [f"target={target}", f"metric={metric}", f"algorithm={member}"])
+        if use_tuned:
+            apply_tuned(cfg, target, metric, member)
+        built.append((str(member), estimators.build(cfg.algorithm, baseline)))
+    weights = algorithm_cfg.get("weights")
+    if weights is not None and len(weights) != len(built):
+        raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: {len(weights)} weights for {len(built)} members {list(members)}")
+    return VotingRegressor(built, weights=[float(w) for w in weights] if weights is not None else None)
 
 
 def apply_tuned(cfg, target: str, metric: str, algorithm: str) -> bool:

@@ -65,7 +65,10 @@ def tune_job(cfg) -> dict | None:
     if selection is None:
         return None
     target, metric, algorithm = selection
-    search = OmegaConf.to_container(cfg.algorithm.get("search") or {}, resolve=True)
+    if cfg.algorithm.get("members"):
+        raise ValueError(f"algorithm {algorithm!r} is an ensemble of {list(cfg.algorithm.members)}: tune its members, "
+                         "whose conf/tuned/ files it uses")
+    search = OmegaConf.to_container(cfg.algorithm.search, resolve=True) if cfg.algorithm.get("search") else {}
     if not search:
         raise ValueError(f"algorithm {algorithm!r} has no `search:` space in conf/algorithm/{algorithm}.yaml")
     fixed = (tuned_settings(target, metric, algorithm) or {}).get("estimator") or {}
