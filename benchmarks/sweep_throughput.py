@@ -31,8 +31,7 @@ def main() -> None:
     total_s = total_cpu_s = 0.0
     print(f"{args.target} {args.metric}: {len(table)} rows, {args.seeds} seeds, n_jobs={args.n_jobs}")
     for algorithm in args.algorithms:
-        cfg = config.compose("train", [f"target={args.target}", f"metric={args.metric}", f"algorithm={algorithm}"])
-        train.apply_tuned(cfg, args.target, args.metric, algorithm)
+        cfg, _ = train.tuned_config(args.target, args.metric, algorithm)
         estimator = train.build_estimator(cfg.algorithm, args.target, args.metric)  # as `perfpred train` builds it
         sweep.seed_sweep(estimator, X, y, seeds=args.n_jobs, n_jobs=args.n_jobs, progress=False)  # warm the pool
         started, started_cpu = time.perf_counter(), time.process_time()

@@ -32,10 +32,9 @@ def main() -> None:
         for metric in args.metrics:
             table = estimators.training_table(target, metric)
             for algorithm in args.algorithms:
-                cfg = config.compose("train", [f"target={target}", f"metric={metric}", f"algorithm={algorithm}",
-                                               f"train.seeds={args.seeds}", f"train.n_jobs={args.n_jobs}",
-                                               f"train.use_tuned={not args.no_tuned}"])
-                tuned = not args.no_tuned and train.apply_tuned(cfg, target, metric, algorithm)
+                cfg, tuned = train.tuned_config(target, metric, algorithm, [
+                    f"train.seeds={args.seeds}", f"train.n_jobs={args.n_jobs}", f"train.use_tuned={not args.no_tuned}"],
+                    use_tuned=not args.no_tuned)
                 started = time.perf_counter()
                 m = train.evaluate(table, target, metric, cfg.algorithm, cfg.train, args.first_seed).metrics
                 seconds = time.perf_counter() - started

@@ -146,6 +146,11 @@ def timeout_result(timeout_s: float) -> dict:
     return {"status": "failed", "reason": f"timeout: no result after {timeout_s:g} s (raise measure.timeout_s)"}
 
 
+def crash_result(job: dict, error: BaseException) -> dict:
+    """The failed result of a measurement that raised instead of returning one."""
+    return {"model": job.get("model"), "status": "failed", "reason": f"{type(error).__name__}: {error}"[:500]}
+
+
 def death_reason(exit_code: int) -> str:
     """How a worker that left no result ended: a signal (a negative code, or 128 + signal from a shell) or an exit code."""
     if exit_code < 0 or exit_code == 128 + 9:
@@ -562,7 +567,7 @@ def main(argv: list[str]) -> int:
     try:
         result = measure(job)
     except Exception as error:
-        result = {"model": job.get("model"), "status": "failed", "reason": f"{type(error).__name__}: {error}"[:500]}
+        result = crash_result(job, error)
     sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

@@ -46,7 +46,7 @@ def start_child(job: dict) -> Child:
         try:
             result = agent.measure(job)
         except BaseException as error:
-            result = {"model": job.get("model"), "status": "failed", "reason": f"{type(error).__name__}: {error}"[:500]}
+            result = agent.crash_result(job, error)
         with os.fdopen(write_end, "w") as pipe:
             pipe.write(json.dumps(result))
         os._exit(0)

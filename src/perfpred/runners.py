@@ -103,7 +103,7 @@ class ForkServer:
                 flight[self._submit(job, timeout_s)] = (job, time.perf_counter())
             if not flight:
                 return
-            # a job waits for at most one other's timed run, so allow twice the per-model timeout
+            # a job may wait for the timed runs of the others in flight: allow one timeout for each, and its own
             result = self._read_result(timeout_s * (self.parallel + 1) + 60)
             if result is None:  # the server itself died or hung: what was in flight fails, the rest get a new one
                 self.close()

@@ -84,16 +84,29 @@ def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = T
 
     built = []
     for member in members:
-        if config.group_option("algorithm", member).get("members"):
+        cfg, _ = tuned_config(target, metric, str(member), use_tuned=use_tuned)
+        if cfg.algorithm.get("members"):
             raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: member {member!r} is an ensemble itself")
-        cfg = config.compose("train", [f"target={target}", f"metric={metric}", f"algorithm={member}"])
-        if use_tuned:
-            apply_tuned(cfg, target, metric, member)
         built.append((str(member), estimators.build(cfg.algorithm, baseline)))
     weights = algorithm_cfg.get("weights")
     if weights is not None and len(weights) != len(built):
         raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: {len(weights)} weights for {len(built)} members {list(members)}")
     return VotingRegressor(built, weights=[float(w) for w in weights] if weights is not None else None)
+
+
+def tuned_config(target: str, metric: str, algorithm: str, overrides=(), use_tuned: bool = True):
+    """conf/train.yaml composed for one (target, metric, algorithm), with its conf/tuned/ file applied as
+    `perfpred train` applies it; returns the config and whether a tuned file was applied."""
+    cfg = config.compose("train", [f"target={target}", f"metric={metric}", f"algorithm={algorithm}", *overrides])
+    return cfg, use_tuned and apply_tuned(cfg, target, metric, algorithm)
+
+
+def merge_estimator_options(cfg, options) -> None:
+    """Merge hand-chosen `estimator:` options (features, target transform, fixed regressor settings) into the config."""
+    from omegaconf import OmegaConf, open_dict
+
+    with open_dict(cfg):
+        cfg.algorithm.estimator = OmegaConf.merge(cfg.algorithm.estimator, options or {})
 
 
 def apply_tuned(cfg, target: str, metric: str, algorithm: str) -> bool:
@@ -107,8 +120,8 @@ def apply_tuned(cfg, target: str, metric: str, algorithm: str) -> bool:
     stored = tuned_settings(target, metric, algorithm)
     if stored is None:
         return False
+    merge_estimator_options(cfg, stored.get("estimator"))
     with open_dict(cfg):
-        cfg.algorithm.estimator = OmegaConf.merge(cfg.algorithm.estimator, stored.get("estimator") or {})
         cfg.algorithm.estimator.regressor = OmegaConf.merge(cfg.algorithm.estimator.regressor, stored.get("regressor") or {})
     return True
 

@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from perfpred import config, estimators, registry, schema, sweep
-from perfpred.train import check_selection, run_hydra, tuned_path, tuned_settings
+from perfpred.train import check_selection, merge_estimator_options, run_hydra, tuned_path, tuned_settings
 
 HYDRA_APP = True
 STUDY_FILE = "optuna.db"
@@ -59,7 +59,7 @@ def tune_job(cfg) -> dict | None:
     """One Hydra job: run `tune.trials` more trials of the study and store the best parameters."""
     import mlflow
     import optuna
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
     selection = check_selection(cfg)
     if selection is None:
@@ -73,8 +73,7 @@ def tune_job(cfg) -> dict | None:
         raise ValueError(f"algorithm {algorithm!r} has no `search:` space in conf/algorithm/{algorithm}.yaml")
     fixed = (tuned_settings(target, metric, algorithm) or {}).get("estimator") or {}
     if fixed:  # hand-chosen features and target transform of this (target, metric): the search runs with them
-        with open_dict(cfg):
-            cfg.algorithm.estimator = OmegaConf.merge(cfg.algorithm.estimator, fixed)
+        merge_estimator_options(cfg, fixed)
     table = estimators.training_table(target, metric)
     features, column = estimators.feature_columns(table), schema.metric_column(metric)
     registry.client()
