@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from perfpred import config
-from perfpred.description import describe
+from perfpred.features.description import describe
 
 DEFAULT_MODELS = "ResNet50,MobileNetV2,DenseNet121,EfficientNetB0,Xception"
 

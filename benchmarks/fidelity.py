@@ -16,8 +16,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from perfpred import config, descriptors
-from perfpred.description import describe, layer_shapes
+from perfpred import config
+from perfpred.features import descriptors
+from perfpred.features.description import describe, layer_shapes
 
 LAYOUT_A = ("input_width", "input_size", "conv_params", "bn_params", "fc_params", "flops", "layers", "conv_layers",
             "bn_layers", "fc_layers", "activations", "neurons")

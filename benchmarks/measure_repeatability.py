@@ -16,7 +16,9 @@ from pathlib import Path
 
 from bench_models import build_descriptors
 
-from perfpred import config, measure, runners
+from perfpred import config
+from perfpred.measure import runners
+from perfpred.measure import stage as measure
 
 
 def measure_all(descriptors: dict[str, Path], target: dict, settings: dict, rounds: int = 1) -> dict[str, dict]:

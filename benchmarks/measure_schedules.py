@@ -18,7 +18,8 @@ from pathlib import Path
 from bench_models import build_descriptors
 from measure_repeatability import measure_all, relative_difference
 
-from perfpred import config, measure
+from perfpred import config
+from perfpred.measure import stage as measure
 
 
 def zoo_schedule_time(target_name: str, params: dict) -> None:
@@ -26,7 +27,8 @@ def zoo_schedule_time(target_name: str, params: dict) -> None:
 
     Nothing is written to the stage's journal or table.
     """
-    from perfpred import runners, zoo
+    from perfpred.measure import runners
+    from perfpred.zoo import build as zoo
 
     manifest = zoo.read_manifest(config.path("zoo", params) / zoo.MANIFEST)
     entries = [(e.name, config.project_root() / e.descriptor, int(e.input_width)) for e in manifest.itertuples()]

@@ -101,7 +101,9 @@ def batch_throughput(cfg: BenchmarkConfig) -> dict[str, dict]:
     """Predictions per second of each champion on a batch of real feature rows, point and interval."""
     import pandas as pd
 
-    from perfpred import config, predict, schema
+    from perfpred import config
+    from perfpred.data import schema
+    from perfpred.serve import predict
 
     results = {}
     for target, metrics in predict.champion_targets(cfg.tracking_uri).items():

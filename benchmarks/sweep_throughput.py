@@ -13,7 +13,9 @@ import argparse
 import time
 import warnings
 
-from perfpred import config, estimators, schema, sweep, train
+from perfpred import config
+from perfpred.data import schema
+from perfpred.model import estimators, sweep, train
 
 
 def main() -> None:

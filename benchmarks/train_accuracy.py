@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/train_accuracy.py --seeds 20 [--targets jetson-nano ...] [--metrics latency ...]
 
-No MLflow: the pure core of `perfpred train` (perfpred.train.evaluate) on the imported tables.
+No MLflow: the pure core of `perfpred train` (perfpred.model.train.evaluate) on the imported tables.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import argparse
 import time
 import warnings
 
-from perfpred import config, estimators, train
+from perfpred import config
+from perfpred.model import estimators, train
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from perfpred import config, zoo
+from perfpred import config
+from perfpred.zoo import build as zoo
 
 
 def main(manifest_path: Path) -> int:

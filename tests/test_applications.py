@@ -2,7 +2,7 @@
 
 import pytest
 
-from perfpred import applications
+from perfpred.zoo import applications
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ def test_only_the_app_prefix_names_an_application():
 
 
 def test_every_model_form_gives_the_same_features(tmp_path):
-    from perfpred import predict
+    from perfpred.serve import predict
 
     model = applications.build_application("app:MobileNetV2", 96)
     model.save(tmp_path / "mobilenet.keras")

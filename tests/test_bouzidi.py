@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import perfpred
-from perfpred import bouzidi, schema
+from perfpred.data import bouzidi, schema
 
 from conftest import JETSON_DATASET
 
@@ -138,7 +138,7 @@ def test_unknown_metric_and_source_are_clear_errors():
 
 
 def test_canonical_tables_round_trip(tmp_path):
-    from perfpred.measurements import write_table
+    from perfpred.data.measurements import write_table
 
     table = perfpred.read_measurements(JETSON_DATASET / "latency" / "nano.csv", metric="latency")
     write_table(table, tmp_path / "nano.parquet")

@@ -2,8 +2,8 @@
 
 import sqlite3
 
-from perfpred import champion_cache
-from perfpred.champion_cache import Champion
+from perfpred.serve import champion_cache
+from perfpred.serve.champion_cache import Champion
 
 
 def test_stores_it_cannot_read_directly_fall_back(tmp_path):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from perfpred import description as describe_module
-from perfpred.description import describe, layer_shapes
-from perfpred.descriptors import DescriptorError, layer_table
+from perfpred.features import description as describe_module
+from perfpred.features.description import describe, layer_shapes
+from perfpred.features.descriptors import DescriptorError, layer_table
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURES = ROOT / "data/raw/jetson-bouzidi/architectures"

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from perfpred import cli, features, schema
-from perfpred.description import EXTRA_COLUMNS, describe
+from perfpred import cli
+from perfpred.data import schema
+from perfpred.features import stage as features
+from perfpred.features.description import EXTRA_COLUMNS, describe
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "tests/data/zoo"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from perfpred import cli, config, measure
+from perfpred import cli, config
+from perfpred.measure import stage as measure
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
 
@@ -119,7 +120,7 @@ def test_stage_records_failures_resumes_and_never_mixes_settings(tmp_path):
 
 
 def test_a_worker_past_its_timeout_is_a_failed_row_and_the_next_model_still_runs(tmp_path):
-    from perfpred import runners
+    from perfpred.measure import runners
 
     target, settings = local_setup("tf", min_seconds=30.0, max_seconds=60.0, max_iterations=10**6, timeout_s=3)
     descriptor = tiny_descriptor(tmp_path, "slow")
@@ -156,12 +157,12 @@ def test_a_worker_moved_off_the_timing_cpu_at_birth_still_times_on_it(tmp_path):
     import subprocess
     import sys
 
-    from perfpred import agent
+    from perfpred.measure import agent
 
     cpus = sorted(os.sched_getaffinity(0))
     target, settings = local_setup("tflite", cpu_affinity=[cpus[0]], prepare_cpus=None)
     work = measure.job("tiny", tiny_descriptor(tmp_path, "tiny"), None, target, settings) | {"allowed_cpus": cpus}
-    moved = subprocess.run([sys.executable, "-m", "perfpred.agent", "-"], input=json.dumps(work), text=True,
+    moved = subprocess.run([sys.executable, "-m", "perfpred.measure.agent", "-"], input=json.dumps(work), text=True,
                            capture_output=True, check=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus[1:]))
     row = json.loads(moved.stdout.split(agent.RESULT_MARKER)[-1])
     assert row["status"] == "ok", row["reason"]
@@ -169,7 +170,7 @@ def test_a_worker_moved_off_the_timing_cpu_at_birth_still_times_on_it(tmp_path):
 
 
 def test_a_tflite_conversion_that_does_not_compute_the_model_is_refused(tmp_path):
-    from perfpred import agent
+    from perfpred.measure import agent
 
     descriptor = json.loads(tiny_descriptor(tmp_path, "checked").read_text())
     flatbuffer, built = agent.convert_tflite(descriptor, {"seed": 0})

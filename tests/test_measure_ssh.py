@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from perfpred import config, measure
+from perfpred import config
+from perfpred.measure import stage as measure
 from servers import free_port
 from test_measure import QUICK, tiny_descriptor
 

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from perfpred import agent
+from perfpred.measure import agent
 
 ADAPTIVE = {"kind": "adaptive", "min_iterations": 30, "min_seconds": 0.0, "max_iterations": 500, "max_seconds": 10.0,
             "target_rel_ci": 0.01, "check_every": 10}

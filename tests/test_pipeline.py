@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from perfpred import schema
+from perfpred.data import schema
 
 BIN = Path(sys.executable).parent
 

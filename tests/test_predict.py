@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import trained_store
-from perfpred import cli, config, predict
+from perfpred import cli, config
+from perfpred.serve import predict
 
 DESCRIPTOR_PATH = trained_store.DESCRIPTOR
 DESCRIPTOR = str(DESCRIPTOR_PATH)
@@ -55,7 +56,7 @@ def test_json_descriptor_is_described():
 def test_describing_a_json_descriptor_imports_no_tensorflow():
     # A fresh interpreter: another test of this session may have imported TensorFlow already.
     probe = (
-        "import sys; from perfpred import predict; predict.describe_model(sys.argv[1]); "
+        "import sys; from perfpred.serve import predict; predict.describe_model(sys.argv[1]); "
         "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules))"
     )
     completed = subprocess.run([sys.executable, "-c", probe, DESCRIPTOR], capture_output=True, text=True, check=True)
@@ -105,7 +106,7 @@ def test_cli_answers_agree_with_the_registered_predictors(project):
     folder, _ = project
     first = json.loads(trained_store.perfpred(folder, "predict", str(DESCRIPTOR_PATH), "--json").stdout)
     assert list((folder / ".cache").glob("jetson-nano-latency-v1-*.pickle"))  # loaded through MLflow once, then kept
-    from perfpred import champion_cache, registry
+    from perfpred.serve import champion_cache, registry
 
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
     champions = champion_cache.champion_versions(uri)  # read from the SQLite file, without MLflow

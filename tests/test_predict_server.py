@@ -8,7 +8,7 @@ import pytest
 
 import servers
 import trained_store
-from perfpred import champion_cache, predict, registry
+from perfpred.serve import champion_cache, predict, registry
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 DESCRIPTOR = str(trained_store.DESCRIPTOR)

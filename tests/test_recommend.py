@@ -5,7 +5,7 @@ import argparse
 import pandas as pd
 import pytest
 
-from perfpred import recommend
+from perfpred.serve import recommend
 
 
 def predictions() -> pd.DataFrame:

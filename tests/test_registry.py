@@ -8,15 +8,16 @@ import pytest
 from sklearn.linear_model import Ridge
 
 import train_helpers
-from perfpred import estimators, registry, sweep
-from perfpred.predictor import Predictor
+from perfpred.model import estimators, sweep
+from perfpred.serve import registry
+from perfpred.serve.predictor import Predictor
 
 project = train_helpers.project
 nano_subset = train_helpers.nano_subset
 
 
 def _register(table, algorithm: str, mape_mean: float, mape_unseen_family: float) -> str:
-    from perfpred import tracking
+    from perfpred.model import tracking
 
     features = estimators.feature_columns(table)
     estimator = estimators.regression_pipeline(Ridge()).fit(table[features], table["latency_ms"])

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from perfpred import schema
+from perfpred.data import schema
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from perfpred import synthetic
-from perfpred.synthetic import BasicModel
+from perfpred.zoo import synthetic
+from perfpred.zoo.synthetic import BasicModel
 
 SPEC = {
     "count": 40,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import train_helpers
-from perfpred import sweep
+from perfpred.model import sweep
 
 REPO = train_helpers.REPO
 project = train_helpers.project
@@ -78,7 +78,7 @@ def test_train_job_logs_registers_and_writes_outputs(project):
     from mlflow import MlflowClient
 
     import perfpred
-    from perfpred import train
+    from perfpred.model import train
 
     assert train.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "train.seeds=12", "train.n_jobs=1"]) == 0
     result = json.loads((project / "metrics/jetson-nano-latency.json").read_text())
@@ -118,7 +118,7 @@ def test_train_job_logs_registers_and_writes_outputs(project):
     ],
 )
 def test_bad_selections_are_one_line_errors(project, capsys, overrides, message):
-    from perfpred import train
+    from perfpred.model import train
 
     with pytest.raises(SystemExit) as exit_info:
         train.main([*overrides, "algorithm=poly", "train.seeds=3"])
@@ -127,7 +127,9 @@ def test_bad_selections_are_one_line_errors(project, capsys, overrides, message)
 
 
 def test_too_few_rows_and_unknown_names_are_errors(project, nano_subset):
-    from perfpred import config, estimators, measurements, schema
+    from perfpred import config
+    from perfpred.data import measurements, schema
+    from perfpred.model import estimators
 
     measurements.write_table(nano_subset.head(5), project / "data/measurements/jetson-nano.parquet")
     with pytest.raises(ValueError, match="only 5 latency rows"):
@@ -155,7 +157,7 @@ def test_unknown_algorithm_names_the_known_ones(project):
 
 @pytest.mark.slow
 def test_parallel_multirun_against_a_fresh_store(project):
-    from perfpred import registry
+    from perfpred.serve import registry
 
     done = _perfpred(project, "train", "-m", "target=jetson-nano", "metric=latency", "algorithm=poly,rf",
                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seeds=4", "train.n_jobs=1")
@@ -173,7 +175,8 @@ def test_tune_resumes_its_study_and_train_reads_the_best_parameters(project):
     import optuna
     from omegaconf import OmegaConf
 
-    from perfpred import config, train, tune
+    from perfpred import config
+    from perfpred.model import train, tune
 
     args = ["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.trials=2", "tune.seeds=2"]
     assert tune.main(args) == 0
@@ -188,7 +191,7 @@ def test_tune_resumes_its_study_and_train_reads_the_best_parameters(project):
 
 
 def test_feature_ratios_add_columns_skip_absent_ones_and_drop():
-    from perfpred import estimators
+    from perfpred.model import estimators
 
     features = pd.DataFrame({"flops": [100.0, 600.0], "layers": [10.0, 0.0], "params": [5.0, 6.0], "fc_params": [1.0, 2.0]})
     ratios = estimators.FeatureRatios(["flops/layers", "neurons/flops"], ["fc_params"]).fit(features)
@@ -201,7 +204,8 @@ def test_feature_ratios_add_columns_skip_absent_ones_and_drop():
 
 
 def test_svr_pipeline_with_ratios_fits_and_predicts_a_table(nano_subset):
-    from perfpred import config, estimators
+    from perfpred import config
+    from perfpred.model import estimators
 
     features = estimators.feature_columns(nano_subset)
     estimator = estimators.build(config.group_option("algorithm", "svr"))
@@ -211,7 +215,7 @@ def test_svr_pipeline_with_ratios_fits_and_predicts_a_table(nano_subset):
 
 
 def test_tune_refuses_seeds_that_train_reports(project, capsys):
-    from perfpred import tune
+    from perfpred.model import tune
 
     with pytest.raises(SystemExit) as stopped:
         tune.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.first_seed=0"])
@@ -223,7 +227,7 @@ def test_feature_range_clips_to_the_widened_training_range():
     import numpy as np
     import pandas as pd
 
-    from perfpred.estimators import FeatureRange
+    from perfpred.model.estimators import FeatureRange
 
     train = pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [10.0, 11.0, 12.0]})
     clip = FeatureRange(0.5).fit(train)
@@ -235,7 +239,7 @@ def test_feature_range_clips_to_the_widened_training_range():
 def test_an_experiment_with_outputs_off_leaves_the_dvc_outputs_alone(project):
     from mlflow import MlflowClient
 
-    from perfpred import train
+    from perfpred.model import train
 
     assert train.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "train.seeds=3", "train.n_jobs=1",
                        "train.outputs=false", "train.register=false"]) == 0
@@ -247,7 +251,8 @@ def test_an_experiment_with_outputs_off_leaves_the_dvc_outputs_alone(project):
 
 def test_ratio_to_the_latency_prior_predicts_what_the_training_rows_do_not_cover(nano_subset):
     """Synthetic CNNs predicted from real ones, and families never seen: far better as a ratio to the prior."""
-    from perfpred import config, estimators
+    from perfpred import config
+    from perfpred.model import estimators
 
     features, y = estimators.feature_columns(nano_subset), nano_subset["latency_ms"].to_numpy()
     baseline = estimators.metric_baseline("latency")
@@ -270,7 +275,7 @@ def test_ratio_to_the_latency_prior_predicts_what_the_training_rows_do_not_cover
 def test_log_target_offset():
     from sklearn.linear_model import LinearRegression
 
-    from perfpred.estimators import LogTargetRegressor
+    from perfpred.model.estimators import LogTargetRegressor
 
     x = np.log(np.linspace(1.0, 50.0, 40)).reshape(-1, 1)  # a logged feature
     y = 1000.0 + 200.0 * np.exp(x[:, 0])  # a constant floor (the smallest value 1200 less 1/6) plus a power law
@@ -285,7 +290,8 @@ def test_log_target_offset():
 def test_tuned_file_sets_estimator_options_then_regressor_parameters(project):
     from omegaconf import OmegaConf
 
-    from perfpred import config, estimators, train
+    from perfpred import config
+    from perfpred.model import estimators, train
 
     (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text(
         "estimator:\n  ratios: [flops/layers]\n  target_offset: 0.5\n  regressor: {kernel: rbf, C: 1.0}\nregressor:\n  C: 3.0\n")
@@ -305,7 +311,7 @@ def test_tuned_file_sets_estimator_options_then_regressor_parameters(project):
 def test_tune_searches_with_the_hand_chosen_estimator_options_and_keeps_them(project):
     import yaml
 
-    from perfpred import tune
+    from perfpred.model import tune
 
     stored = project / "conf/tuned/jetson-nano-latency-poly.yaml"
     stored.write_text("estimator:\n  target_offset: 0.5\n")
@@ -327,7 +333,8 @@ def _compose_tune(overrides):
 def test_the_ensemble_averages_its_members_each_built_as_train_builds_it(project, nano_subset):
     from sklearn.ensemble import VotingRegressor
 
-    from perfpred import config, estimators, train
+    from perfpred import config
+    from perfpred.model import estimators, train
 
     (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text("regressor:\n  C: 3.5\n")
     cfg = config.compose("train", ["target=jetson-nano", "metric=latency", "algorithm=ens"])

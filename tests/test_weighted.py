@@ -1,10 +1,10 @@
-"""perfpred.weighted: FLOPs conventions of layers with weights (regularizer penalties, initialisers)."""
+"""perfpred.features.weighted: FLOPs conventions of layers with weights (regularizer penalties, initialisers)."""
 
 from __future__ import annotations
 
 import pytest
 
-from perfpred import weighted
+from perfpred.features import weighted
 
 L2_KERAS2 = {"class_name": "L1L2", "config": {"l1": 0.0, "l2": 0.0005}}
 L2_KERAS3 = {"module": "keras.regularizers", "class_name": "L2", "config": {"l2": 0.0005}, "registered_name": None}

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfpred import cli, config, schema, zoo
+from perfpred import cli, config
+from perfpred.data import schema
+from perfpred.zoo import build as zoo
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_FAMILIES = {

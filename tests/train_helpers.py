@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def small_nano_table(rows_per_family: int = 8):
     """A subset of the Nano table: a few rows of every family, latency and power measured."""
-    from perfpred import bouzidi
+    from perfpred.data import bouzidi
 
     table, _ = bouzidi.read_board(REPO / "data/raw/jetson-bouzidi", "nano", ["latency", "power"])
     table = table[table["latency_ms"].notna()]
@@ -32,7 +32,7 @@ def nano_subset():
 @pytest.fixture
 def project(tmp_path, monkeypatch, nano_subset):
     """A project root in tmp_path (its own conf/, a measurement table, an empty MLflow store) made current."""
-    from perfpred import measurements
+    from perfpred.data import measurements
 
     shutil.copytree(REPO / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("*.yaml.tmp"))
     for tuned in (tmp_path / "conf/tuned").glob("*.yaml"):
@@ -45,7 +45,7 @@ def project(tmp_path, monkeypatch, nano_subset):
 
 
 def _features() -> tuple[str, ...]:
-    from perfpred import schema
+    from perfpred.data import schema
 
     return schema.FEATURE_COLUMNS
 

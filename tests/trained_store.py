@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfpred import bouzidi, measurements
+from perfpred.data import bouzidi, measurements
 
 REPO = Path(__file__).resolve().parents[1]
 DESCRIPTOR = REPO / "data/raw/jetson-bouzidi/architectures/ResNet-50_224.json"

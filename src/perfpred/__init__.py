@@ -11,15 +11,15 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _API = {
-    "read_measurements": "perfpred.measurements",
-    "read_manifest": "perfpred.zoo",
-    "write_zoo": "perfpred.zoo",
-    "describe": "perfpred.description",
-    "measure_model": "perfpred.measure",
-    "measure_zoo": "perfpred.measure",
-    "load_predictor": "perfpred.registry",
-    "predict_model": "perfpred.predict",
-    "recommend_model": "perfpred.recommend",
+    "read_measurements": "perfpred.data.measurements",
+    "read_manifest": "perfpred.zoo.build",
+    "write_zoo": "perfpred.zoo.build",
+    "describe": "perfpred.features.description",
+    "measure_model": "perfpred.measure.stage",
+    "measure_zoo": "perfpred.measure.stage",
+    "load_predictor": "perfpred.serve.registry",
+    "predict_model": "perfpred.serve.predict",
+    "recommend_model": "perfpred.serve.recommend",
 }
 
 __all__ = sorted(_API)

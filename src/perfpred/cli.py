@@ -12,15 +12,15 @@ import sys
 #: Modules are imported only when their subcommand runs, so that start-up stays fast.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "params": ("perfpred.params", "write params.yaml from conf/ (the configuration dvc repro reads)"),
-    "import": ("perfpred.importer", "import published measurements into data/measurements/<target>.parquet"),
-    "zoo": ("perfpred.zoo", "build the model zoo's Keras JSON descriptors and data/zoo/manifest.csv"),
-    "describe": ("perfpred.description", "print the model-level features of a Keras descriptor (.json or .keras)"),
-    "features": ("perfpred.features", "describe every model of the zoo manifest into data/features/features.parquet"),
-    "measure": ("perfpred.measure", "measure latency and peak memory of a model (or the zoo) on a local or ssh target"),
-    "train": ("perfpred.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
-    "tune": ("perfpred.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
-    "predict": ("perfpred.predict", "predicted latency, memory and power of a CNN on every target, with intervals"),
-    "recommend": ("perfpred.recommend", "rank the targets and toolchains that meet latency and memory limits"),
+    "import": ("perfpred.data.importer", "import published measurements into data/measurements/<target>.parquet"),
+    "zoo": ("perfpred.zoo.build", "build the model zoo's Keras JSON descriptors and data/zoo/manifest.csv"),
+    "describe": ("perfpred.features.description", "print the model-level features of a Keras descriptor (.json or .keras)"),
+    "features": ("perfpred.features.stage", "describe every model of the zoo manifest into data/features/features.parquet"),
+    "measure": ("perfpred.measure.stage", "measure latency and peak memory of a model (or the zoo) on a local or ssh target"),
+    "train": ("perfpred.model.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
+    "tune": ("perfpred.model.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
+    "predict": ("perfpred.serve.predict", "predicted latency, memory and power of a CNN on every target, with intervals"),
+    "recommend": ("perfpred.serve.recommend", "rank the targets and toolchains that meet latency and memory limits"),
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfpred import config, registry
+from perfpred import config
+from perfpred.serve import registry
 
 #: Columns of reports/summary.md, as in the seed document's Table 1 (time = latency, RAM = memory).
 TABLE_METRICS = (("latency", "Time"), ("memory", "RAM"), ("power", "Power"))

@@ -1,6 +1,6 @@
 """The local fork server: import the framework once, measure each job in a fresh forked child.
 
-Run as `python -m perfpred.forkserver [--parallel N]`; job lines (JSON) come on stdin, result lines
+Run as `python -m perfpred.measure.forkserver [--parallel N]`; job lines (JSON) come on stdin, result lines
 (RESULT_MARKER + JSON, with the job's `job_id`) go to stdout in the order the jobs finish.
 
 With `--parallel 2` two children run at once: one prepares its model (import is done, so: build,
@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from perfpred import agent
+from perfpred.measure import agent
 
 
 @dataclass
@@ -123,7 +123,7 @@ def _loop(parallel: int, lock_path: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m perfpred.forkserver [--parallel N]`."""
+    """`python -m perfpred.measure.forkserver [--parallel N]`."""
     parallel = int(argv[argv.index("--parallel") + 1]) if "--parallel" in argv else 1
     return serve(max(parallel, 1))
 

@@ -11,7 +11,9 @@ from functools import cache
 
 import pandas as pd
 
-from perfpred import applications, config, schema
+from perfpred import config
+from perfpred.data import schema
+from perfpred.zoo import applications
 
 #: Columns of a prediction table that describe the target rather than the prediction.
 TARGET_COLUMNS: tuple[str, ...] = ("target", "toolchain", "hardware")
@@ -21,7 +23,7 @@ DEFAULT_LEVEL = 0.9
 
 def describe_model(model, input_width: int | None = None) -> dict:
     """Canonical features of MODEL: a Keras JSON or .keras path, `app:NAME`, or a keras.Model."""
-    from perfpred.description import describe
+    from perfpred.features.description import describe
 
     if applications.is_application(model):
         return describe(applications.build_application(model, input_width))
@@ -34,7 +36,7 @@ def load_champion(target: str, metric: str, tracking_uri: str | None = None, cha
     A champion read directly from the store is loaded again when the alias moves; through the MLflow
     client fall-back, a process keeps the predictor it loaded first.
     """
-    from perfpred import champion_cache, registry
+    from perfpred.serve import champion_cache, registry
 
     uri = registry.tracking_uri(tracking_uri)
     champions = store_champions(uri) if champions is None else champions
@@ -51,7 +53,7 @@ _LOADED: dict[tuple, object] = {}
 
 def store_champions(uri: str):
     """The store's champions: read directly (name -> Champion) when possible, else through MLflow ((target, metric) pairs)."""
-    from perfpred import champion_cache, registry
+    from perfpred.serve import champion_cache, registry
 
     direct = champion_cache.champion_versions(uri)
     return direct if direct is not None else registry.champions(uri)
@@ -59,7 +61,7 @@ def store_champions(uri: str):
 
 def champion_targets(tracking_uri: str | None = None, champions=None) -> dict[str, list[str]]:
     """target -> the metrics that have a champion predictor in the registry."""
-    from perfpred import registry
+    from perfpred.serve import registry
 
     champions = store_champions(registry.tracking_uri(tracking_uri)) if champions is None else champions
     pairs = [(c.target, c.metric) for c in champions.values()] if isinstance(champions, dict) else champions
@@ -105,7 +107,7 @@ def predict_features(
     """Predict every row of a feature table on every selected target: one row per (input row, target)."""
     if not 0 < level < 1:
         raise ValueError(f"interval level must be between 0 and 1 (e.g. 0.9 for 90%), got {level}")
-    from perfpred import registry
+    from perfpred.serve import registry
 
     uri = registry.tracking_uri(tracking_uri)
     champions = store_champions(uri)
@@ -218,6 +220,6 @@ def _target_config(target: str) -> dict:
 
 
 def _store(tracking_uri: str | None) -> str:
-    from perfpred import registry
+    from perfpred.serve import registry
 
     return f"the MLflow store {registry.tracking_uri(tracking_uri)}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfpred import schema
+from perfpred.data import schema
 
 SOURCE = "bouzidi-2022"
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from perfpred import config, schema
+from perfpred import config
+from perfpred.data import schema
 
 CHAMPION = "champion"
 DB_FILE = "mlflow.db"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from perfpred import shapes, weighted
-from perfpred.shapes import LayerStats, Shape
+from perfpred.features import shapes, weighted
+from perfpred.features.shapes import LayerStats, Shape
 
 Rule = Callable[[dict, list[Shape]], LayerStats]
 

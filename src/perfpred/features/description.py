@@ -9,9 +9,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from perfpred import descriptors, rules, shapes, weighted
-from perfpred.descriptors import DescriptorError, Graph
-from perfpred.schema import FEATURE_COLUMNS
+from perfpred.data.schema import FEATURE_COLUMNS
+from perfpred.features import descriptors, rules, shapes, weighted
+from perfpred.features.descriptors import DescriptorError, Graph
 
 CONV_CLASSES = {"Conv2D", "Convolution2D", "Conv2DTranspose", "Deconvolution2D", "DepthwiseConv2D",
                 "SeparableConv2D", "SeparableConvolution2D"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from perfpred.shapes import LayerStats, Shape, elements, image, pair, spatial
+from perfpred.features.shapes import LayerStats, Shape, elements, image, pair, spatial
 
 #: FLOPs per output element of an activation function (TF1 profiler counts Add/Mul/RealDiv, not Relu/Sigmoid).
 ACTIVATION_FLOPS = {

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfpred import config, schema
-from perfpred.description import EXTRA_COLUMNS, describe
-from perfpred.zoo import MANIFEST, read_manifest
+from perfpred import config
+from perfpred.data import schema
+from perfpred.features.description import EXTRA_COLUMNS, describe
+from perfpred.zoo.build import MANIFEST, read_manifest
 
 FEATURES_FILE = "features.parquet"
 

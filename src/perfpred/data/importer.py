@@ -6,7 +6,8 @@ import argparse
 import json
 import warnings
 
-from perfpred import bouzidi, config, measurements
+from perfpred import config
+from perfpred.data import bouzidi, measurements
 
 READERS = {"bouzidi": bouzidi.read_board}
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from perfpred import predict
+from perfpred.serve import predict
 
 #: requirement option -> (prediction column, unit)
 REQUIREMENT_OPTIONS: dict[str, tuple[str, str]] = {

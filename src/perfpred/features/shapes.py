@@ -1,8 +1,8 @@
 """Shape inference of Keras layers from their config, and the rules of layers that hold no weights.
 
 Shapes leave out the batch axis and are channels-last. Layers with weights (convolutions, Dense,
-normalisation) and the FLOPs conventions of the Jetson data are in `perfpred.weighted`; class names
-map to rules in `perfpred.rules`.
+normalisation) and the FLOPs conventions of the Jetson data are in `perfpred.features.weighted`; class names
+map to rules in `perfpred.features.rules`.
 """
 
 from __future__ import annotations

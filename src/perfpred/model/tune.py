@@ -14,8 +14,11 @@ import json
 import numpy as np
 import yaml
 
-from perfpred import config, estimators, registry, schema, sweep
-from perfpred.train import check_selection, merge_estimator_options, run_hydra, tuned_path, tuned_settings
+from perfpred import config
+from perfpred.data import schema
+from perfpred.model import estimators, sweep
+from perfpred.model.train import check_selection, merge_estimator_options, run_hydra, tuned_path, tuned_settings
+from perfpred.serve import registry
 
 HYDRA_APP = True
 STUDY_FILE = "optuna.db"

@@ -1,6 +1,6 @@
 """The seed sweep: many random train/test splits, MAPE on each, and what the held-out predictions tell.
 
-Pure functions of an estimator and a table; MLflow and files stay in perfpred.train.
+Pure functions of an estimator and a table; MLflow and files stay in perfpred.model.train.
 """
 
 from __future__ import annotations

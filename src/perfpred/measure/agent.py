@@ -2,9 +2,9 @@
 
 The local runner runs this file as a subprocess; the SSH runner copies it to a board and runs it
 there, so both produce the same statistics. Usage: `python agent.py JOB.json` (or `-` for stdin):
-the result is the last stdout line, prefixed with RESULT_MARKER. Locally, perfpred.forkserver runs
+the result is the last stdout line, prefixed with RESULT_MARKER. Locally, perfpred.measure.forkserver runs
 `measure` in fresh forked children of one process that imported the framework once. The statistics
-functions are pure and importable (perfpred.agent) without TensorFlow.
+functions are pure and importable (perfpred.measure.agent) without TensorFlow.
 """
 
 from __future__ import annotations

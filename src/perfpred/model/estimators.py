@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfpred import config, schema
+from perfpred import config
+from perfpred.data import schema
 
 #: Fewer rows than this leave no meaningful 80/20 split.
 MIN_ROWS = 10
@@ -234,7 +235,7 @@ def measurement_table_path(target: str):
 
 def training_table(target: str, metric: str) -> pd.DataFrame:
     """The rows of a target's table that have the metric; errors name what exists when something is missing."""
-    from perfpred.measurements import read_canonical
+    from perfpred.data.measurements import read_canonical
 
     config.target_config(target)  # unknown target -> error listing the known ones
     column = schema.metric_column(metric)

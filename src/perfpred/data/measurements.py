@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfpred import bouzidi, schema
 from perfpred.atomic import replace_file
+from perfpred.data import bouzidi, schema
 
 SOURCES = ("bouzidi", "canonical")
 

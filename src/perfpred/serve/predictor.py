@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from perfpred import sweep
+from perfpred.model import sweep
 
 
 @dataclass

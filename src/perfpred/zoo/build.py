@@ -1,7 +1,7 @@
 """The `zoo` stage: the model zoo as Keras JSON descriptors (never weights) and its manifest.
 
 A profile (conf/zoo/<name>.yaml, read from params.yaml) lists keras.applications architectures over input
-widths and width multipliers, and the synthetic basic_model ranges (perfpred.synthetic). Every descriptor
+widths and width multipliers, and the synthetic basic_model ranges (perfpred.zoo.synthetic). Every descriptor
 is the `to_json()` of the model keras.applications builds at that exact input width with `weights=None`,
 `include_top=True`, `classes=1000` (a deployment classifier): no re-targeting, so padding layers that
 depend on the input size (MobileNetV2, EfficientNet, NASNet) and the classifier's inputs are what Keras
@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from perfpred import config, synthetic
+from perfpred import config
+from perfpred.zoo import synthetic
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("name", "family", "input_width", "descriptor", "source", "synthetic")
 MANIFEST = "manifest.csv"
@@ -28,7 +29,7 @@ def _named(family: str, *architectures: str) -> dict[str, str]:
     return dict.fromkeys(architectures, family)
 
 
-#: keras.applications architecture -> family (the families of perfpred.schema.family_of where they overlap).
+#: keras.applications architecture -> family (the families of perfpred.data.schema.family_of where they overlap).
 FAMILIES: dict[str, str] = (
     _named("ResNet", "ResNet50", "ResNet101", "ResNet152")
     | _named("ResNetV2", "ResNet50V2", "ResNet101V2", "ResNet152V2")

@@ -3,8 +3,8 @@
     perfpred train target=jetson-nano metric=latency algorithm=xgb
     perfpred train -m target=jetson-nano,jetson-tx2 metric=latency,memory algorithm=poly,svr,mlp,rf,xgb
 
-The core, `evaluate(table, metric, algorithm_cfg, settings)`, is pure; MLflow (perfpred.tracking) and
-the DVC outputs (perfpred.summary) stay at the edge.
+The core, `evaluate(table, metric, algorithm_cfg, settings)`, is pure; MLflow (perfpred.model.tracking) and
+the DVC outputs (perfpred.model.summary) stay at the edge.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from perfpred import config, estimators, schema, sweep
-from perfpred.predictor import Predictor
+from perfpred import config
+from perfpred.data import schema
+from perfpred.model import estimators, sweep
+from perfpred.serve.predictor import Predictor
 
 HYDRA_APP = True
 
@@ -159,7 +161,7 @@ def check_selection(cfg) -> tuple[str, str, str] | None:
 
 def train_job(cfg) -> dict | None:
     """One Hydra job: evaluate, log and register one (target, metric, algorithm); returns its metrics."""
-    from perfpred import summary, tracking
+    from perfpred.model import summary, tracking
 
     selection = check_selection(cfg)
     if selection is None:
@@ -197,7 +199,7 @@ def run_hydra(argv: list[str], job, name: str) -> int:
     """Run `job(cfg)` as a Hydra app on conf/train.yaml; bad input is one line on stderr and exit status 2."""
     import hydra
 
-    from perfpred import registry
+    from perfpred.serve import registry
 
     if not any(a in ("-h", "--help", "--hydra-help", "--info", "-c", "--cfg") for a in argv):
         registry.ensure_store()  # before parallel jobs: concurrent creation of the database races

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from perfpred import agent
+from perfpred.measure import agent
 
 AGENT_FILE = Path(agent.__file__)
 
@@ -44,10 +44,10 @@ def run_local(job: dict, timeout_s: float) -> dict:
 
 
 class ForkServer:
-    """A local perfpred.forkserver: one framework import, then one fresh forked worker per model.
+    """A local perfpred.measure.forkserver: one framework import, then one fresh forked worker per model.
 
     With `parallel=2` the next model is prepared (built, converted, traced) on the preparation CPUs
-    while the current one is timed alone on the timing CPUs (see perfpred.forkserver).
+    while the current one is timed alone on the timing CPUs (see perfpred.measure.forkserver).
     """
 
     def __init__(self, parallel: int = 1) -> None:
@@ -61,14 +61,14 @@ class ForkServer:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         source = str(AGENT_FILE.parent.parent)  # the perfpred package this process runs, wherever it lies
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
-        self.process = subprocess.Popen([sys.executable, "-m", "perfpred.forkserver", "--parallel", str(self.parallel)],
+        self.process = subprocess.Popen([sys.executable, "-m", "perfpred.measure.forkserver", "--parallel", str(self.parallel)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         env=env, start_new_session=True)
         self._buffer = b""
         ready = self._read_result(120.0)
         if not ready or not ready.get("ready"):
             self.close()
-            raise RuntimeError("the measurement fork server did not start: run `python -m perfpred.forkserver`")
+            raise RuntimeError("the measurement fork server did not start: run `python -m perfpred.measure.forkserver`")
         self.import_s = ready["import_s"]
 
     def _read_result(self, timeout_s: float) -> dict | None:

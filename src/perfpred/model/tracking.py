@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from perfpred import config, estimators, registry, schema
+from perfpred import config
+from perfpred.data import schema
+from perfpred.model import estimators
+from perfpred.serve import registry
 
 #: MLflow's log_batch accepts at most 1000 metrics per call.
 BATCH = 1000
@@ -91,7 +94,7 @@ def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id:
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from perfpred.pyfunc import PredictorModel
+    from perfpred.serve.pyfunc import PredictorModel
 
     mlflow_client = registry.client()
     name = registry.model_name(predictor.target, predictor.metric)

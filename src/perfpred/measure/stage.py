@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfpred import config, measurements, schema, zoo
+from perfpred import config
+from perfpred.data import measurements, schema
+from perfpred.zoo import build as zoo
 
 #: The schedule's settings, passed to the agent.
 SCHEDULE_KEYS = ("kind", "warmup", "warmup_seconds", "iterations", "min_iterations", "min_seconds", "max_iterations",
@@ -47,7 +49,7 @@ def target_settings(name: str, params: dict, schedule: str | None = None) -> tup
 
 def settings_id(target: dict, settings: dict) -> str:
     """A short hash of everything that changes a figure: target toolchain and device, schedule, noise control."""
-    from perfpred.agent import AGENT_VERSION
+    from perfpred.measure.agent import AGENT_VERSION
 
     key = {"target": target["name"], "toolchain": target["toolchain"], "device": target.get("device", "cpu"),
            "agent_version": AGENT_VERSION}
@@ -89,7 +91,7 @@ def to_row(result: dict, model: str, input_width: int | None, target: dict, sett
 
 def parallel_workers(settings: dict) -> int:
     """Workers in flight for a zoo: `parallel` when CPUs outside the timing ones are left to prepare on, else 1."""
-    from perfpred.agent import preparation_cpus
+    from perfpred.measure.agent import preparation_cpus
 
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
     timing = set(settings.get("cpu_affinity") or allowed)
@@ -103,7 +105,7 @@ def measure_many(entries: list, target: dict, settings: dict, server=None):
     jobs = [job(name, descriptor, width, target, settings) | {"entry": index}
             for index, (name, descriptor, width) in enumerate(entries)]
     if server is None:
-        from perfpred import runners
+        from perfpred.measure import runners
 
         results = ((j, runners.run(j, target, timeout_s)) for j in jobs)
     else:
@@ -194,7 +196,7 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
     """Measure every zoo model on a target, resuming from its journal, and write the target's table."""
     from tqdm import tqdm
 
-    from perfpred import runners
+    from perfpred.measure import runners
 
     target, settings = target_settings(name, params, schedule)
     sid = settings_id(target, settings)
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give a MODEL (descriptor path or zoo name) or --zoo")
     name, descriptor, width = resolve_model(args.model, params)
     target, settings = target_settings(args.target, params, args.schedule)
-    from perfpred import runners
+    from perfpred.measure import runners
 
     fork = target["kind"] == "local" and settings.get("worker") == "fork"
     with runners.ForkServer() if fork else contextlib.nullcontext() as server:
