@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from perfpred import config
+from perfpred.cli import one_line
 
 log = logging.getLogger("perfpred")
 
@@ -78,15 +79,27 @@ def pipeline_overrides(params: dict) -> list[str]:
             f"algorithm={','.join(settings['algorithms'])}", "train.skip_missing=true", "train.outputs=true"]
 
 
-def check_choices(argv: list[str]) -> None:
-    """An unknown target, metric or algorithm on the command line is a one-line error naming the known ones."""
+def check_overrides(argv: list[str], params: dict) -> None:
+    """An unknown target, metric, algorithm or setting on the command line is a one-line error naming the known ones
+    (Hydra's own message spans several lines)."""
     for argument in argv:
-        group, _, value = argument.partition("=")
-        if group in GROUPS and value and "(" not in value:  # glob(...), range(...) are Hydra's to expand
+        key, equals, value = argument.partition("=")
+        if not equals or key.startswith(("hydra.", "+", "~")):
+            continue
+        if key in GROUPS:
+            if "(" in value:  # glob(...), range(...): Hydra expands them
+                continue
             for name in value.split(","):
-                if name not in config.group_options(group):
-                    raise config.ConfigError(f"unknown {group} {name!r}: known {group}s are "
-                                             f"{', '.join(config.group_options(group))} (conf/{group}/)")
+                if name not in config.group_options(key):
+                    raise config.ConfigError(f"unknown {key} {name!r}: known {key}s are "
+                                             f"{', '.join(config.group_options(key))} (conf/{key}/)")
+            continue
+        section, _, setting = key.partition(".")
+        if section not in params:
+            raise config.ConfigError(f"unknown setting {key!r}: a job takes target=, metric=, algorithm= and the keys "
+                                     f"of params.yaml ({', '.join(params)}), e.g. train.seeds=5")
+        if section in ("train", "tune") and setting.split(".")[0] not in params[section]:
+            raise config.ConfigError(f"unknown setting {key!r}: known {section} settings are {', '.join(params[section])}")
 
 
 def use_tuned(argv: list[str], params: dict) -> bool:
@@ -105,7 +118,7 @@ def hydra_arguments(argv: list[str], name: str) -> list[str]:
     if "--pipeline" in argv:
         argv.remove("--pipeline")
         argv = pipeline_overrides(params) + argv
-    check_choices(argv)
+    check_overrides(argv, params)
     if "~tuned" in argv:
         argv.append("train.use_tuned=false")
     elif not use_tuned(argv, params):
@@ -125,7 +138,7 @@ def run_hydra(argv: list[str], job: Callable, name: str) -> int:
     try:
         arguments = hydra_arguments(argv, name)
     except config.ConfigError as error:
-        print(f"perfpred {name}: error: {error}", file=sys.stderr)
+        print(f"perfpred {name}: error: {one_line(error)}", file=sys.stderr)
         return 2
     if not any(a in HYDRA_FLAGS for a in argv):
         registry.ensure_store()  # before parallel jobs: concurrent creation of the database races
@@ -133,8 +146,8 @@ def run_hydra(argv: list[str], job: Callable, name: str) -> int:
     def task(cfg) -> None:
         try:
             job(cfg)
-        except (ValueError, FileNotFoundError, KeyError, LookupError) as error:
-            print(f"perfpred {name}: error: {error}", file=sys.stderr)
+        except (ValueError, OSError, LookupError) as error:
+            print(f"perfpred {name}: error: {one_line(error)}", file=sys.stderr)
             raise SystemExit(2) from None
 
     app = hydra.main(config_path=str(config.conf_dir()), config_name=config.JOB_CONFIG, version_base=None)(task)
