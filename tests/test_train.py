@@ -92,6 +92,8 @@ def test_train_job_logs_registers_and_writes_outputs(project):
     assert (project / "plots/predicted/jetson-nano-latency-poly.csv").exists()
     assert (project / "plots/images/jetson-nano-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "jetson-nano" in (project / "reports/summary.md").read_text()
+    logs = list(project.glob("outputs/*/*/train.log"))  # Hydra's log of the job holds its lines
+    assert len(logs) == 1 and "jetson-nano-latency poly: MAPE" in logs[0].read_text()
 
     client = MlflowClient()
     run = client.search_runs([client.get_experiment_by_name("jetson-nano").experiment_id])[0]
