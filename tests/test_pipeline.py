@@ -63,3 +63,7 @@ def test_dvc_exp_run_set_param_changes_what_the_train_stage_trains(repo_copy):
     shown = dvc(repo_copy, "metrics", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     assert '"seeds": 2' in shown.stdout and "mape_mean" in shown.stdout and "algorithms" not in shown.stdout
+    page = dvc(repo_copy, "plots", "show", "-o", str(repo_copy / "page"))
+    assert page.returncode == 0, page.stderr
+    html = (repo_copy / "page/index.html").read_text()
+    assert html.count('<img src="static/workspace_plots_images_jetson-nano-latency.png"') == 1  # an image plot, offline
