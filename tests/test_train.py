@@ -167,14 +167,15 @@ def test_parallel_multirun_against_a_fresh_store(project):
     from perfpred.serve import registry
 
     done = _perfpred(project, "train", "-m", "target=jetson-nano", "metric=latency", "algorithm=poly,rf",
-                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seeds=4", "train.n_jobs=1")
+                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seeds=4", "train.n_jobs=1",
+                     "train.outputs=true")
     assert done.returncode == 0, done.stderr[-3000:]
     client = registry.client()  # tracking and registry URI: this test's store (an earlier test set another)
     versions = client.search_model_versions("name='jetson-nano-latency'")
     assert sorted(v.tags["algorithm"] for v in versions) == ["poly", "rf"]
     assert client.get_model_version_by_alias("jetson-nano-latency", "champion").version
-    result = json.loads((project / "metrics/jetson-nano-latency.json").read_text())
-    assert sorted(result["algorithms"]) == ["poly", "rf"]
+    result = json.loads((project / "metrics/algorithms/jetson-nano-latency.json").read_text())
+    assert sorted(result["algorithms"]) == ["poly", "rf"]  # both parallel jobs merged into one file
 
 
 @pytest.mark.slow

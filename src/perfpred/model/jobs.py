@@ -84,7 +84,7 @@ def check_overrides(argv: list[str], params: dict) -> None:
     (Hydra's own message spans several lines)."""
     for argument in argv:
         key, equals, value = argument.partition("=")
-        if not equals or key.startswith(("hydra.", "+", "~")):
+        if not equals or key.startswith(("hydra", "+", "~")) or "/" in key:  # Hydra checks its own
             continue
         if key in GROUPS:
             if "(" in value:  # glob(...), range(...): Hydra expands them
