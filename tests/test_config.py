@@ -13,29 +13,58 @@ def test_params_yaml_is_the_composition_of_conf():
     assert committed == config.composed_params(), "params.yaml is stale: run `perfpred params` and commit it"
 
 
-def _primary_configs() -> list[str]:
-    return sorted(p.stem for p in (REPO_ROOT / "conf").glob("*.yaml"))
-
-
 def _group_options() -> list[tuple[str, str]]:
     groups = sorted(p.name for p in (REPO_ROOT / "conf").iterdir() if p.is_dir())
     return [(group, option) for group in groups for option in config.group_options(group)]
 
 
-@pytest.mark.parametrize("name", _primary_configs())
-def test_every_primary_config_composes(name):
-    assert config.compose(name) is not None
+def _contains(node, expected) -> bool:
+    """Every key of `expected` is in `node` with the same value (nested mappings compared key by key)."""
+    if isinstance(expected, dict):
+        return all(key in node and _contains(node[key], value) for key, value in expected.items())
+    return node == expected
+
+
+def test_the_pipeline_config_holds_every_stage_s_settings():
+    params = config.composed_params()
+    assert list(params) == ["paths", "zoo", "imported", "local", "measure", "train", "tune"]
+    assert sorted(params["imported"]) == ["jetson-agx-xavier", "jetson-nano", "jetson-tx2"]
+    assert sorted(params["local"]) == ["host-cpu-tf", "host-cpu-tflite"]
+    assert params["train"]["seeds"] == 20 and params["train"]["outputs"] is False
+    assert params["tune"]["first_seed"] >= params["train"]["seeds"]
+
+
+def test_a_job_composes_params_yaml_then_its_selection(tmp_path, monkeypatch):
+    """conf/train.yaml reads params.yaml (not conf/train/): what `perfpred params` or `dvc exp run -S` wrote wins."""
+    import shutil
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    monkeypatch.setenv("PERFPRED_ROOT", str(tmp_path))
+    config.write_params(overrides=["train.seeds=2", "train.algorithms=[poly]"])
+    job = config.compose("train", ["target=jetson-tx2", "metric=memory", "algorithm=svr", "train.n_jobs=1"])
+    assert (job.train.seeds, list(job.train.algorithms), job.train.n_jobs) == (2, ["poly"], 1)
+    assert (job.target.name, job.metric.column, job.algorithm.name) == ("jetson-tx2", "memory_mb", "svr")
 
 
 @pytest.mark.parametrize(("group", "option"), _group_options())
-def test_every_group_option_composes(group, option):
+def test_every_group_option_composes_with_its_values(group, option):
+    expected = {k: v for k, v in yaml.safe_load((REPO_ROOT / "conf" / group / f"{option}.yaml").read_text()).items()
+                if k != "defaults"}
     if group == "target":
         # Targets are packaged under a key in config.yaml (imported./local.); select one explicitly.
-        cfg = config.compose("config", [f"+target@selected={option}"])
-        assert cfg.selected.name == option
+        node = config.compose("config", [f"+target@selected={option}"]).selected
+    elif group == "tuned":
+        # A tuned file (<target>-<metric>-<algorithm>) goes into its job's algorithm.estimator.
+        target, metric, algorithm = next((t, m, option[len(t) + len(m) + 2:]) for t in config.group_options("target")
+                                         for m in config.group_options("metric") if option.startswith(f"{t}-{m}-"))
+        node = config.compose("train", [f"target={target}", f"metric={metric}", f"algorithm={algorithm}"]).algorithm.estimator
+    elif group in ("algorithm", "metric"):
+        node = config.compose("train", [f"{group}={option}"])[group]
     else:
-        cfg = config.compose("config", [f"+{group}={option}"] if group not in config.compose("config") else [f"{group}={option}"])
-        assert cfg[group] is not None
+        node = config.compose("config", [f"{group}={option}"])[group]
+    from omegaconf import OmegaConf
+
+    assert _contains(OmegaConf.to_container(node, resolve=True), expected), (group, option)
 
 
 @pytest.mark.parametrize("name", config.group_options("target"))

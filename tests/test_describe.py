@@ -148,7 +148,7 @@ def test_missing_file_and_unknown_input_size(tmp_path):
     model["config"]["layers"][0]["config"]["batch_shape"] = [None, None, None, 3]
     path = tmp_path / "open.json"
     path.write_text(json.dumps(model))
-    with pytest.raises(DescriptorError, match="unknown dimensions.*pass input_size"):
+    with pytest.raises(DescriptorError, match=r"unknown dimensions.*give the input width with --input-size \(input_size= in Python\)"):
         describe(path)
     assert describe(path, input_size=64) == describe(ROOT / "tests/data/zoo/models/tiny_64.json")
 

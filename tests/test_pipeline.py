@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from perfpred.data import schema
 
@@ -37,3 +38,32 @@ def test_import_stage_runs_under_dvc_repro(repo_copy):
     with open(repo_copy / "data" / "raw" / "jetson-bouzidi" / "latency" / "nano.csv", "a") as handle:
         handle.write('ResNet-50,"(250, 250, 3)",30.5,250,187500,23481472,106240,2049000,9000000000,177,53,53,1,40000000,5000000000\n')
     assert "changed deps" in dvc(repo_copy, "status", "import").stdout
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_set_param_changes_what_the_train_stage_trains(repo_copy):
+    """One configuration root: `dvc exp run -S train.seeds=2` (ci profile) trains with 2 seeds, as metrics/ says."""
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    subprocess.run([*git, "add", "-A"], cwd=repo_copy, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=repo_copy, check=True)
+    # The Nano's import (seconds) and the train stage; the other targets have no table here and are skipped.
+    result = dvc(repo_copy, "exp", "run", "-s", "import@jetson-nano", "train", "-S", "zoo=ci", "-S", "train.seeds=2", "-S", "train.n_jobs=1",
+                 "-S", "train.algorithms=[poly]", "-S", "train.metrics=[latency,power]")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    assert params["zoo"]["name"] == "ci" and params["train"]["seeds"] == 2
+    for metric in ("latency", "power"):
+        champion = json.loads((repo_copy / f"metrics/champions/jetson-nano-{metric}.json").read_text())
+        assert champion["champion"] == "poly" and champion["seeds"] == 2
+        detail = json.loads((repo_copy / f"metrics/algorithms/jetson-nano-{metric}.json").read_text())
+        assert list(detail["algorithms"]) == ["poly"] and detail["algorithms"]["poly"]["seeds"] == 2
+        assert (repo_copy / f"plots/images/jetson-nano-{metric}.png").stat().st_size > 1000
+    assert not (repo_copy / "metrics/champions/jetson-nano-memory.json").exists()  # not in train.metrics
+    assert "jetson-nano" in (repo_copy / "reports/summary.md").read_text()
+    shown = dvc(repo_copy, "metrics", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert '"seeds": 2' in shown.stdout and "mape_mean" in shown.stdout and "algorithms" not in shown.stdout
+    page = dvc(repo_copy, "plots", "show", "-o", str(repo_copy / "page"))
+    assert page.returncode == 0, page.stderr
+    html = (repo_copy / "page/index.html").read_text()
+    assert html.count('<img src="static/workspace_plots_images_jetson-nano-latency.png"') == 1  # an image plot, offline

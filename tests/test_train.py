@@ -80,13 +80,20 @@ def test_train_job_logs_registers_and_writes_outputs(project):
     import perfpred
     from perfpred.model import train
 
-    assert train.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "train.seeds=12", "train.n_jobs=1"]) == 0
-    result = json.loads((project / "metrics/jetson-nano-latency.json").read_text())
+    assert train.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "train.seeds=12", "train.n_jobs=1",
+                       "train.outputs=true"]) == 0
+    result = json.loads((project / "metrics/algorithms/jetson-nano-latency.json").read_text())
     poly = result["algorithms"]["poly"]
     assert result["champion"] == "poly" and poly["seeds"] == 12 and poly["accuracy_mean"] > 80
     assert "mape_unseen_family" in poly and "coverage_90" in poly
+    champion = json.loads((project / "metrics/champions/jetson-nano-latency.json").read_text())
+    assert champion["champion"] == "poly" and champion["mape_mean"] == poly["mape_mean"] and champion["seeds"] == 12
+    assert len(champion) < 12  # a short row of `dvc metrics show`
     assert (project / "plots/predicted/jetson-nano-latency-poly.csv").exists()
+    assert (project / "plots/images/jetson-nano-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "jetson-nano" in (project / "reports/summary.md").read_text()
+    logs = list(project.glob("outputs/*/*/train.log"))  # Hydra's log of the job holds its lines
+    assert len(logs) == 1 and "jetson-nano-latency poly: MAPE" in logs[0].read_text()
 
     client = MlflowClient()
     run = client.search_runs([client.get_experiment_by_name("jetson-nano").experiment_id])[0]
@@ -160,14 +167,15 @@ def test_parallel_multirun_against_a_fresh_store(project):
     from perfpred.serve import registry
 
     done = _perfpred(project, "train", "-m", "target=jetson-nano", "metric=latency", "algorithm=poly,rf",
-                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seeds=4", "train.n_jobs=1")
+                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seeds=4", "train.n_jobs=1",
+                     "train.outputs=true")
     assert done.returncode == 0, done.stderr[-3000:]
     client = registry.client()  # tracking and registry URI: this test's store (an earlier test set another)
     versions = client.search_model_versions("name='jetson-nano-latency'")
     assert sorted(v.tags["algorithm"] for v in versions) == ["poly", "rf"]
     assert client.get_model_version_by_alias("jetson-nano-latency", "champion").version
-    result = json.loads((project / "metrics/jetson-nano-latency.json").read_text())
-    assert sorted(result["algorithms"]) == ["poly", "rf"]
+    result = json.loads((project / "metrics/algorithms/jetson-nano-latency.json").read_text())
+    assert sorted(result["algorithms"]) == ["poly", "rf"]  # both parallel jobs merged into one file
 
 
 @pytest.mark.slow
@@ -176,7 +184,7 @@ def test_tune_resumes_its_study_and_train_reads_the_best_parameters(project):
     from omegaconf import OmegaConf
 
     from perfpred import config
-    from perfpred.model import train, tune
+    from perfpred.model import tune
 
     args = ["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.trials=2", "tune.seeds=2"]
     assert tune.main(args) == 0
@@ -184,9 +192,8 @@ def test_tune_resumes_its_study_and_train_reads_the_best_parameters(project):
     study = optuna.load_study(study_name="jetson-nano-latency-poly-seeds-from100000", storage=tune.study_storage())
     assert len(study.trials) == 4
     stored = project / "conf/tuned/jetson-nano-latency-poly.yaml"
-    assert stored.exists()
+    assert stored.read_text().startswith("# @package algorithm.estimator\n")
     cfg = config.compose("train", ["algorithm=poly"])
-    assert train.apply_tuned(cfg, "jetson-nano", "latency", "poly")
     assert OmegaConf.select(cfg, "algorithm.estimator.regressor.alpha") == pytest.approx(study.best_params["alpha"])
 
 
@@ -236,13 +243,14 @@ def test_feature_range_clips_to_the_widened_training_range():
     assert np.allclose(far.to_numpy(), [[-0.5, 11.0], [1.5, 12.5], [2.5, 9.5]])
 
 
-def test_an_experiment_with_outputs_off_leaves_the_dvc_outputs_alone(project):
+def test_ad_hoc_training_leaves_the_pipeline_outputs_alone(project):
+    """Only the train stage (`--pipeline`, i.e. train.outputs=true) writes metrics/, plots/ and reports/."""
     from mlflow import MlflowClient
 
     from perfpred.model import train
 
     assert train.main(["target=jetson-nano", "metric=latency", "algorithm=poly", "train.seeds=3", "train.n_jobs=1",
-                       "train.outputs=false", "train.register=false"]) == 0
+                       "train.register=false"]) == 0
     assert not (project / "metrics").exists() and not (project / "plots").exists()
     assert not (project / "reports").exists()
     client = MlflowClient()
@@ -287,24 +295,26 @@ def test_log_target_offset():
         LogTargetRegressor(LinearRegression(), offset=1.5).fit(x, y)
 
 
-def test_tuned_file_sets_estimator_options_then_regressor_parameters(project):
+def test_hydra_composes_the_tuned_file_into_its_job_only(project):
     from omegaconf import OmegaConf
 
-    from perfpred import config
     from perfpred.model import estimators, train
 
     (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text(
-        "estimator:\n  ratios: [flops/layers]\n  target_offset: 0.5\n  regressor: {kernel: rbf, C: 1.0}\nregressor:\n  C: 3.0\n")
-    cfg = config.compose("train", ["algorithm=svr"])
-    assert train.apply_tuned(cfg, "jetson-nano", "latency", "svr")
-    assert list(cfg.algorithm.estimator.ratios) == ["flops/layers"]
-    assert OmegaConf.select(cfg, "algorithm.estimator.regressor.C") == 3.0  # the tuned value wins
-    assert OmegaConf.select(cfg, "algorithm.estimator.regressor.kernel") == "rbf"
+        "# @package algorithm.estimator\nratios: [flops/layers]\ntarget_offset: 0.5\nregressor: {kernel: rbf, C: 3.0}\n")
+    cfg, tuned = train.tuned_config("jetson-nano", "latency", "svr")
+    assert tuned and list(cfg.algorithm.estimator.ratios) == ["flops/layers"]
+    assert OmegaConf.select(cfg, "algorithm.estimator.regressor.C") == 3.0  # the file's value wins
+    assert OmegaConf.select(cfg, "algorithm.estimator.regressor.epsilon") == 0.02  # conf/algorithm/svr.yaml's stays
     built = estimators.build(cfg.algorithm)
     assert built.offset == 0.5 and built.regressor.steps[0][1].ratios == ["flops/layers"]
-    (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text("regresor:\n  C: 3.0\n")
-    with pytest.raises(ValueError, match="unknown keys \\['regresor'\\]"):
-        train.apply_tuned(config.compose("train", ["algorithm=svr"]), "jetson-nano", "latency", "svr")
+    untuned, tuned = train.tuned_config("jetson-nano", "latency", "svr", use_tuned=False)
+    assert not tuned and OmegaConf.select(untuned, "algorithm.estimator.regressor.C") == 10.0
+    other, _ = train.tuned_config("jetson-nano", "power", "svr")  # another (target, metric): not applied
+    assert OmegaConf.select(other, "algorithm.estimator.regressor.C") == 10.0
+    (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text("regressor:\n  C: 3.0\n")  # no package line
+    with pytest.raises(ValueError, match="must be `# @package algorithm.estimator`"):
+        train.check_selection(train.tuned_config("jetson-nano", "latency", "svr")[0])
 
 
 @pytest.mark.slow
@@ -314,12 +324,13 @@ def test_tune_searches_with_the_hand_chosen_estimator_options_and_keeps_them(pro
     from perfpred.model import tune
 
     stored = project / "conf/tuned/jetson-nano-latency-poly.yaml"
-    stored.write_text("estimator:\n  target_offset: 0.5\n")
+    stored.write_text("# @package algorithm.estimator\ntarget_offset: 0.5\n")
     result = tune.tune_job(_compose_tune(["target=jetson-nano", "metric=latency", "algorithm=poly", "tune.trials=2",
                                           "tune.seeds=2"]))
     assert result["trials"] == 2
     kept = yaml.safe_load(stored.read_text())
-    assert kept["estimator"] == {"target_offset": 0.5} and set(kept["regressor"]) == {"alpha"}
+    assert kept["target_offset"] == 0.5 and set(kept["regressor"]) == {"alpha"}
+    assert stored.read_text().startswith("# @package algorithm.estimator\n")
     names = [s.study_name for s in __import__("optuna").get_all_study_summaries(tune.study_storage())]
     assert any(n.startswith("jetson-nano-latency-poly-seeds-from100000-") for n in names)  # its own study
 
@@ -336,7 +347,7 @@ def test_the_ensemble_averages_its_members_each_built_as_train_builds_it(project
     from perfpred import config
     from perfpred.model import estimators, train
 
-    (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text("regressor:\n  C: 3.5\n")
+    (project / "conf/tuned/jetson-nano-latency-svr.yaml").write_text("# @package algorithm.estimator\nregressor:\n  C: 3.5\n")
     cfg = config.compose("train", ["target=jetson-nano", "metric=latency", "algorithm=ens"])
     built = train.build_estimator(cfg.algorithm, "jetson-nano", "latency")
     assert isinstance(built, VotingRegressor) and [name for name, _ in built.estimators] == ["svr", "xgb"]

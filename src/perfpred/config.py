@@ -11,6 +11,8 @@ import yaml
 #: The repository this package was installed from (src layout: src/perfpred/config.py).
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = "params.yaml"
+#: The Hydra config of one train/tune job: params.yaml plus a (target, metric, algorithm) and its tuned file.
+JOB_CONFIG = "train"
 
 
 class ConfigError(ValueError):
@@ -40,6 +42,8 @@ def compose(config_name: str = "config", overrides: Sequence[str] = ()):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    if config_name == JOB_CONFIG:
+        overrides = [params_search_path(), *overrides]
     if GlobalHydra.instance().is_initialized():  # inside a running Hydra app
         return hydra_compose(config_name=config_name, overrides=list(overrides))
     with initialize_config_dir(version_base=None, config_dir=str(conf_dir())):
@@ -59,6 +63,21 @@ def write_params(path: Path | None = None, overrides: Sequence[str] = ()) -> Pat
     header = "# Generated from conf/ by `perfpred params`: edit conf/, not this file.\n"
     path.write_text(header + yaml.safe_dump(composed_params(overrides), sort_keys=False))
     return path
+
+
+def params_search_path() -> str:
+    """The Hydra override that lets conf/train.yaml's `params` default find params.yaml at the project root.
+
+    params.yaml is written from conf/ when missing (as `perfpred params` would), so that a job always runs
+    with the same composition as the pipeline.
+    """
+    import sys
+
+    path = project_root() / PARAMS_FILE
+    if not path.exists():
+        write_params(path)
+        print(f"wrote {path} from conf/ (there was none)", file=sys.stderr)
+    return f"hydra.searchpath=[file://{project_root()}]"
 
 
 def load_params(path: Path | None = None) -> dict:

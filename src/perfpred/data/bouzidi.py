@@ -77,16 +77,6 @@ class ImportReport:
     features_completed: int = 0
     feature_conflicts: dict[str, int] = field(default_factory=dict)
 
-    def extend(self, other: ImportReport) -> None:
-        """Add another report's counts and lists to this one."""
-        self.rows_read += other.rows_read
-        self.rejected += other.rejected
-        self.duplicates_merged += other.duplicates_merged
-        self.renamed += other.renamed
-        self.features_completed += other.features_completed
-        for column, count in other.feature_conflicts.items():
-            self.feature_conflicts[column] = self.feature_conflicts.get(column, 0) + count
-
     def as_dict(self) -> dict:
         """A JSON-ready summary."""
         return {

@@ -127,7 +127,8 @@ class _Walk:
                 shape = (self.input_size, self.input_size, shape[2])
             if any(d is None for d in shape):
                 raise DescriptorError(
-                    f"{graph.source}: input layer {layer.name!r} has unknown dimensions {shape}: pass input_size"
+                    f"{graph.source}: input layer {layer.name!r} has unknown dimensions {shape}: "
+                    "give the input width with --input-size (input_size= in Python)"
                 )
             self.input_width = self.input_width or (shape[1] if len(shape) == 3 else None)
             self.totals["input_size"] += math.prod(shape)

@@ -116,10 +116,6 @@ class ForkServer:
             if job is not None:
                 yield job, result | {"wall_s": result.get("wall_s") or time.perf_counter() - started}
 
-    def run(self, job: dict, timeout_s: float) -> dict:
-        """Measure one job in a fresh child of the server (the server kills a child past timeout_s)."""
-        return next(self.map([job], timeout_s))[1]
-
     def close(self) -> None:
         """Stop the server."""
         if self.process is not None:
@@ -173,10 +169,10 @@ def run_ssh(job: dict, ssh: dict, timeout_s: float) -> dict:
     return result | {"wall_s": time.perf_counter() - started}
 
 
-def run(job: dict, target: dict, timeout_s: float, server: ForkServer | None = None) -> dict:
-    """Run one job on a target: locally (in a child of `server` if given, else a new interpreter) or over SSH."""
+def run(job: dict, target: dict, timeout_s: float) -> dict:
+    """Run one job on a target: locally in a new interpreter (ForkServer.map forks them instead) or over SSH."""
     if target["kind"] == "local":
-        return server.run(job, timeout_s) if server is not None else run_local(job, timeout_s)
+        return run_local(job, timeout_s)
     if target["kind"] == "ssh":
         return run_ssh(job, target["ssh"], timeout_s)
     raise ValueError(f"target {target['name']!r} has kind {target['kind']!r}: only local and ssh targets are measured")

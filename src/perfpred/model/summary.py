@@ -1,4 +1,11 @@
-"""DVC outputs of training: metrics/<target>-<metric>.json, plots/ data and reports/summary.md (the seed Table 1)."""
+"""DVC outputs of the train stage, for `dvc metrics show`, `dvc plots show` and a reader of reports/.
+
+    metrics/champions/<target>-<metric>.json    the champion's few figures (`dvc metrics show`: one short row each)
+    metrics/algorithms/<target>-<metric>.json   every algorithm's figures (`dvc metrics show <file>`, or --json)
+    plots/predicted/, plots/mape/                CSV data of DVC's Vega plots (`dvc plots show`, needs a CDN)
+    plots/images/<target>-<metric>.png           the same as PNG images, for a machine without internet
+    reports/summary.md                           the seed Table 1 and every algorithm's figures
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ import pandas as pd
 from perfpred import config
 from perfpred.serve import registry
 
+#: The champion's figures in metrics/champions/ (all of them are in metrics/algorithms/).
+CHAMPION_KEYS = ("accuracy_mean", "mape_mean", "mape_std", "mape_unseen_family", "coverage_90", "seeds", "version")
 #: Columns of reports/summary.md, as in the seed document's Table 1 (time = latency, RAM = memory).
 TABLE_METRICS = (("latency", "Time"), ("memory", "RAM"), ("power", "Power"))
 
@@ -25,8 +34,9 @@ def _clean(value):
 
 
 def record(target: str, metric: str, algorithm: str, evaluation, unseen_weight: float = 0.5) -> None:
-    """Merge one algorithm's results into the (target, metric) metrics file, its plot data and the summary."""
+    """Merge one algorithm's results into the (target, metric) metrics files, its plots and the summary."""
     metrics_dir, plots_dir = config.path("metrics"), config.path("plots")
+    details, champions = metrics_dir / "algorithms", metrics_dir / "champions"
     predictor, result, table = evaluation.predictor, evaluation.sweep, evaluation.table
     measured = table[predictor.column].to_numpy("float64")
     held_out = pd.Series(result.predicted).groupby(result.rows).median()
@@ -35,15 +45,19 @@ def record(target: str, metric: str, algorithm: str, evaluation, unseen_weight: 
         "predicted": held_out.reindex(range(len(table))).to_numpy(), "predicted_unseen_family": evaluation.unseen_predicted,
     })
     with registry.locked("outputs"):
-        path = metrics_dir / f"{target}-{metric}.json"
+        path = details / f"{target}-{metric}.json"
         merged = json.loads(path.read_text()) if path.exists() else {}
         merged.setdefault("algorithms", {})[algorithm] = {k: _clean(v) for k, v in evaluation.metrics.items()}
         scores = {a: registry.champion_score({k: "nan" if v is None else v for k, v in m.items()}, unseen_weight)
                   for a, m in merged["algorithms"].items()}
         merged["champion"] = min(scores, key=lambda a: (math.isnan(scores[a]), scores[a]))
         merged.update(target=target, metric=metric, rows=len(table), features=predictor.features)
-        metrics_dir.mkdir(parents=True, exist_ok=True)
+        details.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        champion = merged["algorithms"][merged["champion"]]
+        compact = {"champion": merged["champion"], "rows": len(table), **{k: champion.get(k) for k in CHAMPION_KEYS}}
+        champions.mkdir(parents=True, exist_ok=True)
+        (champions / f"{target}-{metric}.json").write_text(json.dumps(compact, indent=2) + "\n")
         (plots_dir / "predicted").mkdir(parents=True, exist_ok=True)
         points.to_csv(plots_dir / "predicted" / f"{target}-{metric}-{algorithm}.csv", index=False)
         per_algorithm = pd.DataFrame([
@@ -52,7 +66,39 @@ def record(target: str, metric: str, algorithm: str, evaluation, unseen_weight: 
         ])
         (plots_dir / "mape").mkdir(parents=True, exist_ok=True)
         per_algorithm.to_csv(plots_dir / "mape" / f"{target}-{metric}.csv", index=False)
-        write_report(metrics_dir, config.path("reports") / "summary.md")
+        champion_points = pd.read_csv(plots_dir / "predicted" / f"{target}-{metric}-{merged['champion']}.csv")
+        write_image(plots_dir / "images" / f"{target}-{metric}.png", f"{target} {metric}", champion_points,
+                    per_algorithm, merged["champion"], predictor.column)
+        write_report(details, config.path("reports") / "summary.md")
+
+
+def write_image(path: Path, title: str, points: pd.DataFrame, per_algorithm: pd.DataFrame, champion: str,
+                column: str) -> None:
+    """One PNG per (target, metric): the champion's held-out predictions against the measurements, and every
+    algorithm's MAPE (DVC shows it as an image plot; it needs no CDN, unlike the Vega ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (scatter, bars) = plt.subplots(1, 2, figsize=(10, 4.5))
+    scatter.scatter(points["measured"], points["predicted"], s=4, alpha=0.4, label="held out, random 80/20 splits")
+    scatter.scatter(points["measured"], points["predicted_unseen_family"], s=6, marker="x", alpha=0.5,
+                    label="family never seen (GroupKFold)")
+    low, high = points["measured"].min(), points["measured"].max()
+    scatter.plot([low, high], [low, high], color="black", linewidth=0.8)
+    scatter.set(xscale="log", yscale="log", xlabel=f"measured {column}", ylabel=f"predicted {column}",
+                title=f"{title}: champion {champion}")
+    scatter.legend(fontsize=7)
+    ordered = per_algorithm.sort_values("algorithm", ascending=False)
+    rows = np.arange(len(ordered))
+    bars.barh(rows - 0.2, ordered["mape_mean"], height=0.4, label="mean over seeds")
+    bars.barh(rows + 0.2, ordered["mape_unseen_family"], height=0.4, label="unseen family")
+    bars.set(yticks=rows, yticklabels=ordered["algorithm"], xlabel="MAPE (%)", title=f"{title}: every algorithm")
+    bars.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(figure)
 
 
 def _cell(entry: dict | None, algorithm: str | None) -> str:
@@ -68,9 +114,9 @@ def _percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.1f}"
 
 
-def write_report(metrics_dir: Path, report: Path) -> None:
+def write_report(details: Path, report: Path) -> None:
     """reports/summary.md: per target, the champion of each metric with its accuracy, as the seed Table 1."""
-    files = sorted(metrics_dir.glob("*.json"))
+    files = sorted(details.glob("*.json"))
     results = [json.loads(p.read_text()) for p in files]
     by_target: dict[str, dict[str, dict]] = {}
     for result in results:
@@ -82,7 +128,8 @@ def write_report(metrics_dir: Path, report: Path) -> None:
         "",
         "Accuracy: mean +- std over random 80/20 seeds (best seed in brackets, a biased figure on its own); "
         "unseen family: leave-family-out (GroupKFold on `family`). Algorithm: the registry's champion. "
-        "Made by `perfpred train` / `dvc repro`.",
+        "Made by the train stage (`dvc repro train`, i.e. `perfpred train --pipeline`). Synthetic from real "
+        "(random CNNs predicted by a model fitted on real ones) is a MAPE, not an accuracy: it can exceed 100 %.",
         "",
         header,
         "|" + "---|" * (2 + 3 * len(TABLE_METRICS)),
@@ -97,7 +144,7 @@ def write_report(metrics_dir: Path, report: Path) -> None:
         lines.append(row + "|")
     lines += ["", "## Every algorithm", "",
               "| Target | Metric | Rows | Algorithm | Accuracy mean +- std | Median | p5 / p95 | Best (seed) | Worst "
-              "| Unseen family | Synthetic from real | Coverage 90 % |",
+              "| Unseen family | Synthetic from real: MAPE % | Coverage 90 % |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in sorted(results, key=lambda r: (r["target"], r["metric"])):
         for algorithm, m in sorted(result["algorithms"].items()):
@@ -107,7 +154,7 @@ def write_report(metrics_dir: Path, report: Path) -> None:
                 f"{m['accuracy_mean']:.2f} +- {m['mape_std']:.2f} | {100 - m['mape_median']:.2f} | "
                 f"{100 - m['mape_p95']:.2f} / {100 - m['mape_p5']:.2f} | {m['accuracy_best']:.2f} ({m['best_seed']}) | "
                 f"{100 - m['mape_worst']:.2f} | {'-' if unseen is None else f'{100 - unseen:.2f}'} | "
-                f"{'-' if synthetic is None else f'{100 - synthetic:.2f}'} | "
+                f"{'-' if synthetic is None else f'{synthetic:.1f}'} | "
                 f"{_percent(m.get('coverage_90'))} |"
             )
     report.parent.mkdir(parents=True, exist_ok=True)

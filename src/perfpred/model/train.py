@@ -2,25 +2,29 @@
 
     perfpred train target=jetson-nano metric=latency algorithm=xgb
     perfpred train -m target=jetson-nano,jetson-tx2 metric=latency,memory algorithm=poly,svr,mlp,rf,xgb
+    perfpred train --pipeline     (the train stage)
 
-The core, `evaluate(table, metric, algorithm_cfg, settings)`, is pure; MLflow (perfpred.model.tracking) and
-the DVC outputs (perfpred.model.summary) stay at the edge.
+Settings come from params.yaml (see conf/train.yaml). The core, `evaluate(table, target, metric,
+algorithm_cfg, settings)`, is pure; Hydra (perfpred.model.jobs), MLflow (perfpred.model.tracking) and the
+DVC outputs (perfpred.model.summary, only with train.outputs=true) stay at the edge.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
+from logging import getLogger
 
 import numpy as np
 import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
-from perfpred.model import estimators, sweep
+from perfpred.model import estimators, jobs, sweep
 from perfpred.serve.predictor import Predictor
 
 HYDRA_APP = True
+#: Hydra writes this logger's lines to the job's train.log as well as to the console.
+log = getLogger("perfpred.train")
 
 
 @dataclass
@@ -50,7 +54,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         unseen = sweep.unseen_family_predictions(estimator, X, y, table["family"], int(settings.family_folds))
         metrics["mape_unseen_family"] = sweep.mape_pct(y, unseen)
     except ValueError as error:  # a single family: nothing is unseen
-        print(f"{target}-{metric}: no leave-family-out ({error})", file=sys.stderr)
+        log.warning(f"{target}-{metric}: no leave-family-out ({error})")
         metrics["mape_unseen_family"] = float("nan")
     metrics["mape_synthetic_from_real"] = sweep.synthetic_mape(estimator, table, features, column)
     metrics["rows"] = len(table)
@@ -97,49 +101,11 @@ def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = T
 
 
 def tuned_config(target: str, metric: str, algorithm: str, overrides=(), use_tuned: bool = True):
-    """conf/train.yaml composed for one (target, metric, algorithm), with its conf/tuned/ file applied as
-    `perfpred train` applies it; returns the config and whether a tuned file was applied."""
-    cfg = config.compose("train", [f"target={target}", f"metric={metric}", f"algorithm={algorithm}", *overrides])
-    return cfg, use_tuned and apply_tuned(cfg, target, metric, algorithm)
-
-
-def merge_estimator_options(cfg, options) -> None:
-    """Merge hand-chosen `estimator:` options (features, target transform, fixed regressor settings) into the config."""
-    from omegaconf import OmegaConf, open_dict
-
-    with open_dict(cfg):
-        cfg.algorithm.estimator = OmegaConf.merge(cfg.algorithm.estimator, options or {})
-
-
-def apply_tuned(cfg, target: str, metric: str, algorithm: str) -> bool:
-    """Merge what conf/tuned/ holds for this (target, metric, algorithm) into the config.
-
-    `estimator:` (chosen by hand: features, target transform, fixed regressor settings) goes in first,
-    then `regressor:` (found by `perfpred tune`).
-    """
-    from omegaconf import OmegaConf, open_dict
-
-    stored = tuned_settings(target, metric, algorithm)
-    if stored is None:
-        return False
-    merge_estimator_options(cfg, stored.get("estimator"))
-    with open_dict(cfg):
-        cfg.algorithm.estimator.regressor = OmegaConf.merge(cfg.algorithm.estimator.regressor, stored.get("regressor") or {})
-    return True
-
-
-def tuned_settings(target: str, metric: str, algorithm: str) -> dict | None:
-    """The mapping stored in conf/tuned/<target>-<metric>-<algorithm>.yaml (None without that file)."""
-    import yaml
-
-    path = tuned_path(target, metric, algorithm)
-    if not path.exists():
-        return None
-    stored = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(stored) - {"estimator", "regressor"})
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; a tuned file holds `estimator:` and `regressor:` mappings")
-    return stored
+    """The job config of one (target, metric, algorithm) as `perfpred train` composes it (params.yaml, the groups,
+    conf/tuned/ unless use_tuned is false); returns the config and whether a tuned file went in."""
+    selection = [f"target={target}", f"metric={metric}", f"algorithm={algorithm}"]
+    cfg = config.compose(config.JOB_CONFIG, [*selection, *overrides, *([] if use_tuned else ["~tuned"])])
+    return cfg, use_tuned and tuned_path(target, metric, algorithm).exists()
 
 
 def tuned_path(target: str, metric: str, algorithm: str):
@@ -150,10 +116,13 @@ def tuned_path(target: str, metric: str, algorithm: str):
 def check_selection(cfg) -> tuple[str, str, str] | None:
     """(target, metric, algorithm) of a job; None (skipped) or an error when the target lacks the metric."""
     target, metric, algorithm = str(cfg.target.name), str(cfg.metric.name), str(cfg.algorithm.name)
+    if "tuned" in cfg:  # a conf/tuned/ file without its package line lands beside the algorithm, unused
+        raise ValueError(f"{tuned_path(target, metric, algorithm)}: the first line must be "
+                         "`# @package algorithm.estimator`")
     if metric not in list(cfg.target.get("metrics", [])):
         message = f"target {target!r} has no metric {metric!r}: it has {', '.join(cfg.target.metrics)}"
         if cfg.train.skip_missing:
-            print(f"skip: {message}", file=sys.stderr)
+            log.info(f"skip: {message}")
             return None
         raise ValueError(message)
     return target, metric, algorithm
@@ -161,6 +130,8 @@ def check_selection(cfg) -> tuple[str, str, str] | None:
 
 def train_job(cfg) -> dict | None:
     """One Hydra job: evaluate, log and register one (target, metric, algorithm); returns its metrics."""
+    from omegaconf import OmegaConf
+
     from perfpred.model import summary, tracking
 
     selection = check_selection(cfg)
@@ -171,18 +142,18 @@ def train_job(cfg) -> dict | None:
         table = estimators.training_table(target, metric)
     except FileNotFoundError:
         if cfg.train.skip_missing:
-            print(f"skip: target {target!r} has no measurement table yet", file=sys.stderr)
+            log.info(f"skip: target {target!r} has no measurement table yet")
             return None
         raise
-    tuned = bool(cfg.train.use_tuned) and apply_tuned(cfg, target, metric, algorithm)
     evaluation = evaluate(table, target, metric, cfg.algorithm, cfg.train)
-    evaluation.metrics["tuned"] = tuned
-    version = tracking.log_evaluation(cfg, evaluation)
+    evaluation.metrics["tuned"] = bool(cfg.train.use_tuned) and tuned_path(target, metric, algorithm).exists()
+    # What the run was trained with; the rest of params.yaml (zoo, measure, paths) is another stage's.
+    version = tracking.log_evaluation(OmegaConf.masked_copy(cfg, ["target", "metric", "algorithm", "train"]), evaluation)
     evaluation.metrics["version"] = version
-    if cfg.train.get("outputs", True):  # false: an experiment against another store leaves metrics/ and plots/ alone
+    if cfg.train.outputs:  # only the pipeline's train stage sets it: ad-hoc runs leave metrics/, plots/, reports/ alone
         summary.record(target, metric, algorithm, evaluation, float(cfg.train.unseen_weight))
     m = evaluation.metrics
-    print(
+    log.info(
         f"{target}-{metric} {algorithm}: MAPE {m['mape_mean']:.2f} +- {m['mape_std']:.2f} % over {m['seeds']} seeds "
         f"(best {m['mape_best']:.2f} % at seed {m['best_seed']}), unseen family {m['mape_unseen_family']:.2f} %"
         + (f", registered version {version}" if version else "")
@@ -192,30 +163,4 @@ def train_job(cfg) -> dict | None:
 
 def main(argv: list[str]) -> int:
     """Entry point of `perfpred train`: Hydra overrides in, one job per combination."""
-    return run_hydra(argv, train_job, "train")
-
-
-def run_hydra(argv: list[str], job, name: str) -> int:
-    """Run `job(cfg)` as a Hydra app on conf/train.yaml; bad input is one line on stderr and exit status 2."""
-    import hydra
-
-    from perfpred.serve import registry
-
-    if not any(a in ("-h", "--help", "--hydra-help", "--info", "-c", "--cfg") for a in argv):
-        registry.ensure_store()  # before parallel jobs: concurrent creation of the database races
-
-    def task(cfg) -> None:
-        try:
-            job(cfg)
-        except (ValueError, FileNotFoundError, KeyError, LookupError) as error:
-            print(f"perfpred {name}: error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    app = hydra.main(config_path=str(config.conf_dir()), config_name="train", version_base=None)(task)
-    saved = sys.argv
-    sys.argv = [f"perfpred-{name}", *argv]
-    try:
-        app()
-    finally:
-        sys.argv = saved
-    return 0
+    return jobs.run_hydra(argv, train_job, "train")

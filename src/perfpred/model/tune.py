@@ -3,7 +3,8 @@
     perfpred tune target=jetson-nano metric=latency algorithm=xgb tune.trials=30
 
 The study lives in SQLite (mlruns/optuna.db), so a second call resumes it; each trial is a nested
-MLflow run under one parent run; the best parameters go to conf/tuned/, where `perfpred train` reads them.
+MLflow run under one parent run; the best parameters go to conf/tuned/, which Hydra composes into every later
+train and tune job of that (target, metric, algorithm). Settings (tune.*) come from params.yaml.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import yaml
 
 from perfpred import config
 from perfpred.data import schema
-from perfpred.model import estimators, sweep
-from perfpred.model.train import check_selection, merge_estimator_options, run_hydra, tuned_path, tuned_settings
+from perfpred.model import estimators, jobs, sweep
+from perfpred.model.train import check_selection, tuned_path
 from perfpred.serve import registry
 
 HYDRA_APP = True
@@ -74,9 +75,10 @@ def tune_job(cfg) -> dict | None:
     search = OmegaConf.to_container(cfg.algorithm.search, resolve=True) if cfg.algorithm.get("search") else {}
     if not search:
         raise ValueError(f"algorithm {algorithm!r} has no `search:` space in conf/algorithm/{algorithm}.yaml")
-    fixed = (tuned_settings(target, metric, algorithm) or {}).get("estimator") or {}
-    if fixed:  # hand-chosen features and target transform of this (target, metric): the search runs with them
-        merge_estimator_options(cfg, fixed)
+    # The job config already holds this (target, metric, algorithm)'s conf/tuned/ file; what it sets beyond the
+    # search space was chosen by hand (features, target transform, fixed regressor settings): the search runs
+    # with it and the rewritten file keeps it.
+    fixed = hand_chosen(cfg, search) if cfg.train.use_tuned and tuned_path(target, metric, algorithm).exists() else {}
     table = estimators.training_table(target, metric)
     features, column = estimators.feature_columns(table), schema.metric_column(metric)
     registry.client()
@@ -111,12 +113,22 @@ def tune_job(cfg) -> dict | None:
         mlflow.log_metrics({"best_objective_mape": best.value, "trials": len(study.trials)})
     path = tuned_path(target, metric, algorithm)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Best of {len(study.trials)} Optuna trials (study {study_name}, objective {cfg.tune.objective}: "
+    header = (f"# @package algorithm.estimator\n# Best of {len(study.trials)} Optuna trials (study {study_name}, objective {cfg.tune.objective}: "
               f"MAPE {best.value:.3f} %). Written by `perfpred tune`.\n")
-    stored = {"estimator": fixed, "regressor": best.params} if fixed else {"regressor": best.params}
+    stored = {**fixed, "regressor": {**fixed.get("regressor", {}), **best.params}}
     path.write_text(header + yaml.safe_dump(stored, sort_keys=True))
     print(f"{study_name}: best MAPE {best.value:.3f} % after {len(study.trials)} trials; parameters in {path}")
     return {"best_mape": best.value, "trials": len(study.trials), "params": best.params}
+
+
+def hand_chosen(cfg, search: dict) -> dict:
+    """What a conf/tuned/ file set by hand: its whole content but the regressor parameters of the search space."""
+    import yaml
+
+    path = tuned_path(str(cfg.target.name), str(cfg.metric.name), str(cfg.algorithm.name))
+    stored = yaml.safe_load(path.read_text()) or {}
+    regressor = {k: v for k, v in (stored.pop("regressor", None) or {}).items() if k not in search}
+    return {**stored, **({"regressor": regressor} if regressor else {})}
 
 
 def study_trials(study_name: str) -> list:
@@ -131,4 +143,4 @@ def study_trials(study_name: str) -> list:
 
 def main(argv: list[str]) -> int:
     """Entry point of `perfpred tune`."""
-    return run_hydra(argv, tune_job, "tune")
+    return jobs.run_hydra(argv, tune_job, "tune")

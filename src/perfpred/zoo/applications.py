@@ -44,7 +44,21 @@ def build_application(model: str, input_width: int | None = None):
 
 def _import_keras():
     """Import Keras quietly: TensorFlow's start-up log lines are noise for a user of `perfpred predict`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    import sys
 
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TF_CPP_MIN_LOG_LEVEL does not reach the lines TensorFlow's C++ libraries log while they load, before
+    # absl's logging starts (the oneDNN notice, once per library: twice). Only building a model happens
+    # here, no inference, so they are dropped: file descriptor 2 points at /dev/null during the import.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     return keras
