@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -83,15 +85,15 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path) -> Iterator[str]:
-    """A real `mlflow server` with a SQLite backend and served artifacts in `folder`; yields its URL."""
+def mlflow_server(folder: Path, backend_uri: str | None = None, workers: int = 1) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend in `folder` unless `backend_uri`) with served artifacts; yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         mlflow_executable(), "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--backend-store-uri", backend_uri or f"sqlite:///{folder / 'mlflow.db'}",
         "--artifacts-destination", str(folder / "artifacts"),
-        "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
     with running(command, f"{url}/health", folder / "server.log"):
         yield url
@@ -108,3 +110,48 @@ def model_server(model_uri: str, tracking_uri: str, folder: Path) -> Iterator[st
     ]  # fmt: skip
     with running(command, f"{url}/ping", folder / "serve.log", env={"MLFLOW_TRACKING_URI": tracking_uri}):
         yield url
+
+
+def postgres_bin(program: str) -> str | None:
+    """The path of a PostgreSQL server program (Debian keeps them in /usr/lib/postgresql/<version>/bin), or None."""
+    found = shutil.which(program)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{program}"), key=lambda p: int(p.parts[-3]))
+    return str(versions[-1]) if versions else None
+
+
+def _as_postgres_user(command: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root: CI runs as root, so the server runs as Debian's `postgres` user.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@contextlib.contextmanager
+def postgres(database: str = "mlflow") -> Iterator[str]:
+    """A real PostgreSQL server in a temporary folder, on a free port of 127.0.0.1; yields a SQLAlchemy URI."""
+    initdb, pg_ctl = postgres_bin("initdb"), postgres_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (.ci/run does it)")
+    # Not under pytest's tmp_path: that folder is private to root, and the server runs as `postgres`.
+    folder = Path(tempfile.mkdtemp(prefix="perfpred-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    data, log, port = folder / "data", folder / "postgres.log", free_port()
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    try:
+        subprocess.run(_as_postgres_user([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]),
+                       check=True, capture_output=True)
+        subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]),
+                       check=True, capture_output=True)
+        try:
+            import psycopg
+
+            with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {database}")
+            yield f"postgresql://postgres@127.0.0.1:{port}/{database}"
+        finally:
+            subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]), capture_output=True)
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(f"PostgreSQL did not start ({error.cmd[-1]}): {error.stderr.decode()[-2000:]}\n{log_tail(log)}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
-from perfpred.model import estimators, sweep
+from perfpred.model import estimators, store, sweep
 from perfpred.serve.predictor import Predictor
 
 HYDRA_APP = True
@@ -201,11 +201,12 @@ def run_hydra(argv: list[str], job, name: str) -> int:
 
     from perfpred.serve import registry
 
-    if not any(a in ("-h", "--help", "--hydra-help", "--info", "-c", "--cfg") for a in argv):
+    if store.is_local(argv) and not any(a in ("-h", "--help", "--hydra-help", "--info", "-c", "--cfg") for a in argv):
         registry.ensure_store()  # before parallel jobs: concurrent creation of the database races
 
     def task(cfg) -> None:
         try:
+            store.use(cfg)  # conf/store/: local mlruns/ or the team's server
             job(cfg)
         except (ValueError, FileNotFoundError, KeyError, LookupError) as error:
             print(f"perfpred {name}: error: {error}", file=sys.stderr)
