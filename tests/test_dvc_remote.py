@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 
+import test_measure_ssh
+
 BIN = Path(sys.executable).parent
-#: the ci zoo, one local target (host-cpu-tf), a short schedule: what travels is the point, not the figures
-PARAMS = ["zoo=ci", "~target@local.host-cpu-tflite", "measure.priority=0", "measure.warmup=2", "measure.warmup_seconds=0.05",
-          "measure.min_iterations=5", "measure.min_seconds=0.05", "measure.max_seconds=0.2"]
+#: three synthetic models of the ci zoo, one local target (host-cpu-tf), a short schedule: what travels is the
+#: point, not the figures; `spawn` workers, whose start is bounded per model (timeout_s), not by a fork server's wait
+PARAMS = ["zoo=ci", "zoo.applications=[]", "zoo.synthetic.count=3", "~target@local.host-cpu-tflite", "measure.worker=spawn",
+          "measure.priority=0", "measure.warmup=2", "measure.warmup_seconds=0.05", "measure.min_iterations=5",
+          "measure.min_seconds=0.05", "measure.max_seconds=0.2"]
+sshd = test_measure_ssh.sshd  # the real sshd on 127.0.0.1 of the SSH measurement tests
 DATA_STAGES = "measure"  # `dvc status measure` covers import, zoo and features upstream of it
 
 
@@ -61,3 +66,28 @@ def test_a_pulled_clone_is_up_to_date_without_measuring(pushed, tmp_path):
     # Nothing is measured again: repro finds every stage unchanged.
     repro = run(clone, str(BIN / "dvc"), "repro", DATA_STAGES)
     assert "Running stage" not in repro.stdout, repro.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.ssh
+@pytest.mark.tensorflow
+def test_push_and_pull_through_an_ssh_remote(pushed, sshd, tmp_path):
+    """The same data through a real sshd on 127.0.0.1 (dvc-ssh), host key checked against a known_hosts file."""
+    origin, _ = pushed
+    keys = Path(sshd["key"]).parent
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/known_hosts").write_text(f"[127.0.0.1]:{sshd['port']} {(keys / 'host.pub').read_text()}")
+    url = f"ssh://127.0.0.1{tmp_path / 'ssh-remote'}"
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
+    for root in (origin, clone):  # --local: the key and user are each engineer's, not the repository's
+        run(root, str(BIN / "dvc"), "remote", "add", "--local", "ssh-team", url)
+        for option, value in (("port", str(sshd["port"])), ("user", sshd["user"]), ("keyfile", sshd["key"])):
+            run(root, str(BIN / "dvc"), "remote", "modify", "--local", "ssh-team", option, value)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        run(origin, str(BIN / "dvc"), "push", "-r", "ssh-team")
+        assert list((tmp_path / "ssh-remote").rglob("*"))
+        run(clone, str(BIN / "dvc"), "pull", "-r", "ssh-team", DATA_STAGES)
+    assert "up to date" in run(clone, str(BIN / "dvc"), "status", DATA_STAGES).stdout
