@@ -29,10 +29,10 @@ STORES = ("postgres", "sqlite-server", "sqlite-file")
 def store(kind: str, folder: Path):
     """The tracking URI of one kind of store, running for the block."""
     if kind == "postgres":
-        with servers.postgres() as database, servers.mlflow_server(folder, backend_uri=database, workers=2) as url:
+        with servers.postgres() as database, servers.mlflow_server(folder, backend_uri=database) as url:
             yield url
     elif kind == "sqlite-server":
-        with servers.mlflow_server(folder, workers=2) as url:
+        with servers.mlflow_server(folder) as url:
             yield url
     else:  # every trainer opens the same SQLite file; created once first (concurrent creation is a known race)
         from perfpred.serve import registry

@@ -86,7 +86,11 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 @contextlib.contextmanager
 def mlflow_server(folder: Path, backend_uri: str | None = None, workers: int = 1) -> Iterator[str]:
-    """A real `mlflow server` (SQLite backend in `folder` unless `backend_uri`) with served artifacts; yields its URL."""
+    """A real `mlflow server` (SQLite backend in `folder` unless `backend_uri`) with served artifacts; yields its URL.
+
+    One worker by default: it still serves requests concurrently (a thread pool). With `--workers 2` on this
+    machine under a load of ~30, uvicorn's children died and were restarted in a loop ("Child process died").
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [

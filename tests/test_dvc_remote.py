@@ -56,7 +56,7 @@ def test_a_pulled_clone_is_up_to_date_without_measuring(pushed, tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(origin), str(clone))
     assert "changed outs" in run(clone, str(BIN / "dvc"), "status", DATA_STAGES).stdout  # nothing there before the pull
-    run(clone, str(BIN / "dvc"), "pull", DATA_STAGES)
+    run(clone, str(BIN / "dvc"), "pull", "--with-deps", DATA_STAGES)
     assert "up to date" in run(clone, str(BIN / "dvc"), "status", DATA_STAGES).stdout
     journal = clone / "data/measurements/runs/host-cpu-tf/journal.jsonl"
     assert journal.read_bytes() == (origin / "data/measurements/runs/host-cpu-tf/journal.jsonl").read_bytes()
@@ -89,5 +89,5 @@ def test_push_and_pull_through_an_ssh_remote(pushed, sshd, tmp_path):
         patch.setenv("HOME", str(home))
         run(origin, str(BIN / "dvc"), "push", "-r", "ssh-team")
         assert list((tmp_path / "ssh-remote").rglob("*"))
-        run(clone, str(BIN / "dvc"), "pull", "-r", "ssh-team", DATA_STAGES)
+        run(clone, str(BIN / "dvc"), "pull", "-r", "ssh-team", "--with-deps", DATA_STAGES)
     assert "up to date" in run(clone, str(BIN / "dvc"), "status", DATA_STAGES).stdout

@@ -18,7 +18,7 @@ def team_store(tmp_path_factory):
     that each ran one `perfpred train store=team` job at the same time."""
     folder = tmp_path_factory.mktemp("team")
     projects = parallel_trainers.make_checkouts(folder, len(parallel_trainers.JOBS))
-    with servers.postgres() as database, servers.mlflow_server(folder, backend_uri=database, workers=2) as url:
+    with servers.postgres() as database, servers.mlflow_server(folder, backend_uri=database) as url:
         finished = parallel_trainers.train_in_parallel(projects, url)
         yield projects, url, finished
 
