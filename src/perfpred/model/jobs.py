@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from perfpred import config
 from perfpred.cli import one_line
+from perfpred.model import store
 
 log = logging.getLogger("perfpred")
 
@@ -140,11 +141,12 @@ def run_hydra(argv: list[str], job: Callable, name: str) -> int:
     except config.ConfigError as error:
         print(f"perfpred {name}: error: {one_line(error)}", file=sys.stderr)
         return 2
-    if not any(a in HYDRA_FLAGS for a in argv):
+    if store.is_local(argv) and not any(a in HYDRA_FLAGS for a in argv):
         registry.ensure_store()  # before parallel jobs: concurrent creation of the database races
 
     def task(cfg) -> None:
         try:
+            store.use(cfg)  # conf/store/: local mlruns/ or the team's server
             job(cfg)
         except (ValueError, OSError, LookupError) as error:
             print(f"perfpred {name}: error: {one_line(error)}", file=sys.stderr)

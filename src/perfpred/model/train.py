@@ -46,8 +46,14 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
     estimator = build_estimator(algorithm_cfg, target, metric, bool(settings.get("use_tuned", True)))
     X, y = table[features], table[column].to_numpy("float64")
-    result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs),
-                              first_seed=first_seed)
+    if settings.get("executor", "local") == "ray":  # blocks of seeds as Ray tasks on a cluster (conf/train/)
+        from perfpred.model import ray_sweep
+
+        result = ray_sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), first_seed,
+                                      settings.get("ray_address"))
+    else:
+        result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs),
+                                  first_seed=first_seed)
     metrics = sweep.summary(result)
     unseen = np.full(len(y), np.nan)
     try:

@@ -105,18 +105,30 @@ def choose_champion(target: str, metric: str, unseen_weight: float = 0.5, uri: s
     """Point the alias `champion` at the best of the latest version of each algorithm; return its version."""
     mlflow_client = client(uri)
     name = model_name(target, metric)
+    # On a team store, jobs on other machines register and elect at the same time (no shared lock):
+    # re-read after writing and elect again until the versions read did not change, so the last
+    # alias written was chosen from every version tagged before it (see README "A team store").
+    scored = _scored_versions(mlflow_client, name, unseen_weight)
+    while True:
+        if not scored:
+            return None
+        best = min(scored, key=lambda s: (s[0], -s[1]))
+        mlflow_client.set_registered_model_alias(name, CHAMPION, str(best[1]))
+        again = _scored_versions(mlflow_client, name, unseen_weight)
+        if again == scored:
+            return str(best[1])
+        scored = again
+
+
+def _scored_versions(mlflow_client, name: str, unseen_weight: float) -> list[tuple[float, int]]:
+    """(champion score, version) of the latest version of each algorithm, those with a score only."""
     latest: dict[str, object] = {}
     for version in mlflow_client.search_model_versions(f"name='{name}'"):
         algorithm = version.tags.get("algorithm")
         if algorithm and (algorithm not in latest or int(version.version) > int(latest[algorithm].version)):
             latest[algorithm] = version
-    scored = [(champion_score(v.tags, unseen_weight), int(v.version), v) for v in latest.values()]
-    scored = [s for s in scored if not math.isnan(s[0])]
-    if not scored:
-        return None
-    best = min(scored, key=lambda s: (s[0], -s[1]))[2]
-    mlflow_client.set_registered_model_alias(name, CHAMPION, best.version)
-    return best.version
+    scored = [(champion_score(v.tags, unseen_weight), int(v.version)) for v in latest.values()]
+    return sorted(s for s in scored if not math.isnan(s[0]))
 
 
 def _missing_model_error(target: str, metric: str, what: str) -> LookupError:
