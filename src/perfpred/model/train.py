@@ -17,7 +17,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
-from perfpred.model import estimators, sweep
+from perfpred.model import domains, estimators, sweep
 from perfpred.serve.predictor import Predictor
 
 HYDRA_APP = True
@@ -32,10 +32,12 @@ class Evaluation:
     sweep: sweep.SweepResult
     unseen_predicted: np.ndarray
     table: pd.DataFrame
+    domains: domains.DomainResult | None = None
 
 
 def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, settings, first_seed: int = 0) -> Evaluation:
-    """Seed sweep (seeds first_seed..), leave-family-out, synthetic-from-real, interval calibration and coverage, then a refit."""
+    """Seed sweep (seeds first_seed..), leave-family-out, synthetic-from-real, the three test domains, interval
+    calibration and coverage, the champion score, then a refit."""
     column = schema.metric_column(metric)
     features = estimators.feature_columns(table)
     if not features:
@@ -57,6 +59,10 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
     levels = [float(level) for level in settings.levels]
     for level, covered in sweep.coverage(y, result.rows, result.predicted, levels, int(settings.coverage_folds)).items():
         metrics[f"coverage_{round(level * 100)}"] = covered
+    held_domains = domains.evaluate(estimator, table, features, y, range(first_seed, first_seed + int(settings.domain_seeds)),
+                                    dict(settings.domain_fractions), int(settings.n_jobs))
+    metrics |= domains.summary(held_domains) | domains.coverage(y, held_domains, levels, int(settings.coverage_folds))
+    metrics["champion_score"] = domains.champion_score(metrics, dict(settings.champion_weights))
     predictor = Predictor(
         estimator=_refit(estimator, X, y),
         target=target,
@@ -66,7 +72,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         features=features,
         calibration=sweep.calibration(y, result.rows, result.predicted),
     )
-    return Evaluation(metrics, predictor, result, unseen, table)
+    return Evaluation(metrics, predictor, result, unseen, table, held_domains)
 
 
 def _refit(estimator, features, target):
