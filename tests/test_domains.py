@@ -154,3 +154,18 @@ def test_descriptor_features_cover_rows_whose_descriptor_matches():
     assert features.loc[1, "peak_activation_bytes"] == 4 * features.loc[0, "peak_activation_bytes"]
     assert features.loc[2:].isna().all().all()  # no descriptor; a descriptor of another network (params differ)
     assert memory.descriptor_path(ARCHITECTURES, "ResNet-50") == Path(ARCHITECTURES / "ResNet-50_224.json")
+
+
+def test_intervals_are_calibrated_per_domain(nano_subset):
+    from perfpred import config
+    from perfpred.model import train
+
+    cfg = config.compose("train", ["algorithm=poly", "train.seeds=3", "train.domain_seeds=3", "train.n_jobs=1"])
+    evaluation = train.evaluate(nano_subset, "jetson-nano", "latency", cfg.algorithm, cfg.train)
+    predictor = evaluation.predictor
+    assert set(predictor.domain_calibrations) == set(domains.DOMAINS)
+    low, high = predictor.predict_interval(nano_subset.head(3), 0.9)
+    wide_low, wide_high = predictor.predict_interval(nano_subset.head(3), 0.9, domain="architectures")
+    assert (wide_high / wide_low > high / low).all()  # a new architecture is less certain than a random row
+    with pytest.raises(ValueError, match="no interval calibration for domain 'families'"):
+        predictor.predict_interval(nano_subset.head(3), 0.9, domain="families")

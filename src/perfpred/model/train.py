@@ -71,6 +71,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         algorithm=str(algorithm_cfg["name"]),
         features=features,
         calibration=sweep.calibration(y, result.rows, result.predicted),
+        domain_calibrations=domains.calibrations(y, held_domains),
     )
     return Evaluation(metrics, predictor, result, unseen, table, held_domains)
 
