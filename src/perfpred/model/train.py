@@ -17,7 +17,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
-from perfpred.model import domains, estimators, sweep
+from perfpred.model import crossboard, domains, estimators, sweep
 from perfpred.serve.predictor import Predictor
 
 HYDRA_APP = True
@@ -43,6 +43,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
     if not features:
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
     estimator = build_estimator(algorithm_cfg, target, metric, bool(settings.get("use_tuned", True)))
+    estimator = crossboard.wrap(estimator, target, metric, table, estimators.metric_option(metric, "borrow_from", []))
     X, y = table[features], table[column].to_numpy("float64")
     result = sweep.seed_sweep(estimator, X, y, int(settings.seeds), float(settings.test_size), int(settings.n_jobs),
                               first_seed=first_seed)
