@@ -169,3 +169,35 @@ def test_intervals_are_calibrated_per_domain(nano_subset):
     assert (wide_high / wide_low > high / low).all()  # a new architecture is less certain than a random row
     with pytest.raises(ValueError, match="no interval calibration for domain 'families'"):
         predictor.predict_interval(nano_subset.head(3), 0.9, domain="families")
+
+
+def _board(networks: range, widths: tuple, scale: float) -> pd.DataFrame:
+    rows = [{"params": 1000.0 * n, "layers": 10.0 + n, "input_size": 3.0 * w * w, "memory_mb": scale * (100 + n + w)}
+            for n in networks for w in widths]
+    return pd.DataFrame(rows)
+
+
+def test_crossboard_borrows_only_what_no_evaluation_holds_out():
+    from sklearn.linear_model import LinearRegression
+
+    from perfpred.model.crossboard import CrossBoardRegressor
+
+    own = _board(range(30), (32, 64), 1.0)
+    sibling = _board(range(40), (32, 64, 128), 2.0)  # ten more networks, one more width, twice the memory
+    features = ["params", "layers", "input_size"]
+    held = own.index[(own["params"] == 0) | (own["input_size"] == 3.0 * 64 * 64) & (own["params"] == 1000.0)]
+    train = own.drop(index=held)
+    estimator = CrossBoardRegressor(LinearRegression(), [sibling[features].assign(target=sibling["memory_mb"])], own[features])
+    estimator.fit(train[features], train["memory_mb"].to_numpy())
+    slope, intercept, pairs = estimator.mappings_[0]
+    assert pairs == len(train) and slope == pytest.approx(1.0) and intercept == pytest.approx(-np.log(2.0))
+    # borrowed: width 128 of the 29 networks with training rows, every width of the 10 networks the board lacks;
+    # not network 0 (held out whole), not network 1 at 64 (a held-out row), not the pairs the board trains on
+    assert estimator.borrowed_rows_ == 29 + 10 * 3
+
+
+def test_crossboard_keeps_a_board_without_siblings_as_it_is(nano_subset):
+    from perfpred.model import crossboard
+
+    estimator = object()
+    assert crossboard.wrap(estimator, "host-cpu-tf", "memory", nano_subset, ["jetson-nano", "jetson-tx2"]) is estimator
