@@ -88,11 +88,16 @@ def _one_seed(estimator, table: pd.DataFrame, features: list[str], target: np.nd
 
     roles = split(table, seed, fractions)
     train = roles == TRAIN
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = clone(estimator).fit(table.loc[train, features], target[train])
     test = np.flatnonzero(~train)
-    predicted = np.asarray(fitted.predict(table.iloc[test][features]), dtype="float64")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted = clone(estimator).fit(table.loc[train, features], target[train])
+        predicted = np.asarray(fitted.predict(table.iloc[test][features]), dtype="float64")
+        if not np.all(np.isfinite(predicted)):
+            raise ValueError("non-finite predictions")
+    except Exception:  # as in the seed sweep: a failed seed scores nothing, the others still count
+        return seed, test[:0], roles[test][:0], np.empty(0)
     return seed, test, roles[test], predicted
 
 
