@@ -27,7 +27,7 @@ def _contains(node, expected) -> bool:
 
 def test_the_pipeline_config_holds_every_stage_s_settings():
     params = config.composed_params()
-    assert list(params) == ["paths", "zoo", "imported", "local", "measure", "train", "tune"]
+    assert list(params) == ["paths", "zoo", "imported", "local", "measure", "train", "tune", "published"]
     assert sorted(params["imported"]) == ["jetson-agx-xavier", "jetson-nano", "jetson-tx2"]
     assert sorted(params["local"]) == ["host-cpu-tf", "host-cpu-tflite"]
     assert params["train"]["seeds"] == 20 and params["train"]["outputs"] is False

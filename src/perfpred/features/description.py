@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from perfpred.data.schema import FEATURE_COLUMNS
-from perfpred.features import descriptors, rules, shapes, weighted
+from perfpred.features import descriptors, memory, rules, shapes, weighted
 from perfpred.features.descriptors import DescriptorError, Graph
 
 CONV_CLASSES = {"Conv2D", "Convolution2D", "Conv2DTranspose", "Deconvolution2D", "DepthwiseConv2D",
@@ -21,7 +21,7 @@ FC_CLASSES = {"Dense"}
 EXTRA_COLUMNS: tuple[str, ...] = (
     "input_width", "conv_1x1_layers", "conv_3x3_layers", "conv_5x5_plus_layers", "depthwise_layers",
     "separable_layers", "pool_layers", "merge_layers", "lambda_layers", "max_activation", "param_bytes",
-    "approximate",
+    *memory.MEMORY_COLUMNS, "approximate",
 )
 BYTES_PER_PARAM = 4  # float32 weights
 
@@ -46,6 +46,7 @@ class _Walk:
         self._lambda_reference: dict | None = None
         self.lambda_inputs: dict[str, tuple] = {}  # Lambda name -> (input shape, output shape) seen
         self.totals = dict.fromkeys(FEATURE_COLUMNS, 0) | dict.fromkeys(EXTRA_COLUMNS[1:-1], 0)
+        self.schedule = memory.Schedule()  # tensors in execution order, for the liveness pass
         self.approximate = False
         self.regularizers = weighted.builds_regularizers(graph.keras_version)  # penalties in the graph
         self.retargeted = False  # the input size differs from the descriptor's own
@@ -57,8 +58,13 @@ class _Walk:
         outputs = self.run(self.graph, None)
         if not outputs:
             raise DescriptorError(f"{self.graph.source}: the model has no outputs")
+        self.schedule.outputs = {(id(self.graph), ref.layer, ref.node, ref.tensor) for ref in self.graph.outputs}
+        weight_bytes = self.totals["params"] * BYTES_PER_PARAM
         totals = self.totals | {"neurons": self.neurons(), "input_width": self.input_width,
-                                "param_bytes": self.totals["params"] * BYTES_PER_PARAM, "approximate": self.approximate}
+                                "param_bytes": weight_bytes, "weight_bytes": weight_bytes,
+                                "peak_activation_bytes": memory.peak_live_bytes(self.schedule),
+                                "conv_workspace_bytes": memory.conv_workspace_bytes(self.records, CONV_CLASSES),
+                                "approximate": self.approximate}
         return {column: totals[column] for column in ("input_width", *FEATURE_COLUMNS, *EXTRA_COLUMNS[1:])}
 
     def neurons(self) -> int:
@@ -101,6 +107,7 @@ class _Walk:
                     names = [ref.layer for ref in graph.inputs]
                     given = input_shapes[names.index(layer.name) if layer.name in names else 0] if input_shapes else None
                     produced[(layer.name, 0)] = [self.input_layer(graph, layer, given)]
+                    self.schedule.step((id(graph), layer.name, 0, 0), () if given else produced[(layer.name, 0)][0], [])
                     continue
                 # a shared layer's later calls may read its own earlier outputs: infer call by call
                 for node in range(done[layer.name], len(layer.calls)):
@@ -109,6 +116,9 @@ class _Walk:
                         break
                     inputs = [produced[(ref.layer, ref.node)][ref.tensor] for ref in call]
                     produced[(layer.name, node)] = self.call(graph, layer, inputs, count=node == 0)
+                    reads = [(id(graph), ref.layer, ref.node, ref.tensor) for ref in call]
+                    for index, shape in enumerate(produced[(layer.name, node)]):
+                        self.schedule.step((id(graph), layer.name, node, index), shape, reads if index == 0 else [])
                     done[layer.name] = node + 1
                 if done[layer.name] < len(layer.calls):
                     waiting.append(layer)

@@ -215,6 +215,12 @@ def metric_baseline(metric: str) -> list[str] | None:
     return [str(c) for c in baseline] if baseline else None
 
 
+def metric_option(metric: str, key: str, default=None):
+    """One setting of conf/metric/<metric>.yaml (`default` where it has none)."""
+    value = config.group_option("metric", metric).get(key)
+    return default if value is None else value
+
+
 def build(algorithm_cfg, baseline: list[str] | None = None) -> object:
     """Instantiate the estimator of an algorithm config (its `estimator` node, built by Hydra from `_target_`).
 

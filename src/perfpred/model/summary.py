@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred import config
+from perfpred.model.domains import DOMAINS
 from perfpred.serve import registry
 
 #: The champion's figures in metrics/champions/ (all of them are in metrics/algorithms/).
@@ -101,6 +102,38 @@ def write_image(path: Path, title: str, points: pd.DataFrame, per_algorithm: pd.
     plt.close(figure)
 
 
+def published_figures() -> dict[str, dict[str, list[float]]]:
+    """The published per-domain MAPE (conf/published/jetson-domains.yaml): target -> metric -> [sizes, architectures, synthetic]."""
+    return config.load_params()["published"]["mape_pct"]
+
+
+def _domain_cell(entry: dict | None, published: list[float] | None) -> str:
+    if not entry:
+        return "| - "
+    ours = " / ".join("-" if entry.get(f"mape_{d}") is None else f"{entry[f'mape_{d}']:.1f}" for d in DOMAINS)
+    return f"| {ours}" + (f" ({' / '.join(f'{p:.1f}' for p in published)})" if published else "") + " "
+
+
+def domain_table(by_target: dict[str, dict[str, dict]]) -> list[str]:
+    """Markdown lines: per target, the champion's MAPE on domains 1 / 2 / 3 of each metric, the published figures beside."""
+    published = published_figures()
+    lines = ["## Test domains (MAPE %, champion's / published)", "",
+             "Domains 1 / 2 / 3: input sizes never seen / architectures never seen (family kept) / synthetic CNNs "
+             "never seen (perfpred.model.domains, mean over `train.domain_seeds` seeds). In brackets the published "
+             f"best-of-five ({config.group_option('published', 'jetson-domains')['citation']}).", "",
+             "| Target |" + "".join(f" {label}: algorithm | {label}: 1 / 2 / 3 |" for _, label in TABLE_METRICS),
+             "|---|" + "---|---|" * len(TABLE_METRICS)]
+    for target, per_metric in sorted(by_target.items()):
+        row = f"| {target} "
+        for metric, _ in TABLE_METRICS:
+            result = per_metric.get(metric)
+            champion = result["champion"] if result else None
+            row += f"| {champion or '-'} " + _domain_cell(result["algorithms"].get(champion) if result else None,
+                                                         published.get(target, {}).get(metric))
+        lines.append(row + "|")
+    return lines + [""]
+
+
 def _cell(entry: dict | None, algorithm: str | None) -> str:
     if not entry:
         return "| - | - | - "
@@ -112,6 +145,10 @@ def _cell(entry: dict | None, algorithm: str | None) -> str:
 
 def _percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.1f}"
+
+
+def _mape(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def write_report(details: Path, report: Path) -> None:
@@ -142,10 +179,12 @@ def write_report(details: Path, report: Path) -> None:
             champion = result["champion"] if result else None
             row += _cell(result["algorithms"].get(champion) if result else None, champion)
         lines.append(row + "|")
-    lines += ["", "## Every algorithm", "",
+    lines += ["", *domain_table(by_target)]
+    lines += ["## Every algorithm", "",
               "| Target | Metric | Rows | Algorithm | Accuracy mean +- std | Median | p5 / p95 | Best (seed) | Worst "
-              "| Unseen family | Synthetic from real: MAPE % | Coverage 90 % |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| Unseen family | Synthetic from real: MAPE % | Coverage 90 % | Domains 1 / 2 / 3 MAPE | Coverage 90 % on 1 / 2 / 3 "
+              "| Champion score |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in sorted(results, key=lambda r: (r["target"], r["metric"])):
         for algorithm, m in sorted(result["algorithms"].items()):
             unseen, synthetic = m.get("mape_unseen_family"), m.get("mape_synthetic_from_real")
@@ -156,6 +195,8 @@ def write_report(details: Path, report: Path) -> None:
                 f"{100 - m['mape_worst']:.2f} | {'-' if unseen is None else f'{100 - unseen:.2f}'} | "
                 f"{'-' if synthetic is None else f'{synthetic:.1f}'} | "
                 f"{_percent(m.get('coverage_90'))} |"
+                f" {' / '.join(_mape(m.get(f'mape_{d}')) for d in DOMAINS)} |"
+                f" {' / '.join(_percent(m.get(f'coverage_90_{d}')) for d in DOMAINS)} | {_mape(m.get('champion_score'))} |"
             )
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines) + "\n")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
-from perfpred.model import estimators, jobs, sweep
+from perfpred.model import crossboard, domains, estimators, jobs, sweep
 from perfpred.serve.predictor import Predictor
 
 HYDRA_APP = True
@@ -36,15 +36,18 @@ class Evaluation:
     sweep: sweep.SweepResult
     unseen_predicted: np.ndarray
     table: pd.DataFrame
+    domains: domains.DomainResult | None = None
 
 
 def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, settings, first_seed: int = 0) -> Evaluation:
-    """Seed sweep (seeds first_seed..), leave-family-out, synthetic-from-real, interval calibration and coverage, then a refit."""
+    """Seed sweep (seeds first_seed..), leave-family-out, synthetic-from-real, the three test domains, interval
+    calibration and coverage, the champion score, then a refit."""
     column = schema.metric_column(metric)
     features = estimators.feature_columns(table)
     if not features:
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
     estimator = build_estimator(algorithm_cfg, target, metric, bool(settings.get("use_tuned", True)))
+    estimator = crossboard.wrap(estimator, target, metric, table, estimators.metric_option(metric, "borrow_from", []))
     X, y = table[features], table[column].to_numpy("float64")
     if settings.get("executor", "local") == "ray":  # blocks of seeds as Ray tasks on a cluster (conf/train/)
         from perfpred.model import ray_sweep
@@ -67,6 +70,10 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
     levels = [float(level) for level in settings.levels]
     for level, covered in sweep.coverage(y, result.rows, result.predicted, levels, int(settings.coverage_folds)).items():
         metrics[f"coverage_{round(level * 100)}"] = covered
+    held_domains = domains.evaluate(estimator, table, features, y, range(first_seed, first_seed + int(settings.domain_seeds)),
+                                    dict(settings.domain_fractions), int(settings.n_jobs))
+    metrics |= domains.summary(held_domains) | domains.coverage(y, held_domains, levels, int(settings.coverage_folds))
+    metrics["champion_score"] = domains.champion_score(metrics, dict(settings.champion_weights))
     predictor = Predictor(
         estimator=_refit(estimator, X, y),
         target=target,
@@ -75,8 +82,9 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         algorithm=str(algorithm_cfg["name"]),
         features=features,
         calibration=sweep.calibration(y, result.rows, result.predicted),
+        domain_calibrations=domains.calibrations(y, held_domains),
     )
-    return Evaluation(metrics, predictor, result, unseen, table)
+    return Evaluation(metrics, predictor, result, unseen, table, held_domains)
 
 
 def _refit(estimator, features, target):

@@ -26,6 +26,8 @@ class Predictor:
     features: list[str]
     calibration: np.ndarray
     version: int | None = None
+    #: per test domain ('sizes', 'architectures', 'synthetic'), the same quantiles from that domain's held-out rows
+    domain_calibrations: dict[str, np.ndarray] | None = None
 
     def _features(self, table: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in self.features if c not in table.columns]
@@ -48,9 +50,20 @@ class Predictor:
         """Point predictions in the metric's unit (e.g. latency_ms), one per row."""
         return np.asarray(self.estimator.predict(self._features(table)), dtype="float64")
 
-    def predict_interval(self, table: pd.DataFrame, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated (low, high) bounds that hold the measurement with probability `level`, per row."""
-        low, high = sweep.interval_factors(self.calibration, level)
+    def predict_interval(self, table: pd.DataFrame, level: float = 0.9, domain: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated (low, high) bounds that hold the measurement with probability `level`, per row.
+
+        `domain` ('sizes': a trained architecture at a new input size, 'architectures': a new member of a known
+        family, 'synthetic': a new synthetic CNN) calibrates on that domain's held-out rows; None on random splits.
+        """
+        calibration = self.calibration
+        if domain is not None:
+            known = getattr(self, "domain_calibrations", None) or {}  # versions trained before domains have none
+            if domain not in known:
+                raise ValueError(f"{self.target}-{self.metric} predictor has no interval calibration for domain {domain!r}: "
+                                 f"it has {', '.join(known) or 'none'} (retrain with `perfpred train`)")
+            calibration = known[domain]
+        low, high = sweep.interval_factors(calibration, level)
         predicted = self.predict(table)
         return predicted * low, predicted * high
 
