@@ -99,6 +99,7 @@ def board_project(root: Path, ssh: dict, models: dict[str, Path]) -> dict:
     (root / "zoo").mkdir(exist_ok=True)
     write_manifest(root / "zoo", models)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "conf").symlink_to(config.conf_dir(), target_is_directory=True)  # the stage's summary reads conf/measure
     return params
 
 
