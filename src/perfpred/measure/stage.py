@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import hashlib
 import json
 import math
@@ -17,16 +16,19 @@ import pandas as pd
 from perfpred import config
 from perfpred.data import measurements, schema
 from perfpred.measure.journal import append_journal, read_journal, row_key, write_series
+from perfpred.measure.lookup import architecture_name, resolve_model
 from perfpred.zoo import build as zoo
 
-__all__ = ["append_journal", "measure_many", "measure_model", "measure_zoo", "read_journal", "row_key", "write_series"]
+__all__ = ["append_journal", "architecture_name", "measure_many", "measure_model", "measure_zoo", "read_journal",
+           "resolve_model", "row_key", "write_series"]
 
 #: The schedule's settings, passed to the agent.
 SCHEDULE_KEYS = ("kind", "warmup", "warmup_seconds", "iterations", "min_iterations", "min_seconds", "max_iterations",
                  "max_seconds", "target_rel_ci", "check_every")
-#: Settings that change a figure: rows measured under different ones are never mixed.
+#: Settings that change a figure: rows measured under different ones are never mixed. Not `worker`: fork and
+#: spawn workers give the same figures (memory leaves out file-backed pages, see agent.file_backed_mb).
 SETTING_KEYS = SCHEDULE_KEYS + ("central", "trim", "threads", "cpu_affinity", "prepare_cpus", "parallel", "priority",
-                                 "seed", "worker")
+                                 "seed")
 #: Result fields copied into a row (the statistics, memory, overhead and environment).
 ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_ms", "min_ms", "max_ms", "std_ms",
               "p90_ms", "p99_ms", "trimmed_mean_ms", "iterations", "cv", "median_ci_rel", "pattern", "high_spikes",
@@ -264,38 +266,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true",
                         help="with --zoo: measure the journal's failed rows again (the new row replaces the old)")
     parser.add_argument("--json", action="store_true", help="print the row as one JSON object")
-
-
-def architecture_name(zoo_name: str, input_width: int) -> str:
-    """A zoo name without its input width and alpha mark: MobileNetV2-a1.0_160 -> MobileNetV2-1.0."""
-    base = zoo_name.removesuffix(f"_{input_width}")
-    return base.replace("-a", "-", 1) if "-a" in base else base
-
-
-def resolve_model(model: str, params: dict, input_size: int | None = None) -> tuple[str, Path, int | None]:
-    """A descriptor path, a zoo name, or an architecture (+ input size) -> (name, descriptor path, input width)."""
-    path = Path(model)
-    if path.suffix == ".json" or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such descriptor")
-        return path.stem, path, None
-    zoo_dir = config.path("zoo", params)
-    manifest = zoo.read_manifest(zoo_dir / zoo.MANIFEST)
-    match = manifest[manifest["name"] == model]
-    if not match.empty:
-        entry = match.iloc[0]
-        return model, config.project_root() / entry["descriptor"], int(entry["input_width"])
-    # An architecture name: any of its zoo descriptors, rebuilt at the requested width (the agent does that).
-    same = [e for e in manifest.itertuples(index=False) if architecture_name(e.name, int(e.input_width)) == model]
-    if same:
-        exact = [e for e in same if int(e.input_width) == input_size]
-        entry = (exact or same)[0]
-        width = input_size or int(entry.input_width)
-        name = entry.name if exact else f"{architecture_name(entry.name, int(entry.input_width))}_{width}"
-        return name, config.project_root() / entry.descriptor, width
-    close = difflib.get_close_matches(model, list(manifest["name"]), n=5, cutoff=0.5)
-    hint = f"close zoo names: {', '.join(close)}" if close else f"see the names in {zoo_dir}/{zoo.MANIFEST}"
-    raise ValueError(f"{model} is neither a descriptor file nor a model or architecture of the zoo ({hint})")
 
 
 def print_zoo_summary(target: str, summary: dict) -> None:
