@@ -133,6 +133,9 @@ def test_an_unreachable_board_fails_fast_and_leaves_the_journal_alone(sshd, tmp_
     with pytest.raises(runners.TargetUnreachable, match="no host answers"):
         measure.measure_model("tiny_a", tiny_descriptor(tmp_path, "tiny_a"), None, target, settings)
     assert params["local"]["my-board"]["kind"] == "ssh"
+    no_python = sshd | {"python": str(tmp_path / "no-python")}  # the board answers, the agent could not start
+    with pytest.raises(runners.TargetUnreachable, match="no-python does not start"):
+        runners.check_target({"name": "my-board", "ssh": no_python})
 
 
 def test_a_board_gone_mid_run_loses_nothing_and_the_stage_exits_non_zero(tmp_path, monkeypatch, capsys):
@@ -172,6 +175,7 @@ def test_a_farm_of_two_boards_measures_every_model_once_when_one_dies(tmp_path, 
     assert sorted(r["model"] for r in rows) == sorted(models)  # every model once: the killed one's went back
     assert all(r["status"] == "ok" for r in rows), [r["reason"] for r in rows]
     assert summary["not_measured"] == 0 and measure.zoo_exit_code(summary) == 0
+    assert len(summary["hosts_unreachable"]) == 1 and str(refused["port"]) in summary["hosts_unreachable"][0]
     assert {r["measured_on"] for r in rows} <= {runners.host_label(first), runners.host_label(second)}
     assert runners.host_label(first) in {r["measured_on"] for r in rows}
     table = pd.read_parquet(tmp_path / "measurements" / "my-board.parquet")

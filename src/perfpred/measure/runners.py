@@ -189,15 +189,18 @@ def check_host(ssh: dict) -> str | None:
     return f"{host_label(ssh)}: {ssh['python']} does not start (exit {done.returncode}): {last}"
 
 
-def check_target(target: dict) -> list[dict]:
-    """The hosts of an ssh target that answer; TargetUnreachable (one line per host) when none does."""
+def check_target(target: dict) -> tuple[list[dict], list[str]]:
+    """The hosts of an ssh target that answer and a line for each that does not; TargetUnreachable when none does."""
+    from concurrent.futures import ThreadPoolExecutor
+
     hosts = ssh_hosts(target["ssh"])
-    problems = [check_host(host) for host in hosts]
+    with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:  # a farm's checks wait in parallel
+        problems = list(pool.map(check_host, hosts))
     alive = [host for host, problem in zip(hosts, problems, strict=True) if problem is None]
+    problems = [problem for problem in problems if problem]
     if not alive:
-        raise TargetUnreachable(f"target {target['name']}: no host answers ("
-                                + "; ".join(p for p in problems if p) + "); nothing was measured")
-    return alive
+        raise TargetUnreachable(f"target {target['name']}: no host answers ({'; '.join(problems)}); nothing was measured")
+    return alive, problems
 
 
 def infrastructure_failure(reason: str, started: float) -> dict:

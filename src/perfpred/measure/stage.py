@@ -119,7 +119,7 @@ def measure_many(entries: list, target: dict, settings: dict, server=None, hosts
     jobs = [job(name, descriptor, width, target, settings) | {"entry": index}
             for index, (name, descriptor, width) in enumerate(entries)]
     if target["kind"] == "ssh":
-        results = farm.measure_on_farm(jobs, hosts or runners.check_target(target), timeout_s)
+        results = farm.measure_on_farm(jobs, hosts or runners.check_target(target)[0], timeout_s)
     elif server is None:
         results = ((j, runners.run(j, target, timeout_s)) for j in jobs)
     else:
@@ -181,7 +181,7 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
     from perfpred.measure import runners
 
     target, settings = target_settings(name, params, schedule)
-    hosts = runners.check_target(target) if target["kind"] == "ssh" else None  # fail fast, before any model
+    hosts, unreachable = runners.check_target(target) if target["kind"] == "ssh" else (None, [])  # fail fast
     sid = settings_id(target, settings)
     manifest = zoo.read_manifest(config.path("zoo", params) / zoo.MANIFEST)
     runs = config.path("measure_runs", params) / name
@@ -226,6 +226,7 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
                "measured": len(measured), "measured_ok": sum(r["status"] == "ok" for r in measured),
                "not_measured": len(not_measured), "not_measured_reasons": not_measured[:5], "skipped": skipped,
                "hosts": sorted({r["measured_on"] for r in measured if r.get("measured_on")}),
+               "hosts_unreachable": unreachable,
                "ok": int((table["status"] == "ok").sum()) if len(table) else 0,
                "failed": int((table["status"] == "failed").sum()) if len(table) else 0,
                "swapped": int(table["swapped"].fillna(False).astype(bool).sum()) if len(table) else 0,
@@ -280,6 +281,8 @@ def print_zoo_summary(target: str, summary: dict) -> None:
               + (f"; framework import once: {summary['server_import_s']:.1f} s" if summary["server_import_s"] else ""))
     if len(summary["hosts"]) > 1:
         print(f"  measured on {len(summary['hosts'])} hosts: {', '.join(summary['hosts'])}")
+    for problem in summary["hosts_unreachable"]:
+        print(f"  warning: left out of the farm: {problem}", file=sys.stderr)
     if summary["environments"] > 1:
         print(f"  warning: the table mixes {summary['environments']} environments (host, CPU, TensorFlow version); "
               "see the hostname, cpu_model and tf_version columns")
