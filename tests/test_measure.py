@@ -72,8 +72,8 @@ def test_cli_prints_one_json_row_with_the_fixed_schedule(tmp_path, capsys):
     assert {"target", "model", "input_width", "latency_ms", "memory_mb", "p99_ms", "cv", "pattern"} <= set(row)
 
 
-def write_manifest(folder: Path, descriptors: dict[str, Path]) -> None:
-    rows = [{"name": name, "family": "tiny", "input_width": 24, "descriptor": str(path), "source": "test",
+def write_manifest(folder: Path, descriptors: dict[str, Path], input_width: int = 24) -> None:
+    rows = [{"name": name, "family": "tiny", "input_width": input_width, "descriptor": str(path), "source": "test",
              "synthetic": True} for name, path in descriptors.items()]
     pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
 
@@ -180,13 +180,13 @@ def test_a_tflite_conversion_that_does_not_compute_the_model_is_refused(tmp_path
         agent.tflite_callable(flatbuffer, 1, built["inputs"], built["expected_output"] + 1.0)
 
 
-def local_project(root: Path, models: dict[str, Path]) -> dict:
+def local_project(root: Path, models: dict[str, Path], input_width: int = 24) -> dict:
     """A project folder (params.yaml with the QUICK schedule, a zoo manifest) for `perfpred measure --zoo`."""
     import yaml
 
     params = stage_params(root)
     (root / "zoo").mkdir(exist_ok=True)
-    write_manifest(root / "zoo", models)
+    write_manifest(root / "zoo", models, input_width)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "conf").symlink_to(config.conf_dir(), target_is_directory=True)  # the stage's summary reads conf/measure
     return params
@@ -239,3 +239,17 @@ def test_an_architecture_name_with_an_input_size_finds_its_zoo_descriptor(tmp_pa
         measure.resolve_model("MobileNetV2-a1.0_128", params)
     message = str(error.value)
     assert message.startswith("MobileNetV2-a1.0_128 is neither") and "close zoo names: MobileNetV2-a1.0_" in message
+
+
+def test_the_readme_measure_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's `perfpred measure MobileNetV2-1.0 ... --input-size 160` line, on a zoo whose
+    MobileNetV2-a1.0_160 is a tiny stand-in (the real zoo is a pipeline output)."""
+    readme = (config.PACKAGE_ROOT / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("perfpred measure MobileNetV2-1.0"))
+    argv = line.split("#")[0].split()[1:]
+    local_project(tmp_path, {"MobileNetV2-a1.0_160": tiny_descriptor(tmp_path, "stand_in", width=160)}, 160)
+    monkeypatch.setenv("PERFPRED_ROOT", str(tmp_path))
+    assert cli.main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["model"], row["input_width"], row["target"], row["status"]) == (
+        "MobileNetV2-a1.0_160", 160, "host-cpu-tflite", "ok")

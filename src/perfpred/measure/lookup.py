@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 from perfpred import config
 from perfpred.zoo import build as zoo
 
 
-def architecture_name(zoo_name: str, input_width: int) -> str:
+def architecture_name(zoo_name: str) -> str:
     """A zoo name without its input width and alpha mark: MobileNetV2-a1.0_160 -> MobileNetV2-1.0."""
-    base = zoo_name.removesuffix(f"_{input_width}")
-    return base.replace("-a", "-", 1) if "-a" in base else base
+    return re.sub(r"-a(?=\d)", "-", re.sub(r"_\d+$", "", zoo_name))
 
 
 def resolve_model(model: str, params: dict, input_size: int | None = None) -> tuple[str, Path, int | None]:
@@ -29,12 +29,12 @@ def resolve_model(model: str, params: dict, input_size: int | None = None) -> tu
         entry = match.iloc[0]
         return model, config.project_root() / entry["descriptor"], int(entry["input_width"])
     # An architecture name: any of its zoo descriptors, rebuilt at the requested width (the agent does that).
-    same = [e for e in manifest.itertuples(index=False) if architecture_name(e.name, int(e.input_width)) == model]
+    same = [e for e in manifest.itertuples(index=False) if architecture_name(e.name) == model]
     if same:
         exact = [e for e in same if int(e.input_width) == input_size]
         entry = (exact or same)[0]
         width = input_size or int(entry.input_width)
-        name = entry.name if exact else f"{architecture_name(entry.name, int(entry.input_width))}_{width}"
+        name = entry.name if exact else f"{architecture_name(entry.name)}_{width}"
         return name, config.project_root() / entry.descriptor, width
     close = difflib.get_close_matches(model, list(manifest["name"]), n=5, cutoff=0.5)
     hint = f"close zoo names: {', '.join(close)}" if close else f"see the names in {zoo_dir}/{zoo.MANIFEST}"
