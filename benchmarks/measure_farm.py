@@ -1,6 +1,6 @@
 """A farm of boards: wall time of the `ci` zoo on 1 vs 2 SSH hosts, and 2 hosts with one killed mid-run.
 
-    PYTHONPATH=src:benchmarks:tests python benchmarks/measure_farm.py [--quick]
+    PYTHONPATH=src:benchmarks:tests python benchmarks/measure_farm.py [--quick] [--two-first]
 
 The "boards" are real sshd daemons on 127.0.0.1 (different ports), each running the agent in a new
 interpreter as a Jetson would. They share this machine's CPUs: the two hosts' workers import, build and
@@ -58,12 +58,15 @@ def run_once(root: Path, boards: list[dict], run: str, quick: bool, victim=None)
         summary = measure.measure_zoo("farm", params, progress=False)
     wall_s = time.perf_counter() - started
     rows = measure.read_journal(root / run / "measure_runs" / "farm" / "journal.jsonl")
-    return {"wall_s": wall_s, "summary": summary, "rows": rows, "killed": killed.result() if killed else None}
+    return {"wall_s": wall_s, "summary": summary, "rows": rows, "killed": killed.result() if killed else None,
+            "load_after": os.getloadavg()[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the tests' short schedule instead of the configured one")
+    parser.add_argument("--two-first", action="store_true",
+                        help="run 2 hosts before 1 host (a second run in the other order shows the load's drift)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="perfpred-farm-") as folder:
         root = Path(folder)
@@ -73,12 +76,11 @@ def main() -> None:
         print(f"ci zoo: {built['built']} models; load before: {os.getloadavg()[0]:.1f}; cpus: {os.cpu_count()}")
         daemons = [start_sshd(root / f"board{i}") for i in range(3)]
         try:
-            runs = {
-                "1 host": run_once(root, [daemons[0][0]], "one", args.quick),
-                "2 hosts": run_once(root, [daemons[0][0], daemons[1][0]], "two", args.quick),
-                "2 hosts, one killed": run_once(root, [daemons[0][0], daemons[2][0]], "killed", args.quick,
-                                                victim=daemons[2][1]),
-            }
+            order = [("1 host", [daemons[0][0]], "one"), ("2 hosts", [daemons[0][0], daemons[1][0]], "two")]
+            runs = {name: run_once(root, boards, run, args.quick) for name, boards, run in
+                    (order[::-1] if args.two_first else order)}
+            runs["2 hosts, one killed"] = run_once(root, [daemons[0][0], daemons[2][0]], "killed", args.quick,
+                                                   victim=daemons[2][1])
         finally:
             for _, daemon in daemons:
                 daemon.kill()
@@ -86,7 +88,7 @@ def main() -> None:
         for name, result in runs.items():
             counts = collections.Counter(r["model"] for r in result["rows"])
             hosts = collections.Counter(r["measured_on"] for r in result["rows"])
-            print(f"{name:>20}: wall {result['wall_s']:6.1f} s; models measured once: "
+            print(f"{name:>20}: wall {result['wall_s']:6.1f} s (load after {result['load_after']:.0f}); models measured once: "
                   f"{sum(c == 1 for c in counts.values())}/{built['built']} (more than once: "
                   f"{sum(c > 1 for c in counts.values())}); ok {result['summary']['ok']}; not measured "
                   f"{result['summary']['not_measured']}; per host {dict(hosts)}"
