@@ -72,8 +72,8 @@ def test_cli_prints_one_json_row_with_the_fixed_schedule(tmp_path, capsys):
     assert {"target", "model", "input_width", "latency_ms", "memory_mb", "p99_ms", "cv", "pattern"} <= set(row)
 
 
-def write_manifest(folder: Path, descriptors: dict[str, Path]) -> None:
-    rows = [{"name": name, "family": "tiny", "input_width": 24, "descriptor": str(path), "source": "test",
+def write_manifest(folder: Path, descriptors: dict[str, Path], input_width: int = 24) -> None:
+    rows = [{"name": name, "family": "tiny", "input_width": input_width, "descriptor": str(path), "source": "test",
              "synthetic": True} for name, path in descriptors.items()]
     pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
 
@@ -178,3 +178,78 @@ def test_a_tflite_conversion_that_does_not_compute_the_model_is_refused(tmp_path
     agent.tflite_callable(flatbuffer, 1, built["inputs"], built["expected_output"])()  # matches the Keras output
     with pytest.raises(RuntimeError, match="does not compute the Keras model"):
         agent.tflite_callable(flatbuffer, 1, built["inputs"], built["expected_output"] + 1.0)
+
+
+def local_project(root: Path, models: dict[str, Path], input_width: int = 24) -> dict:
+    """A project folder (params.yaml with the QUICK schedule, a zoo manifest) for `perfpred measure --zoo`."""
+    import yaml
+
+    params = stage_params(root)
+    (root / "zoo").mkdir(exist_ok=True)
+    write_manifest(root / "zoo", models, input_width)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "conf").symlink_to(config.conf_dir(), target_is_directory=True)  # the stage's summary reads conf/measure
+    return params
+
+
+def test_failed_rows_are_measured_again_with_retry_failed_and_all_failed_exits_non_zero(tmp_path, monkeypatch, capsys):
+    descriptor = lambda_descriptor(tmp_path)
+    local_project(tmp_path, {"fixable": descriptor})
+    monkeypatch.setenv("PERFPRED_ROOT", str(tmp_path))
+    journal = tmp_path / "measure_runs" / "host-cpu-tf" / "journal.jsonl"
+
+    assert cli.main(["measure", "--zoo", "--target", "host-cpu-tf"]) == 1  # every model failed
+    assert "every model failed" in capsys.readouterr().err
+    assert cli.main(["measure", "--zoo", "--target", "host-cpu-tf"]) == 1  # resumed: still no ok row
+    out = capsys.readouterr().out
+    assert "skipped 1" in out and "nan" not in out
+    assert [r["status"] for r in measure.read_journal(journal)] == ["failed"]
+
+    descriptor.write_text(tiny_descriptor(tmp_path / "zoo", "fixable").read_text())  # the user fixes the model
+    assert cli.main(["measure", "--zoo", "--target", "host-cpu-tf"]) == 1  # a failed row is final without the flag
+    assert cli.main(["measure", "--zoo", "--target", "host-cpu-tf", "--retry-failed"]) == 0
+    out = capsys.readouterr().out
+    assert "measured 1" in out and "1 ok, 0 failed" in out and "overhead" in out and "nan" not in out
+    rows = measure.read_journal(journal)
+    assert [r["status"] for r in rows] == ["failed", "ok"] and rows[0]["failure"] == "model"
+    table = pd.read_parquet(tmp_path / "measurements" / "host-cpu-tf.parquet")
+    assert list(table["status"]) == ["ok"]  # the new row replaced the failed one
+
+
+def test_mean_overhead_is_none_without_an_ok_row_measured_now():
+    assert measure.mean_overhead_s([]) is None
+    assert measure.mean_overhead_s([{"status": "failed", "overhead_s": None},
+                                    {"status": "ok", "overhead_s": float("nan")}]) is None
+    assert measure.mean_overhead_s([{"status": "ok", "overhead_s": 2.0}, {"status": "ok", "overhead_s": 4.0}]) == 3.0
+
+
+def test_an_architecture_name_with_an_input_size_finds_its_zoo_descriptor(tmp_path):
+    (tmp_path / "zoo").mkdir()
+    descriptor = tmp_path / "v2.json"
+    descriptor.write_text("{}")
+    pd.DataFrame([{"name": name, "family": "MobileNetV2", "input_width": width, "descriptor": str(descriptor),
+                   "source": "keras.applications", "synthetic": False}
+                  for name, width in (("MobileNetV2-a1.0_96", 96), ("MobileNetV2-a1.0_160", 160))]
+                 ).to_csv(tmp_path / "zoo" / "manifest.csv", index=False)
+    params = stage_params(tmp_path)
+    assert measure.resolve_model("MobileNetV2-1.0", params, 160) == ("MobileNetV2-a1.0_160", descriptor, 160)
+    assert measure.resolve_model("MobileNetV2-1.0", params, 128) == ("MobileNetV2-1.0_128", descriptor, 128)
+    assert measure.resolve_model("MobileNetV2-a1.0_96", params) == ("MobileNetV2-a1.0_96", descriptor, 96)
+    with pytest.raises(ValueError) as error:
+        measure.resolve_model("MobileNetV2-a1.0_128", params)
+    message = str(error.value)
+    assert message.startswith("MobileNetV2-a1.0_128 is neither") and "close zoo names: MobileNetV2-a1.0_" in message
+
+
+def test_the_readme_measure_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's `perfpred measure MobileNetV2-1.0 ... --input-size 160` line, on a zoo whose
+    MobileNetV2-a1.0_160 is a tiny stand-in (the real zoo is a pipeline output)."""
+    readme = (config.PACKAGE_ROOT / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("perfpred measure MobileNetV2-1.0"))
+    argv = line.split("#")[0].split()[1:]
+    local_project(tmp_path, {"MobileNetV2-a1.0_160": tiny_descriptor(tmp_path, "stand_in", width=160)}, 160)
+    monkeypatch.setenv("PERFPRED_ROOT", str(tmp_path))
+    assert cli.main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["model"], row["input_width"], row["target"], row["status"]) == (
+        "MobileNetV2-a1.0_160", 160, "host-cpu-tflite", "ok")

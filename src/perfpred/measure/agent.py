@@ -20,7 +20,7 @@ import sys
 import time
 
 RESULT_MARKER = "PERFPRED-RESULT "
-AGENT_VERSION = 3  # part of settings_id: rows of another agent version are never mixed
+AGENT_VERSION = 4  # part of settings_id: rows of another agent version are never mixed
 Z95 = 1.959964
 
 
@@ -170,6 +170,18 @@ def _proc_status_kb(field: str) -> int:
     except OSError:
         pass
     return -1
+
+
+def file_backed_mb() -> float:
+    """Resident pages of this process that map files (shared libraries, mostly), in MB.
+
+    They are left out of the memory figures: how many of them a process holds depends on how it
+    was started (a forked child inherits none, a new interpreter faults in most of TensorFlow's
+    libraries while importing it) and on what the page cache holds, not on the model. What remains
+    (anonymous and shared memory: heap, tensors, the framework's own state) is the same for a
+    fork worker, a spawned one and a board.
+    """
+    return max(_proc_status_kb("RssFile"), 0) / 1024
 
 
 def _vmstat() -> dict:
@@ -529,8 +541,8 @@ def measure(job: dict) -> dict:
         call = _prepare(descriptor, job, result)
     except Exception as error:  # a descriptor that cannot be built is a failed row, not a crash
         return result | {"status": "failed", "reason": f"build: {type(error).__name__}: {error}"[:500]}
-    result["baseline_memory_mb"] = _proc_status_kb("VmRSS") / 1024
-    result["build_peak_memory_mb"] = _proc_status_kb("VmHWM") / 1024
+    result["baseline_memory_mb"] = _proc_status_kb("VmRSS") / 1024 - file_backed_mb()
+    result["build_peak_memory_mb"] = _proc_status_kb("VmHWM") / 1024 - file_backed_mb()
     first = time.perf_counter_ns()
     call()
     result["first_call_ms"] = (time.perf_counter_ns() - first) / 1e6
@@ -546,7 +558,8 @@ def measure(job: dict) -> dict:
         result |= apply_noise_control(job, allowed) | {"turn_wait_s": waited_s}
         times_ms, timing = run_schedule(call, job["schedule"], reset_peaks)
     result |= timing | summarize(times_ms, job.get("trim", 0.05))
-    result["host_memory_mb"] = _proc_status_kb("VmHWM") / 1024
+    result["file_memory_mb"] = file_backed_mb()
+    result["host_memory_mb"] = _proc_status_kb("VmHWM") / 1024 - result["file_memory_mb"]
     result["memory_mb"] = result["host_memory_mb"]
     if device == "gpu":
         result["memory_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20

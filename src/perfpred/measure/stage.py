@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import hashlib
 import json
+import math
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from perfpred import config
 from perfpred.data import measurements, schema
+from perfpred.measure.journal import append_journal, read_journal, row_key, write_series
+from perfpred.measure.lookup import architecture_name, resolve_model
 from perfpred.zoo import build as zoo
+
+__all__ = ["append_journal", "architecture_name", "measure_many", "measure_model", "measure_zoo", "read_journal",
+           "resolve_model", "row_key", "write_series"]
 
 #: The schedule's settings, passed to the agent.
 SCHEDULE_KEYS = ("kind", "warmup", "warmup_seconds", "iterations", "min_iterations", "min_seconds", "max_iterations",
                  "max_seconds", "target_rel_ci", "check_every")
-#: Settings that change a figure: rows measured under different ones are never mixed.
+#: Settings that change a figure: rows measured under different ones are never mixed. Not `worker`: fork and
+#: spawn workers give the same figures (memory leaves out file-backed pages, see agent.file_backed_mb).
 SETTING_KEYS = SCHEDULE_KEYS + ("central", "trim", "threads", "cpu_affinity", "prepare_cpus", "parallel", "priority",
-                                 "seed", "worker")
+                                 "seed")
 #: Result fields copied into a row (the statistics, memory, overhead and environment).
 ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_ms", "min_ms", "max_ms", "std_ms",
               "p90_ms", "p99_ms", "trimmed_mean_ms", "iterations", "cv", "median_ci_rel", "pattern", "high_spikes",
@@ -29,7 +36,8 @@ ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_
               "host_memory_mb", "peak_scope", "swapped", "process_swap_kb", "wall_s", "import_s", "build_s",
               "convert_s", "warmup_runs", "warmup_s", "timed_s", "overhead_s", "tflite_bytes", "tf_version",
               "hostname", "cpu_model", "cpu_cores", "kernel", "python_version", "governor", "load_1m", "cpu_affinity",
-              "prepare_cpus", "turn_wait_s", "timed_window_s", "priority", "autogroup_nice")
+              "prepare_cpus", "turn_wait_s", "timed_window_s", "priority", "autogroup_nice", "file_memory_mb",
+              "failure", "measured_on")
 
 
 def target_settings(name: str, params: dict, schedule: str | None = None) -> tuple[dict, dict]:
@@ -99,59 +107,27 @@ def parallel_workers(settings: dict) -> int:
     return int(settings.get("parallel", 1)) if set(prepare) - timing else 1
 
 
-def measure_many(entries: list, target: dict, settings: dict, server=None):
-    """Measure (name, descriptor, width) entries; yield (entry, row) as each finishes, pipelined on a fork server."""
+def measure_many(entries: list, target: dict, settings: dict, server=None, hosts: list[dict] | None = None):
+    """Measure (name, descriptor, width) entries; yield (entry, row) as each finishes.
+
+    Local: pipelined on a fork server (or a new interpreter each). SSH: a work queue over the target's
+    hosts that answer (`hosts`, else checked here: runners.TargetUnreachable when none does).
+    """
+    from perfpred.measure import farm, runners
+
     timeout_s = float(settings["timeout_s"])
     jobs = [job(name, descriptor, width, target, settings) | {"entry": index}
             for index, (name, descriptor, width) in enumerate(entries)]
-    if server is None:
-        from perfpred.measure import runners
-
+    if target["kind"] == "ssh":
+        results = farm.measure_on_farm(jobs, hosts or runners.check_target(target)[0], timeout_s)
+    elif server is None:
         results = ((j, runners.run(j, target, timeout_s)) for j in jobs)
     else:
-        results = server.map(jobs, timeout_s)
+        results = ((j, runners.classify(r)) for j, r in server.map(jobs, timeout_s))
     for sent, result in results:
         name, _, width = entries[sent["entry"]]
+        result.setdefault("measured_on", "local" if target["kind"] == "local" else None)
         yield entries[sent["entry"]], to_row(result, name, width, target, settings)
-
-
-def row_key(model: str, input_width: int | None, sid: str) -> str:
-    """The resume key: a model at an input width under one set of settings is measured once."""
-    return f"{model}@{input_width}#{sid}"
-
-
-# --- the journal: finished rows, appended one line at a time ------------------------------------------------
-
-def read_journal(path: Path) -> list[dict]:
-    """Rows of a journal; a torn line (a run killed while writing it) is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def append_journal(path: Path, row: dict) -> None:
-    """Append one row as one line in one write, flushed to disk before the next model starts."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as journal:
-        torn = journal.tell() > 0 and path.read_bytes()[-1:] != b"\n"  # a killed run's half line stays alone
-        journal.write((b"\n" if torn else b"") + json.dumps(row, default=str).encode() + b"\n")
-        journal.flush()
-        os.fsync(journal.fileno())
-
-
-def write_series(folder: Path, row: dict) -> Path:
-    """Keep a row's per-iteration times (ms), gzip-compressed JSON, for a person to look at."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{row['model']}@{row['input_width']}-{row['settings_id']}.json.gz"
-    with gzip.open(path, "wt") as handle:
-        json.dump({k: row[k] for k in ("target", "model", "input_width", "settings_id", "times_ms")}, handle)
-    return path
 
 
 # --- the stage ---------------------------------------------------------------------------------------------
@@ -192,13 +168,20 @@ def schedule_time(table: pd.DataFrame) -> dict:
             "fixed_250_equivalent_s": float((ok["mean_ms"] * runs / 1000.0).sum())}
 
 
-def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: bool = True) -> dict:
-    """Measure every zoo model on a target, resuming from its journal, and write the target's table."""
+def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: bool = True,
+                retry_failed: bool = False) -> dict:
+    """Measure every zoo model on a target, resuming from its journal, and write the target's table.
+
+    Only final results are journaled: ok rows and model failures. A model that an infrastructure
+    failure (board unreachable or gone) left unmeasured is counted in `not_measured` and measured by the
+    next run; `retry_failed` measures the journal's failed rows again (the new row replaces the old).
+    """
     from tqdm import tqdm
 
     from perfpred.measure import runners
 
     target, settings = target_settings(name, params, schedule)
+    hosts, unreachable = runners.check_target(target) if target["kind"] == "ssh" else (None, [])  # fail fast
     sid = settings_id(target, settings)
     manifest = zoo.read_manifest(config.path("zoo", params) / zoo.MANIFEST)
     runs = config.path("measure_runs", params) / name
@@ -206,23 +189,29 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
     done = {row_key(r["model"], r["requested_width"], r["settings_id"]): r for r in read_journal(journal)}
     pending, skipped = [], 0
     for entry in manifest.itertuples(index=False):
-        if row_key(entry.name, int(entry.input_width), sid) in done:
-            skipped += 1
-        else:
+        previous = done.get(row_key(entry.name, int(entry.input_width), sid))
+        if previous is None or (retry_failed and previous["status"] == "failed"):
             pending.append(entry)
+        else:
+            skipped += 1
     fork = target["kind"] == "local" and settings.get("worker") == "fork"
     server = runners.ForkServer(parallel_workers(settings)) if fork else None
     entries = [(e.name, config.project_root() / e.descriptor, int(e.input_width)) for e in pending]
     bar = tqdm(total=len(entries), desc=f"measure {name}", unit="model", disable=not progress)
-    for (model, _, width), row in measure_many(entries, target, settings, server):
+    measured, not_measured = [], []
+    for (model, _, width), row in measure_many(entries, target, settings, server, hosts):
         bar.set_postfix_str(model)
         bar.update()
+        if row["failure"] == runners.INFRASTRUCTURE:  # not the model's doing: never a final row
+            not_measured.append(f"{model}: {row['reason']}")
+            continue
         row["requested_width"] = width
         if row["times_ms"]:
             row["series"] = str(write_series(runs / "series", row).relative_to(runs))
         row.pop("times_ms")
         append_journal(journal, row)
         done[row_key(model, width, sid)] = row
+        measured.append(row)
     bar.close()
     if server is not None:
         server.close()
@@ -233,84 +222,106 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
     table = measured_table(manifest, rows, features)
     out = config.path("measurements", params) / f"{name}.parquet"
     measurements.write_table(table, out)
-    other_settings = sum(1 for key in done if key.split("#")[1] != sid)
     summary = {"target": name, "settings_id": sid, "schedule": settings["kind"], "models": len(manifest),
-               "measured": len(pending), "skipped": skipped,
+               "measured": len(measured), "measured_ok": sum(r["status"] == "ok" for r in measured),
+               "not_measured": len(not_measured), "not_measured_reasons": not_measured[:5], "skipped": skipped,
+               "hosts": sorted({r["measured_on"] for r in measured if r.get("measured_on")}),
+               "hosts_unreachable": unreachable,
                "ok": int((table["status"] == "ok").sum()) if len(table) else 0,
                "failed": int((table["status"] == "failed").sum()) if len(table) else 0,
                "swapped": int(table["swapped"].fillna(False).astype(bool).sum()) if len(table) else 0,
-               "journal_rows_other_settings": other_settings,
+               "journal_rows_other_settings": sum(1 for key in done if key.split("#")[1] != sid),
                "environments": int(table[["hostname", "cpu_model", "tf_version"]].drop_duplicates().dropna().shape[0])
                if len(table) else 0,
-               "mean_overhead_s": float(table["overhead_s"].mean()) if len(table) else None,
+               "mean_overhead_s": mean_overhead_s(measured),
                "server_import_s": server.import_s if server is not None else None,
                **schedule_time(table),
-               "parallel": server.parallel if server is not None else 1}
+               "parallel": server.parallel if server is not None else len(hosts or [None])}
     (out.parent / f"{name}.measure.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def mean_overhead_s(rows: list[dict]) -> float | None:
+    """Mean per-model overhead (worker start, build, first call) of the ok rows measured now; None without any."""
+    values = [r["overhead_s"] for r in rows if r["status"] == "ok" and isinstance(r.get("overhead_s"), float)
+              and math.isfinite(r["overhead_s"])]
+    return sum(values) / len(values) if values else None
+
+
+def zoo_exit_code(summary: dict) -> int:
+    """0 when the stage is complete and some model measured; 1 when models are left unmeasured or all failed."""
+    all_failed = (summary["measured"] and not summary["measured_ok"]) or (summary["models"] and not summary["ok"])
+    return 1 if summary["not_measured"] or all_failed else 0
 
 
 # --- the command -------------------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `perfpred measure`."""
-    parser.add_argument("model", nargs="?", help="a descriptor path (Keras JSON) or a zoo model name")
+    parser.add_argument("model", nargs="?", help="a descriptor path (Keras JSON), a zoo model name "
+                        "(e.g. MobileNetV2-a1.0_160), or an architecture with --input-size (MobileNetV2-1.0)")
     parser.add_argument("--target", required=True, help="a local or ssh target of conf/target/, e.g. host-cpu-tf")
     parser.add_argument("--input-size", type=int, help="square input width to build the model at")
     parser.add_argument("--schedule", help="conf/measure/ option (adaptive | fixed); default: the configured one")
     parser.add_argument("--zoo", action="store_true", help="measure the whole zoo into the target's table (the stage)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="with --zoo: measure the journal's failed rows again (the new row replaces the old)")
     parser.add_argument("--json", action="store_true", help="print the row as one JSON object")
 
 
-def resolve_model(model: str, params: dict) -> tuple[str, Path, int | None]:
-    """A descriptor path or a zoo name -> (model name, descriptor path, manifest input width or None)."""
-    path = Path(model)
-    if path.suffix == ".json" or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such descriptor")
-        return path.stem, path, None
-    manifest = zoo.read_manifest(config.path("zoo", params) / zoo.MANIFEST)
-    match = manifest[manifest["name"] == model]
-    if match.empty:
-        raise KeyError(f"{model!r} is neither a descriptor file nor a model of {config.path('zoo', params)}/manifest.csv")
-    entry = match.iloc[0]
-    return model, config.project_root() / entry["descriptor"], int(entry["input_width"])
+def print_zoo_summary(target: str, summary: dict) -> None:
+    """The stage's summary in a few lines."""
+    print(f"{target}: measured {summary['measured']}, skipped {summary['skipped']} (already in the journal); "
+          f"table: {summary['ok']} ok, {summary['failed']} failed, {summary['swapped']} flagged for swapping")
+    if summary["schedule_s"]:
+        print(f"  schedule (warm-up + timed): {summary['schedule_s']:.0f} s; the fixed 250-run schedule would take "
+              f"{summary['fixed_250_equivalent_s']:.0f} s at these latencies")
+    if summary["mean_overhead_s"] is not None:
+        print(f"  per-model overhead (worker start, build, first call): {summary['mean_overhead_s']:.1f} s mean"
+              + (f"; framework import once: {summary['server_import_s']:.1f} s" if summary["server_import_s"] else ""))
+    if len(summary["hosts"]) > 1:
+        print(f"  measured on {len(summary['hosts'])} hosts: {', '.join(summary['hosts'])}")
+    for problem in summary["hosts_unreachable"]:
+        print(f"  warning: left out of the farm: {problem}", file=sys.stderr)
+    if summary["environments"] > 1:
+        print(f"  warning: the table mixes {summary['environments']} environments (host, CPU, TensorFlow version); "
+              "see the hostname, cpu_model and tf_version columns")
+    if summary["journal_rows_other_settings"]:
+        print(f"  {summary['journal_rows_other_settings']} journal rows measured under other settings are not in "
+              "the table")
+    if summary["not_measured"]:
+        print(f"  error: {summary['not_measured']} models not measured (not their fault, nothing journaled; run again "
+              f"to measure them), e.g. {summary['not_measured_reasons'][0]}", file=sys.stderr)
+    elif summary["models"] and not summary["ok"] or summary["measured"] and not summary["measured_ok"]:
+        print("  error: every model failed: see the reason column of the table (rerun with --retry-failed after a fix)",
+              file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure one model and print its row, or (--zoo) the whole zoo and print the summary."""
-    params = config.load_params()
-    if args.zoo:
-        summary = measure_zoo(args.target, params, args.schedule)
-        print(f"{args.target}: measured {summary['measured']}, skipped {summary['skipped']} (already in the journal); "
-              f"table: {summary['ok']} ok, {summary['failed']} failed, {summary['swapped']} flagged for swapping")
-        if summary["schedule_s"]:
-            print(f"  schedule (warm-up + timed): {summary['schedule_s']:.0f} s; the fixed 250-run schedule would take "
-                  f"{summary['fixed_250_equivalent_s']:.0f} s at these latencies")
-        if summary["mean_overhead_s"] is not None:
-            print(f"  per-model overhead (worker start, build, first call): {summary['mean_overhead_s']:.1f} s mean"
-                  + (f"; framework import once: {summary['server_import_s']:.1f} s" if summary["server_import_s"] else ""))
-        if summary["environments"] > 1:
-            print(f"  warning: the table mixes {summary['environments']} environments (host, CPU, TensorFlow version); "
-                  "see the hostname, cpu_model and tf_version columns")
-        if summary["journal_rows_other_settings"]:
-            print(f"  {summary['journal_rows_other_settings']} journal rows measured under other settings are not in "
-                  "the table")
-        return 0
-    if args.model is None:
-        raise ValueError("give a MODEL (descriptor path or zoo name) or --zoo")
-    name, descriptor, width = resolve_model(args.model, params)
-    target, settings = target_settings(args.target, params, args.schedule)
     from perfpred.measure import runners
 
-    fork = target["kind"] == "local" and settings.get("worker") == "fork"
-    with runners.ForkServer() if fork else contextlib.nullcontext() as server:
-        row = measure_model(name, descriptor, args.input_size or width, target, settings, server)
+    params = config.load_params()
+    try:
+        if args.zoo:
+            summary = measure_zoo(args.target, params, args.schedule, retry_failed=args.retry_failed)
+            print_zoo_summary(args.target, summary)
+            return zoo_exit_code(summary)
+        if args.model is None:
+            raise ValueError("give a MODEL (descriptor path or zoo name) or --zoo")
+        name, descriptor, width = resolve_model(args.model, params, args.input_size)
+        target, settings = target_settings(args.target, params, args.schedule)
+        fork = target["kind"] == "local" and settings.get("worker") == "fork"
+        with runners.ForkServer() if fork else contextlib.nullcontext() as server:
+            row = measure_model(name, descriptor, args.input_size or width, target, settings, server)
+    except runners.TargetUnreachable as error:
+        print(f"perfpred measure: error: {error}", file=sys.stderr)
+        return 3
     row.pop("times_ms")
     if args.json:
         print(json.dumps(row, default=str))
     else:
         shown = ("target", "model", "input_width", "status", "latency_ms", "memory_mb", "iterations", "cv",
-                 "pattern", "first_call_ms", "baseline_memory_mb", "overhead_s", "reason")
+                 "pattern", "first_call_ms", "baseline_memory_mb", "overhead_s", "measured_on", "reason")
         print("  ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in shown))
     return 0 if row["status"] == "ok" else 1
