@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("perfpred.model.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
     "tune": ("perfpred.model.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
     "predict": ("perfpred.serve.predict", "predicted latency, memory and power of a CNN on every target, with intervals"),
+    "kernels": ("perfpred.kernels.listing", "list the kernels a target runs for a model, with their predicted latency"),
+    "kernel-zoo": ("perfpred.kernels.measurement", "sample the kernel zoo: single-kernel descriptors per kind into data/kernels/zoo"),
+    "kernel-measure": ("perfpred.kernels.measurement", "measure the kernel zoo on a target (two rounds: sampled, then adaptive)"),
+    "kernel-train": ("perfpred.kernels.training", "fit the kernel predictors and the model overhead of every measured target"),
     "recommend": ("perfpred.serve.recommend", "rank the targets and toolchains that meet latency and memory limits"),
 }
 
