@@ -56,11 +56,16 @@ class KernelRegressor:
         return np.maximum(_design(frame) @ self.coefficients, 1e-4)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Predicted latency in ms per row."""
+        """Predicted latency in ms per row, as measured alone (one model call per kernel)."""
         prior = self._prior(frame)
         if self.forest is None:
             return prior
         return prior * np.exp(self.forest.predict(_logged(frame)))
+
+    def predict_in_model(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predicted latency in ms per row inside a model: less the prior's constant, which is the cost of calling
+        a one-kernel model (dispatch, fetching its output), paid once per model, not once per kernel."""
+        return np.maximum(self.predict(frame) - self.coefficients[0], 0.0)
 
 
 def _logged(frame: pd.DataFrame) -> np.ndarray:
@@ -77,7 +82,7 @@ class KernelModel:
     log_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # log(measured / predicted), left-out families
 
     def kernel_latencies(self, kernels: list[Kernel]) -> np.ndarray:
-        """Predicted latency (ms) of each kernel; a kind without a regressor uses the 'other' one."""
+        """Predicted latency (ms) of each kernel inside a model; a kind without a regressor uses the 'other' one."""
         frame = pd.DataFrame([k.features() for k in kernels], columns=list(CONFIG_FIELDS))
         kinds = np.array([k.kind for k in kernels])
         out = np.zeros(len(kernels))
@@ -86,7 +91,7 @@ class KernelModel:
             if regressor is None:
                 raise ValueError(f"no kernel predictor for kind {kind!r} on {self.target}: measure its kernel zoo")
             mask = kinds == kind
-            out[mask] = regressor.predict(frame[mask])
+            out[mask] = regressor.predict_in_model(frame[mask])
         return out
 
     def model_latency(self, kernels: list[Kernel]) -> float:

@@ -44,11 +44,18 @@ def _spatial(rng: random.Random, value: int) -> int:
     return max(int(round(value * 2 ** rng.uniform(-0.5, 0.5))), MIN_SPATIAL)
 
 
+def _costs(pool: list[Kernel]) -> list[float]:
+    return [(k.flops + k.bytes_read + k.bytes_written) ** 0.5 + 1.0 for k in pool]
+
+
 def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, near: dict | None = None) -> dict:
     """One configuration of a kind: a zoo kernel's (or `near`'s) shape, jittered; the kinds' own parameters drawn."""
     pool = pools.get(kind) or []
     if near is None:
-        source = rng.choice(pool) if pool else rng.choice(pools["conv"])
+        pool = pool or pools["conv"]
+        # half the draws as the zoo has them (mostly small late-stage kernels), half weighted by cost: the
+        # large early kernels are few in the zoo but most of a model's time
+        source = rng.choice(pool) if rng.random() < 0.5 else rng.choices(pool, weights=_costs(pool))[0]
         shape = tuple(source.input_shape)
         base = {"h": shape[0] if len(shape) == 3 else 1, "cin": shape[-1], "cout": source.cout,
                 "k": source.kernel_size, "s": source.strides}
