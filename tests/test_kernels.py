@@ -140,7 +140,10 @@ def test_worst_configurations_names_the_outlier():
 
 
 def test_overhead_fit_recovers_its_coefficients():
-    sums = np.array([1.0, 5.0, 20.0, 3.0, 9.0])
-    counts = np.array([10, 40, 90, 30, 12])
-    measured = 1.1 * sums + 0.01 * counts + 0.3
-    assert predictor.fit_overhead(sums, counts, measured) == pytest.approx([1.1, 0.01, 0.3])
+    cases = ((1.0, 10, 3e5), (5.0, 40, 1e5), (20.0, 90, 2e6), (3.0, 30, 4e6), (9.0, 12, 5e5), (2.0, 2, 7e6))
+    terms = np.array([predictor.model_terms(total, [detector.Kernel("conv", ["c"], (8, 8, 4), (8, 8, 4), 4, 4,
+                                                                    bytes_read=int(read))] * count)
+                      for total, count, read in cases])
+    assert terms[2].tolist() == [20.0, 90.0, 90 * 2.0, 1.0]
+    coefficients = np.array([1.1, 0.01, 0.02, 0.3])
+    assert predictor.fit_overhead(terms, terms @ coefficients) == pytest.approx(coefficients)

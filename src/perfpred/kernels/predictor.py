@@ -74,11 +74,11 @@ def _logged(frame: pd.DataFrame) -> np.ndarray:
 
 @dataclass
 class KernelModel:
-    """Every kind's regressor on one target, and the whole-model overhead: latency = a * sum + b * kernels + c."""
+    """Every kind's regressor on one target, and the whole-model overhead (coefficients of `model_terms`)."""
 
     target: str
     regressors: dict[str, KernelRegressor] = field(default_factory=dict)
-    overhead: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0]))
+    overhead: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0, 0.0]))
     log_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # log(measured / predicted), left-out families
 
     def kernel_latencies(self, kernels: list[Kernel]) -> np.ndarray:
@@ -94,10 +94,14 @@ class KernelModel:
             out[mask] = regressor.predict_in_model(frame[mask])
         return out
 
-    def model_latency(self, kernels: list[Kernel]) -> float:
-        """Predicted whole-model latency (ms): the overhead function of the kernel sum and count."""
+    def terms(self, kernels: list[Kernel]) -> np.ndarray:
+        """The overhead's inputs: in-model kernel sum (ms), kernel count, MB the kernels read, 1."""
         total = float(self.kernel_latencies(kernels).sum())
-        return float(max(self.overhead @ np.array([total, len(kernels), 1.0]), 1e-3))
+        return model_terms(total, kernels)
+
+    def model_latency(self, kernels: list[Kernel]) -> float:
+        """Predicted whole-model latency (ms): the overhead function of the kernel sum, count and bytes read."""
+        return float(max(self.overhead @ self.terms(kernels), 1e-3))
 
     def interval(self, latency_ms: float, level: float = 0.9) -> tuple[float, float]:
         """A prediction interval from the residual quantiles of left-out families."""
@@ -140,9 +144,18 @@ def worst_configurations(table: pd.DataFrame, per_kind: int, seed: int = 0) -> l
     return [name for _, rows in ranked.groupby("kind") for name in rows["name"].head(per_kind)]
 
 
-def fit_overhead(kernel_sums: np.ndarray, kernel_counts: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:
-    """(a, b, c) of measured = a * kernel sum + b * kernel count + c, least squares on relative error."""
-    design = np.column_stack([kernel_sums, kernel_counts, np.ones(len(kernel_sums))])
+def model_terms(kernel_sum_ms: float, kernels: list[Kernel]) -> np.ndarray:
+    """What a model costs beyond its kernels measured alone: per kernel (dispatch) and per byte read.
+
+    A kernel timed alone over and over keeps its weights and input in cache; inside a model the layers
+    before it have evicted them, so a model pays for the bytes its kernels read.
+    """
+    read_mb = sum(k.bytes_read for k in kernels) / 1e6
+    return np.array([kernel_sum_ms, float(len(kernels)), read_mb, 1.0])
+
+
+def fit_overhead(terms: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:
+    """Coefficients of measured = terms @ coefficients (rows of `model_terms`), least squares on relative error."""
     weights = 1.0 / np.asarray(measured_ms, float)
-    coefficients, *_ = np.linalg.lstsq(design * weights[:, None], measured_ms * weights, rcond=None)
+    coefficients, *_ = np.linalg.lstsq(terms * weights[:, None], measured_ms * weights, rcond=None)
     return coefficients

@@ -63,24 +63,20 @@ def model_rows(target: str, params: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def with_kernel_sums(models: pd.DataFrame, model: predictor.KernelModel) -> pd.DataFrame:
-    """Each model's predicted kernel sum (ms) and kernel count."""
-    sums = [float(model.kernel_latencies(k).sum()) for k in models["kernels"]]
-    return models.assign(kernel_sum_ms=sums, kernel_count=[len(k) for k in models["kernels"]])
+def model_terms(models: pd.DataFrame, model: predictor.KernelModel) -> np.ndarray:
+    """Each model's overhead terms (predictor.model_terms): in-model kernel sum, count, MB read, 1."""
+    return np.array([model.terms(kernels) for kernels in models["kernels"]])
 
 
-def family_residuals(models: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def family_residuals(models: pd.DataFrame, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predicted latency of every model with its family left out of the overhead fit, and log(measured / predicted)."""
+    measured = models["latency_ms"].to_numpy()
     predicted = np.zeros(len(models))
     for family in models["family"].unique():
         held = (models["family"] == family).to_numpy()
-        train = models[~held]
-        coefficients = predictor.fit_overhead(train["kernel_sum_ms"].to_numpy(), train["kernel_count"].to_numpy(),
-                                              train["latency_ms"].to_numpy())
-        design = np.column_stack([models.loc[held, "kernel_sum_ms"], models.loc[held, "kernel_count"],
-                                  np.ones(held.sum())])
-        predicted[held] = np.maximum(design @ coefficients, 1e-3)
-    return predicted, np.log(models["latency_ms"].to_numpy() / predicted)
+        coefficients = predictor.fit_overhead(terms[~held], measured[~held])
+        predicted[held] = np.maximum(terms[held] @ coefficients, 1e-3)
+    return predicted, np.log(measured / predicted)
 
 
 def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.KernelModel, dict]:
@@ -93,10 +89,10 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     by_kind = errors.groupby(kernels.loc[oof.index, "kind"]).mean()
     metrics = {f"kernel_mape_{kind}": 100 * float(value) for kind, value in by_kind.items()}
     metrics["kernel_mape"] = 100 * float(errors.mean())
-    models = with_kernel_sums(model_rows(target, params), model)
-    model.overhead = predictor.fit_overhead(models["kernel_sum_ms"].to_numpy(), models["kernel_count"].to_numpy(),
-                                            models["latency_ms"].to_numpy())
-    predicted, residuals = family_residuals(models)
+    models = model_rows(target, params)
+    terms = model_terms(models, model)
+    model.overhead = predictor.fit_overhead(terms, models["latency_ms"].to_numpy())
+    predicted, residuals = family_residuals(models, terms)
     model.log_residuals = residuals
     relative = np.abs(predicted - models["latency_ms"].to_numpy()) / models["latency_ms"].to_numpy()
     metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()),
