@@ -147,3 +147,28 @@ def test_overhead_fit_recovers_its_coefficients():
     assert terms[2].tolist() == [20.0, 90.0, 90 * 2.0, 1.0]
     coefficients = np.array([1.1, 0.01, 0.02, 0.3])
     assert predictor.fit_overhead(terms, terms @ coefficients) == pytest.approx(coefficients)
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_kernels_are_measured_by_the_model_harness_and_resume(tmp_path):
+    import copy
+
+    from perfpred import config
+
+    params = copy.deepcopy(config.load_params())
+    params["paths"]["kernels"] = str(tmp_path / "kernels")
+    params["kernel_zoo"] = config.composed_params(["kernel_zoo=ci"])["kernel_zoo"]
+    specs = [sampler.sample_spec(kind, _pools(), random.Random(0)) for kind in ("conv", "add")]
+    paths = sampler.write(specs, tmp_path / "kernels" / "zoo" / "models")
+    entries = [{"name": sampler.spec_name(s), "kind": s["kind"], "round": 1, "descriptor": str(p)}
+               for s, p in zip(specs, paths, strict=True)]
+    rows = measurement.measure_round(entries, "host-cpu-tf", params)
+    assert [row["status"] for row in rows] == ["ok", "ok"] and all(row["latency_ms"] > 0 for row in rows)
+    journal = tmp_path / "kernels" / "runs" / "host-cpu-tf" / "journal.jsonl"
+    assert len(journal.read_text().splitlines()) == 2
+    again = measurement.measure_round(entries, "host-cpu-tf", params)  # resumed: nothing measured twice
+    assert [r["latency_ms"] for r in again] == [r["latency_ms"] for r in rows]
+    assert len(journal.read_text().splitlines()) == 2
+    table = measurement.table(entries, rows, detector.fusion_rules("host-cpu-tf"))
+    assert table["kind"].tolist() == ["conv", "add"] and table.loc[0, "fused"] == 2

@@ -155,7 +155,14 @@ def model_terms(kernel_sum_ms: float, kernels: list[Kernel]) -> np.ndarray:
 
 
 def fit_overhead(terms: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:
-    """Coefficients of measured = terms @ coefficients (rows of `model_terms`), least squares on relative error."""
-    weights = 1.0 / np.asarray(measured_ms, float)
-    coefficients, *_ = np.linalg.lstsq(terms * weights[:, None], measured_ms * weights, rcond=None)
+    """Non-negative coefficients of measured = terms @ coefficients (rows of `model_terms`), on relative error.
+
+    Every term is a cost a model pays, so none may count negatively: an unconstrained fit traded a negative
+    constant against the kernel sum and predicted tiny models at 0 ms (TFLite).
+    """
+    from scipy.optimize import nnls
+
+    measured_ms = np.asarray(measured_ms, float)
+    weights = 1.0 / measured_ms
+    coefficients, _ = nnls(terms * weights[:, None], measured_ms * weights)
     return coefficients
