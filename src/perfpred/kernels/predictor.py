@@ -17,6 +17,7 @@ import pandas as pd
 from perfpred.kernels.detector import CONFIG_FIELDS, Kernel
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
+VECTOR_FLOATS = 8  # float32 lanes of this CPU's 256-bit vectors (AVX2; its AVX-512 holds 16, a multiple)
 
 
 def _design(frame: pd.DataFrame) -> np.ndarray:
@@ -69,7 +70,12 @@ class KernelRegressor:
 
 
 def _logged(frame: pd.DataFrame) -> np.ndarray:
-    return np.log1p(frame[list(CONFIG_FIELDS)].to_numpy(float))
+    """The forest's inputs: the logged configuration, channels per group, and whether the channel counts miss
+    the 8-float vector width (an odd count leaves vector lanes idle: a VGG with odd channels runs slower per FLOP)."""
+    channels = frame[["cin", "cout"]].to_numpy(float)
+    per_group = np.log1p(channels[:, :1] / np.maximum(frame[["groups"]].to_numpy(float), 1.0))
+    return np.column_stack([np.log1p(frame[list(CONFIG_FIELDS)].to_numpy(float)), per_group,
+                            (channels % VECTOR_FLOATS != 0).astype(float)])
 
 
 @dataclass
