@@ -86,6 +86,7 @@ class KernelModel:
     regressors: dict[str, KernelRegressor] = field(default_factory=dict)
     overhead: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0, 0.0]))
     log_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # log(measured / predicted), left-out families
+    zoo_terms: pd.DataFrame | None = None  # the zoo models' terms while training (perfpred.kernels.training)
 
     def kernel_latencies(self, kernels: list[Kernel]) -> np.ndarray:
         """Predicted latency (ms) of each kernel inside a model; a kind without a regressor uses the 'other' one."""

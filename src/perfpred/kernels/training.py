@@ -98,7 +98,16 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()),
                 "model_within_10pct_unseen_family": 100 * float((relative <= 0.10).mean()),
                 "models": float(len(models)), "kernels_measured": float(len(kernels))}
+    model.zoo_terms = models[["model", "input_width"]].assign(
+        kernel_sum_ms=terms[:, 0], kernel_count=terms[:, 1], kernel_read_mb=terms[:, 2],
+        kernel_latency_ms=np.maximum(terms @ model.overhead, 1e-3))
     return model, metrics
+
+
+def kernel_features(model: predictor.KernelModel) -> pd.DataFrame:
+    """Per zoo model on the target: in-model kernel sum, kernel count, MB read (no model-level fit: a feature
+    for the model-level algorithms) and the kernel model's whole-model prediction (whose overhead saw them all)."""
+    return model.zoo_terms
 
 
 def track(target: str, model: predictor.KernelModel, metrics: dict, path: Path) -> None:
@@ -138,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         model, metrics = fit_target(target, params)
         path = predictor_path(target, params)
         path.parent.mkdir(parents=True, exist_ok=True)
+        kernel_features(model).to_parquet(path.with_suffix(".features.parquet"), index=False)
+        model.zoo_terms = None  # the pickle is what `perfpred kernels` loads: keep it small
         path.write_bytes(pickle.dumps(model))
         if not args.no_track:
             track(target, model, metrics, path)
