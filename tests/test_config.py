@@ -27,7 +27,7 @@ def _contains(node, expected) -> bool:
 
 def test_the_pipeline_config_holds_every_stage_s_settings():
     params = config.composed_params()
-    assert list(params) == ["paths", "zoo", "imported", "local", "measure", "train", "tune", "published"]
+    assert list(params) == ["paths", "zoo", "imported", "local", "measure", "kernel_zoo", "train", "tune", "published"]
     assert sorted(params["imported"]) == ["jetson-agx-xavier", "jetson-nano", "jetson-tx2"]
     assert sorted(params["local"]) == ["host-cpu-tf", "host-cpu-tflite"]
     assert params["train"]["seeds"] == 20 and params["train"]["outputs"] is False
@@ -50,9 +50,10 @@ def test_a_job_composes_params_yaml_then_its_selection(tmp_path, monkeypatch):
 def test_every_group_option_composes_with_its_values(group, option):
     expected = {k: v for k, v in yaml.safe_load((REPO_ROOT / "conf" / group / f"{option}.yaml").read_text()).items()
                 if k != "defaults"}
-    if group == "target":
-        # Targets are packaged under a key in config.yaml (imported./local.); select one explicitly.
-        node = config.compose("config", [f"+target@selected={option}"]).selected
+    if group in ("target", "kernels"):
+        # Targets are packaged under a key in config.yaml (imported./local.), fusion rules are read per target:
+        # select one explicitly.
+        node = config.compose("config", [f"+{group}@selected={option}"]).selected
     elif group == "tuned":
         # A tuned file (<target>-<metric>-<algorithm>) goes into its job's algorithm.estimator.
         target, metric, algorithm = next((t, m, option[len(t) + len(m) + 2:]) for t in config.group_options("target")

@@ -20,11 +20,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("perfpred.model.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
     "tune": ("perfpred.model.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
     "predict": ("perfpred.serve.predict", "predicted latency, memory and power of a CNN on every target, with intervals"),
+    "kernels": ("perfpred.kernels.listing", "list the kernels a target runs for a model, with their predicted latency"),
+    "kernel-zoo": ("perfpred.kernels.measurement", "sample the kernel zoo: single-kernel descriptors per kind into data/kernels/zoo"),
+    "kernel-measure": ("perfpred.kernels.measurement", "measure the kernel zoo on a target (two rounds: sampled, then adaptive)"),
+    "kernel-train": ("perfpred.kernels.training", "fit the kernel predictors and the model overhead of every measured target"),
     "recommend": ("perfpred.serve.recommend", "rank the targets and toolchains that meet latency, memory and power limits"),
 }
 
 #: Subcommands that are steps of the DVC pipeline (dvc.yaml runs them); `perfpred --help` lists them apart.
-PIPELINE_STAGES = ("params", "import", "zoo", "features")
+PIPELINE_STAGES = ("params", "import", "zoo", "features", "kernel-zoo", "kernel-measure", "kernel-train")
 
 #: One example per subcommand, shown by `perfpred --help`.
 EXAMPLES: dict[str, str] = {
@@ -38,6 +42,8 @@ EXAMPLES: dict[str, str] = {
     "import": "perfpred import jetson-nano",
     "zoo": "perfpred zoo",
     "features": "perfpred features",
+    "kernels": "perfpred kernels data/zoo/models/MobileNetV2-a1.0_224.json --target host-cpu-tflite",
+    "kernel-measure": "perfpred kernel-measure --target host-cpu-tf",
 }
 
 DESCRIPTION = "Predict the latency, memory and power of a CNN on hardware targets before running it there."

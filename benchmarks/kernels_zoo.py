@@ -1,0 +1,53 @@
+"""Whole zoo models predicted from their kernels, each family left out of the model-level fit, over seeds.
+
+    python benchmarks/kernels_zoo.py --target host-cpu-tf --target host-cpu-tflite --seeds 5
+
+The kernel regressors never see a whole model (they learn from the kernel zoo alone); the only model-level
+fit is the overhead (4 non-negative coefficients), refitted without the family it predicts. Prints MAPE and
+the share within +-10% per seed (the seed changes the kernel regressors' forests), and per family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import numpy as np
+import pandas as pd
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", action="append", required=True)
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    from perfpred import config
+    from perfpred.kernels import predictor, training
+    from perfpred.kernels.measurement import kernels_dir
+
+    params = config.load_params()
+    for target in args.target:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            models = training.model_rows(target, params)
+        kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
+        measured = models["latency_ms"].to_numpy()
+        mape, within, families = [], [], []
+        for seed in range(args.seeds):
+            fitted = predictor.KernelModel(target, predictor.fit_kinds(kernels, seed))
+            predicted, _ = training.family_residuals(models, training.model_terms(models, fitted))
+            error = np.abs(predicted - measured) / measured
+            mape.append(100 * error.mean())
+            within.append(100 * (error <= 0.10).mean())
+            families.append(pd.Series(100 * error, index=models["family"]).groupby(level=0).mean())
+        print(f"\n{target}: {len(models)} zoo models, {len(kernels)} kernels measured, seeds 0-{args.seeds - 1}")
+        print(f"  MAPE (family left out) {np.mean(mape):.1f} +- {np.std(mape):.1f} %  (per seed: "
+              f"{', '.join(f'{m:.1f}' for m in mape)})")
+        print(f"  within +-10%           {np.mean(within):.0f} +- {np.std(within):.0f} %")
+        by_family = pd.concat(families, axis=1).mean(axis=1).round(1)
+        print("  MAPE per family (mean over seeds): " + ", ".join(f"{f} {v}" for f, v in by_family.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""Kernel detection: a Keras descriptor as the list of kernels a runtime executes (pure Python, no TensorFlow).
+
+A kernel is one fused operator group: a convolution with the batch normalisation and activation that
+follow it, a pooling, an element-wise merge... Which layers fuse into the one before them is a per-target
+rule set (conf/kernels/<target>.yaml, found by measurement: perfpred.kernels.fusion). Shapes come from the
+same inference as `perfpred describe` (perfpred.features.description), so both always agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from perfpred import config
+from perfpred.features import descriptors, shapes, weighted
+from perfpred.features.description import _Walk
+
+BYTES_PER_ELEMENT = 4  # float32 tensors and weights
+
+#: kernel kinds, each with its own predictor (perfpred.kernels.predictor) and its own sampled zoo
+KINDS: tuple[str, ...] = ("conv", "depthwise", "grouped", "transposed", "dense", "maxpool", "avgpool", "globalpool",
+                          "add", "concat", "resize", "unary", "other")
+#: layers that compute nothing at inference (no kernel at all)
+NO_OPS = {"InputLayer", "Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+          "FixedDropout", "StochasticDepth", "ActivityRegularization"}
+#: layers that run one element-wise pass over their input when nothing fuses them
+UNARY = {"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Rescaling", "Normalization",
+         "LayerScale"}
+MERGES = {"Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"}
+KIND_OF_CLASS = {"DepthwiseConv2D": "depthwise", "Conv2DTranspose": "transposed", "Deconvolution2D": "transposed",
+                 "Dense": "dense", "MaxPooling2D": "maxpool", "MaxPool2D": "maxpool", "AveragePooling2D": "avgpool",
+                 "AvgPool2D": "avgpool", "GlobalAveragePooling2D": "globalpool", "GlobalMaxPooling2D": "globalpool",
+                 "GlobalAvgPool2D": "globalpool", "GlobalMaxPool2D": "globalpool", "Concatenate": "concat",
+                 "UpSampling2D": "resize"} | dict.fromkeys(MERGES, "add") | dict.fromkeys(UNARY, "unary")
+#: the numeric configuration of a kernel, in the order predictors read it
+CONFIG_FIELDS: tuple[str, ...] = ("input_height", "input_width", "cin", "cout", "kernel_size", "strides", "groups",
+                                  "inputs", "output_elements", "flops", "bytes_read", "bytes_written", "fused")
+
+
+@dataclass
+class Kernel:
+    """One kernel: its kind, the layers fused in it, its configuration and its cost counts."""
+
+    kind: str
+    layers: list[str]
+    input_shape: tuple
+    output_shape: tuple
+    cin: int
+    cout: int
+    kernel_size: int = 1
+    strides: int = 1
+    groups: int = 1
+    inputs: int = 1
+    flops: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    classes: list[str] = field(default_factory=list)
+    predicted_ms: float | None = None
+
+    def features(self) -> dict:
+        """The numeric configuration a kernel predictor reads (CONFIG_FIELDS)."""
+        spatial = (tuple(self.input_shape) + (1, 1))[:2] if len(self.input_shape) >= 3 else (1, 1)
+        return {"input_height": spatial[0], "input_width": spatial[1], "cin": self.cin, "cout": self.cout,
+                "kernel_size": self.kernel_size, "strides": self.strides, "groups": self.groups,
+                "inputs": self.inputs, "output_elements": shapes.elements(self.output_shape), "flops": self.flops,
+                "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "fused": len(self.layers) - 1}
+
+    def as_dict(self) -> dict:
+        """A JSON-ready dict of the kernel."""
+        return asdict(self) | {"input_shape": list(self.input_shape), "output_shape": list(self.output_shape)}
+
+
+def fusion_rules(target: str | None) -> dict[str, list[str]]:
+    """Layer class -> kernel kinds it fuses into when it follows one (conf/kernels/<target>.yaml; none: no fusion)."""
+    if target is None:
+        return {}
+    import yaml
+
+    path = config.conf_dir() / "kernels" / f"{target}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml"))) or "none"
+        raise config.ConfigError(f"no fusion rules for target {target!r} at {path}: known are {known}")
+    return {str(cls): list(kinds) for cls, kinds in (yaml.safe_load(path.read_text()).get("fuse") or {}).items()}
+
+
+class _Recorder(_Walk):
+    """The shape walk of `describe`, keeping every layer call with the layers it reads."""
+
+    def __init__(self, graph, input_size):
+        super().__init__(graph, input_size, None)
+        self.calls: list[tuple] = []  # (layer name, class, config, input shapes, stats, input layer names)
+        self._current = None
+
+    def call(self, graph, layer, inputs, count):
+        if layer.inner is None and count:
+            self._current = (layer, inputs)
+        return super().call(graph, layer, inputs, count)
+
+    def add(self, name, class_name, stats, graph, count):
+        super().add(name, class_name, stats, graph, count)
+        if self._current is not None and self._current[0].name == name:
+            layer, inputs = self._current
+            sources = [ref.layer for ref in layer.calls[0]] if layer.calls else []
+            self.calls.append((name, class_name, layer.config, inputs, stats, sources))
+            self._current = None
+
+
+def _weights_bytes(stats: shapes.LayerStats) -> int:
+    return stats.params * BYTES_PER_ELEMENT
+
+
+def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.LayerStats) -> list[Kernel]:
+    """The kernel(s) of one layer before fusion (a separable convolution is a depthwise and a 1x1 kernel)."""
+    first = tuple(inputs[0])
+    out = tuple(stats.shape)
+    read = sum(shapes.elements(s) for s in inputs) * BYTES_PER_ELEMENT + _weights_bytes(stats)
+    written = shapes.elements(out) * BYTES_PER_ELEMENT
+    macs_flops = stats.flops
+    if stats.kernel is not None or cls == "Dense":  # the data's FLOPs count weight initialisers: not run here
+        macs_flops -= weighted.INIT_FLOPS_PER_WEIGHT * sum(
+            count for key, count in stats.weights.items() if key != "bias_regularizer")
+    size = max(stats.kernel) if stats.kernel else 1
+    stride = max(shapes.pair(cfg.get("strides", 1) or 1, "strides")) if "strides" in cfg else 1
+    common = dict(input_shape=first, output_shape=out, cin=first[-1], cout=out[-1], flops=macs_flops,
+                  bytes_read=read, bytes_written=written, classes=[cls], layers=[name])
+    if cls in ("Conv2D", "Convolution2D"):
+        groups = int(cfg.get("groups", 1) or 1)
+        return [Kernel("grouped" if groups > 1 else "conv", kernel_size=size, strides=stride, groups=groups, **common)]
+    if cls.startswith("Separable"):
+        middle = (*out[:2], first[-1] * int(cfg.get("depth_multiplier", 1)))
+        depth_flops = 2 * shapes.elements(middle) * size * size
+        depthwise = Kernel("depthwise", [name], first, middle, first[-1], middle[-1], size, stride, first[-1], 1,
+                           depth_flops, (shapes.elements(first) + size * size * first[-1]) * BYTES_PER_ELEMENT,
+                           shapes.elements(middle) * BYTES_PER_ELEMENT, [cls])
+        pointwise = Kernel("conv", [name], middle, out, middle[-1], out[-1], 1, 1, 1, 1, max(macs_flops - depth_flops, 0),
+                           (shapes.elements(middle) + middle[-1] * out[-1]) * BYTES_PER_ELEMENT, written, [cls])
+        return [depthwise, pointwise]
+    if cls in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D"):
+        pool = max(shapes.pair(cfg.get("pool_size", 2), "pool_size"))
+        stride = max(shapes.pair(cfg.get("strides") or cfg.get("pool_size", 2), "strides"))
+        return [Kernel(KIND_OF_CLASS[cls], kernel_size=pool, strides=stride, **common)]
+    if cls == "DepthwiseConv2D":
+        return [Kernel("depthwise", kernel_size=size, strides=stride, groups=first[-1], **common)]
+    if cls in KIND_OF_CLASS:
+        kind = KIND_OF_CLASS[cls]
+        size = max(shapes.pair(cfg.get("size", 2), "size")) if kind == "resize" else size
+        flops = max(macs_flops, shapes.elements(out)) if kind in ("add", "unary", "concat", "resize") else macs_flops
+        return [Kernel(kind, kernel_size=size, strides=stride, inputs=len(inputs), **(common | {"flops": flops}))]
+    return [Kernel("other", inputs=len(inputs), **common)]  # padding, reshape, softmax, Lambda...
+
+
+def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_size: int | None = None) -> list[Kernel]:
+    """The kernels of a parsed graph under fusion rules (layer class -> kinds it fuses into)."""
+    walk = _Recorder(graph, input_size)
+    walk.run(graph, None)
+    consumers: dict[str, int] = {}
+    for *_, sources in walk.calls:
+        for source in sources:
+            consumers[source] = consumers.get(source, 0) + 1
+    kernels: list[Kernel] = []
+    last_of: dict[str, Kernel] = {}  # layer name -> the kernel that produces its output
+    for name, cls, cfg, inputs, stats, sources in walk.calls:
+        if cls in NO_OPS:
+            if sources and sources[0] in last_of:
+                last_of[name] = last_of[sources[0]]
+            continue
+        if cls in ("Flatten", "Reshape") and sources and sources[0] in last_of:
+            last_of[name] = last_of[sources[0]]  # a view: no data moves
+            continue
+        producer = last_of.get(sources[0]) if len(sources) == 1 else None
+        if producer is not None and producer.kind in rules.get(cls, ()) and consumers.get(sources[0], 0) == 1:
+            producer.layers.append(name)
+            producer.classes.append(cls)
+            producer.flops += stats.flops
+            producer.bytes_read += _weights_bytes(stats)  # a fused BN still reads its per-channel vectors
+            last_of[name] = producer
+            continue
+        made = _base_kernel(name, cls, cfg, inputs, stats)
+        kernels.extend(made)
+        last_of[name] = made[-1]
+    return kernels
+
+
+def detect(source, target: str | None = None, input_size: int | None = None) -> list[Kernel]:
+    """The kernels of a Keras descriptor (path, JSON dict or string) under a target's fusion rules."""
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        source = json.loads(source)
+    graph = descriptors.load(source if isinstance(source, dict) else Path(source))
+    return detect_graph(graph, fusion_rules(target), input_size)
+
+
+def totals(kernels: list[Kernel]) -> dict:
+    """Counts per kind, and FLOPs and bytes of all kernels together."""
+    counts = {kind: sum(k.kind == kind for k in kernels) for kind in KINDS}
+    return counts | {"kernels": len(kernels), "flops": sum(k.flops for k in kernels),
+                     "bytes": sum(k.bytes_read + k.bytes_written for k in kernels)}

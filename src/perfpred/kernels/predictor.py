@@ -1,0 +1,175 @@
+"""Kernel predictors: one regressor per (target, kernel kind), and a model as the sum of its kernels.
+
+A kernel's latency is a roofline-like prior (a constant plus time per FLOP plus time per byte, non-negative,
+fitted on relative error) corrected by a small random forest on the logged configuration, which learns what
+the prior misses (odd channel counts, groups, strides). The prior is what extrapolates to kernels larger than
+any sampled; the forest only scales it. A model's latency is then a linear function of its kernel sum and
+kernel count (the runtime's per-model and per-kernel overhead), fitted on whole-model measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from perfpred.kernels.detector import CONFIG_FIELDS, Kernel
+
+MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
+VECTOR_FLOATS = 8  # float32 lanes of this CPU's 256-bit vectors (AVX2; its AVX-512 holds 16, a multiple)
+
+
+def _design(frame: pd.DataFrame) -> np.ndarray:
+    """The prior's columns: 1, FLOPs, bytes moved (in millions, so that coefficients stay well scaled)."""
+    moved = (frame["bytes_read"] + frame["bytes_written"]).to_numpy(float)
+    return np.column_stack([np.ones(len(frame)), frame["flops"].to_numpy(float) / 1e6, moved / 1e6])
+
+
+@dataclass
+class KernelRegressor:
+    """Latency (ms) of one kernel kind from its configuration (detector.CONFIG_FIELDS)."""
+
+    seed: int = 0
+    coefficients: np.ndarray | None = None
+    forest: object | None = None
+
+    def fit(self, frame: pd.DataFrame, latency_ms: np.ndarray) -> KernelRegressor:
+        """Fit the prior (non-negative least squares on relative error), then the forest on the log ratio."""
+        from scipy.optimize import nnls
+
+        latency_ms = np.asarray(latency_ms, float)
+        design = _design(frame)
+        weights = 1.0 / latency_ms
+        self.coefficients, _ = nnls(design * weights[:, None], latency_ms * weights)
+        if not self.coefficients.any():
+            self.coefficients = np.array([latency_ms.mean(), 0.0, 0.0])
+        if len(frame) >= MIN_FOREST_ROWS:
+            from sklearn.ensemble import RandomForestRegressor
+
+            residual = np.log(latency_ms / self._prior(frame))
+            self.forest = RandomForestRegressor(n_estimators=60, min_samples_leaf=2, max_features=0.6,
+                                                random_state=self.seed, n_jobs=1)
+            self.forest.fit(_logged(frame), residual)
+        return self
+
+    def _prior(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.maximum(_design(frame) @ self.coefficients, 1e-4)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predicted latency in ms per row, as measured alone (one model call per kernel)."""
+        prior = self._prior(frame)
+        if self.forest is None:
+            return prior
+        return prior * np.exp(self.forest.predict(_logged(frame)))
+
+    def predict_in_model(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predicted latency in ms per row inside a model: less the prior's constant, which is the cost of calling
+        a one-kernel model (dispatch, fetching its output), paid once per model, not once per kernel."""
+        return np.maximum(self.predict(frame) - self.coefficients[0], 0.0)
+
+
+def _logged(frame: pd.DataFrame) -> np.ndarray:
+    """The forest's inputs: the logged configuration, channels per group, and whether the channel counts miss
+    the 8-float vector width (an odd count leaves vector lanes idle: a VGG with odd channels runs slower per FLOP)."""
+    channels = frame[["cin", "cout"]].to_numpy(float)
+    per_group = np.log1p(channels[:, :1] / np.maximum(frame[["groups"]].to_numpy(float), 1.0))
+    return np.column_stack([np.log1p(frame[list(CONFIG_FIELDS)].to_numpy(float)), per_group,
+                            (channels % VECTOR_FLOATS != 0).astype(float)])
+
+
+@dataclass
+class KernelModel:
+    """Every kind's regressor on one target, and the whole-model overhead (coefficients of `model_terms`)."""
+
+    target: str
+    regressors: dict[str, KernelRegressor] = field(default_factory=dict)
+    overhead: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0, 0.0]))
+    log_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # log(measured / predicted), left-out families
+    zoo_terms: pd.DataFrame | None = None  # the zoo models' terms while training (perfpred.kernels.training)
+
+    def kernel_latencies(self, kernels: list[Kernel]) -> np.ndarray:
+        """Predicted latency (ms) of each kernel inside a model; a kind without a regressor uses the 'other' one."""
+        frame = pd.DataFrame([k.features() for k in kernels], columns=list(CONFIG_FIELDS))
+        kinds = np.array([k.kind for k in kernels])
+        out = np.zeros(len(kernels))
+        for kind in set(kinds):
+            regressor = self.regressors.get(kind) or self.regressors.get("other")
+            if regressor is None:
+                raise ValueError(f"no kernel predictor for kind {kind!r} on {self.target}: measure its kernel zoo")
+            mask = kinds == kind
+            out[mask] = regressor.predict_in_model(frame[mask])
+        return out
+
+    def terms(self, kernels: list[Kernel]) -> np.ndarray:
+        """The overhead's inputs: in-model kernel sum (ms), kernel count, MB the kernels read, 1."""
+        total = float(self.kernel_latencies(kernels).sum())
+        return model_terms(total, kernels)
+
+    def model_latency(self, kernels: list[Kernel]) -> float:
+        """Predicted whole-model latency (ms): the overhead function of the kernel sum, count and bytes read."""
+        return float(max(self.overhead @ self.terms(kernels), 1e-3))
+
+    def interval(self, latency_ms: float, level: float = 0.9) -> tuple[float, float]:
+        """A prediction interval from the residual quantiles of left-out families."""
+        if not len(self.log_residuals):
+            return latency_ms, latency_ms
+        low, high = np.quantile(self.log_residuals, [(1 - level) / 2, (1 + level) / 2])
+        return latency_ms * float(np.exp(low)), latency_ms * float(np.exp(high))
+
+
+def fit_kinds(table: pd.DataFrame, seed: int = 0) -> dict[str, KernelRegressor]:
+    """One regressor per kind, on the table's ok rows."""
+    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
+    return {kind: KernelRegressor(seed).fit(rows, rows["latency_ms"].to_numpy())
+            for kind, rows in ok.groupby("kind") if len(rows)}
+
+
+def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> pd.Series:
+    """Out-of-fold predicted latency of every ok kernel (K folds per kind; leave-one-out under K rows)."""
+    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
+    predicted = pd.Series(np.nan, index=ok.index)
+    rng = np.random.default_rng(seed)
+    for _, rows in ok.groupby("kind"):
+        if len(rows) < 3:
+            continue
+        order = rng.permutation(len(rows))
+        k = min(folds, len(rows))
+        for fold in range(k):
+            held = rows.index[order[fold::k]]
+            train = rows.drop(held)
+            predicted[held] = KernelRegressor(seed).fit(train, train["latency_ms"].to_numpy()).predict(rows.loc[held])
+    return predicted
+
+
+def worst_configurations(table: pd.DataFrame, per_kind: int, seed: int = 0) -> list[str]:
+    """Names of the `per_kind` kernels of each kind the out-of-fold predictor gets most wrong."""
+    predicted = cross_validated(table, seed)
+    ok = table.loc[predicted.dropna().index]
+    error = np.abs(np.log(predicted.dropna() / ok["latency_ms"]))
+    ranked = ok.assign(error=error).sort_values("error", ascending=False)
+    return [name for _, rows in ranked.groupby("kind") for name in rows["name"].head(per_kind)]
+
+
+def model_terms(kernel_sum_ms: float, kernels: list[Kernel]) -> np.ndarray:
+    """What a model costs beyond its kernels measured alone: per kernel (dispatch) and per byte read.
+
+    A kernel timed alone over and over keeps its weights and input in cache; inside a model the layers
+    before it have evicted them, so a model pays for the bytes its kernels read.
+    """
+    read_mb = sum(k.bytes_read for k in kernels) / 1e6
+    return np.array([kernel_sum_ms, float(len(kernels)), read_mb, 1.0])
+
+
+def fit_overhead(terms: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients of measured = terms @ coefficients (rows of `model_terms`), on relative error.
+
+    Every term is a cost a model pays, so none may count negatively: an unconstrained fit traded a negative
+    constant against the kernel sum and predicted tiny models at 0 ms (TFLite).
+    """
+    from scipy.optimize import nnls
+
+    measured_ms = np.asarray(measured_ms, float)
+    weights = 1.0 / measured_ms
+    coefficients, _ = nnls(terms * weights[:, None], measured_ms * weights)
+    return coefficients

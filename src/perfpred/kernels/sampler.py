@@ -1,0 +1,191 @@
+"""The kernel zoo: seeded configurations per kernel kind, over the ranges the model zoo's own kernels use.
+
+Each configuration becomes a single-kernel Keras JSON descriptor (built with Keras, never with weights), so
+the measurement harness measures it exactly as it measures a whole model. Kinds that no zoo model holds
+(grouped and transposed convolutions, resizes) take the spatial sizes and channels of the zoo's plain
+convolutions. `adapt` draws more configurations around the ones the first predictor got most wrong.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+from perfpred.kernels.detector import KINDS, Kernel, detect
+
+#: the layers that follow a convolution in a sampled conv-like kernel (the fusion rules decide if they fuse)
+CONV_TAIL = ("bn", "relu")
+MAX_FLOPS = 1.5e9  # a sampled kernel costs at most this much: it is measured in well under a second
+MIN_SPATIAL = 1
+
+
+def zoo_pools(descriptors: Iterable[Path]) -> dict[str, list[Kernel]]:
+    """Every kernel of the zoo's descriptors, by kind (no fusion: the bare operators and their shapes)."""
+    pools: dict[str, list[Kernel]] = {kind: [] for kind in KINDS}
+    for path in descriptors:
+        try:
+            for kernel in detect(path):
+                pools[kernel.kind].append(kernel)
+        except (ValueError, KeyError):
+            continue  # a descriptor describe refuses has no shapes to learn ranges from
+    return pools
+
+
+def _channels(rng: random.Random, value: int) -> int:
+    """A channel count near `value` (x0.5 to x2): odd counts a third of the time, else multiples of 8."""
+    scaled = value * 2 ** rng.uniform(-1.0, 1.0)
+    if rng.random() < 1 / 3:
+        return max(int(round(scaled)), 1)
+    return max(int(round(scaled / 8)) * 8, 8)
+
+
+def _spatial(rng: random.Random, value: int) -> int:
+    return max(int(round(value * 2 ** rng.uniform(-0.5, 0.5))), MIN_SPATIAL)
+
+
+def _costs(pool: list[Kernel]) -> list[float]:
+    return [(k.flops + k.bytes_read + k.bytes_written) ** 0.5 + 1.0 for k in pool]
+
+
+def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, near: dict | None = None) -> dict:
+    """One configuration of a kind: a zoo kernel's (or `near`'s) shape, jittered; the kinds' own parameters drawn."""
+    pool = pools.get(kind) or []
+    if near is None:
+        pool = pool or pools["conv"]
+        # half the draws as the zoo has them (mostly small late-stage kernels), half weighted by cost: the
+        # large early kernels are few in the zoo but most of a model's time
+        source = rng.choice(pool) if rng.random() < 0.5 else rng.choices(pool, weights=_costs(pool))[0]
+        shape = tuple(source.input_shape)
+        base = {"h": shape[0] if len(shape) == 3 else 1, "cin": shape[-1], "cout": source.cout,
+                "k": source.kernel_size, "s": source.strides}
+    else:
+        base = {"h": near["h"], "cin": near["cin"], "cout": near["cout"], "k": near["k"], "s": near["s"]}
+    spec = {"kind": kind, "h": _spatial(rng, base["h"]), "cin": _channels(rng, base["cin"]),
+            "cout": _channels(rng, base["cout"]), "k": base["k"], "s": base["s"]}
+    if kind in ("conv", "depthwise"):
+        spec["k"] = base["k"] if pool and rng.random() < 0.7 else rng.choice([1, 3, 5, 7] if kind == "conv" else [3, 5])
+        spec["s"] = rng.choice([1, 1, 2]) if spec["k"] > 1 else 1
+    elif kind == "grouped":
+        groups = rng.choice([2, 4, 8, 16, 32])
+        spec |= {"groups": groups, "k": rng.choice([3, 3, 1]), "s": rng.choice([1, 1, 2]),
+                 "cin": max(spec["cin"] // groups, 1) * groups, "cout": max(spec["cout"] // groups, 1) * groups}
+    elif kind == "transposed":
+        spec |= {"h": max(spec["h"] // 2, 2), "k": rng.choice([2, 3, 4]), "s": rng.choice([2, 2, 1])}
+    elif kind in ("maxpool", "avgpool"):
+        spec |= {"k": rng.choice([2, 3]), "s": rng.choice([2, 2, 1])}
+    elif kind == "resize":
+        spec |= {"h": max(spec["h"] // 2, 1), "k": 2}
+    elif kind == "dense":
+        spec |= {"h": 1}
+    if spec["h"] < spec["k"]:
+        spec["h"] = spec["k"]
+    while _spec_flops(spec) > MAX_FLOPS and spec["h"] > spec["k"]:
+        spec["h"] = max(spec["h"] // 2, spec["k"])
+    while _spec_flops(spec) > MAX_FLOPS and min(spec["cin"], spec["cout"]) > 16:
+        spec["cin"], spec["cout"] = spec["cin"] // 2, spec["cout"] // 2
+        if "groups" in spec:
+            spec["cin"], spec["cout"] = (max(c // spec["groups"], 1) * spec["groups"] for c in (spec["cin"], spec["cout"]))
+    return spec
+
+
+def _spec_flops(spec: dict) -> float:
+    h, cin, cout, k = spec["h"], spec["cin"], spec["cout"], spec["k"]
+    per_group = cin // spec.get("groups", 1)
+    if spec["kind"] in ("conv", "grouped"):
+        return 2.0 * (h / spec["s"]) ** 2 * cout * k * k * per_group
+    if spec["kind"] == "transposed":
+        return 2.0 * h * h * cin * cout * k * k
+    if spec["kind"] == "dense":
+        return 2.0 * cin * cout
+    return float(h * h * cin * k * k)
+
+
+def build(spec: dict):
+    """The single-kernel keras.Model of a configuration."""
+    import keras
+    from keras import layers
+
+    kind, h, cin, cout, k, s = (spec[key] for key in ("kind", "h", "cin", "cout", "k", "s"))
+    image = keras.Input((h, h, cin))
+    inputs, x = [image], image
+    if kind in ("conv", "grouped", "transposed", "depthwise"):
+        if kind == "depthwise":
+            x = layers.DepthwiseConv2D(k, strides=s, padding="same", use_bias=False)(x)
+        elif kind == "transposed":
+            x = layers.Conv2DTranspose(cout, k, strides=s, padding="same", use_bias=False)(x)
+        else:
+            x = layers.Conv2D(cout, k, strides=s, padding="same", use_bias=False, groups=spec.get("groups", 1))(x)
+        x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    elif kind == "dense":
+        inputs = [keras.Input((cin,))]
+        x = layers.Activation("relu")(layers.Dense(cout)(inputs[0]))
+    elif kind in ("maxpool", "avgpool"):
+        pooling = layers.MaxPooling2D if kind == "maxpool" else layers.AveragePooling2D
+        x = pooling(k, strides=s, padding="same")(x)
+    elif kind == "globalpool":
+        x = layers.GlobalAveragePooling2D()(x)
+    elif kind in ("add", "concat"):
+        other = keras.Input((h, h, cin if kind == "add" else cout))
+        inputs.append(other)
+        x = (layers.Add() if kind == "add" else layers.Concatenate())([image, other])
+    elif kind == "resize":
+        x = layers.UpSampling2D(k)(x)
+    elif kind == "unary":
+        x = layers.BatchNormalization()(x) if cout % 2 else layers.Activation("relu")(x)
+    else:  # other: a zero padding, the commonest layer of its kind in the zoo
+        x = layers.ZeroPadding2D(1)(x)
+    return keras.Model(inputs, x, name=spec_name(spec))
+
+
+def spec_name(spec: dict) -> str:
+    """A file-safe name that identifies a configuration."""
+    parts = [spec["kind"], f"h{spec['h']}", f"c{spec['cin']}", f"o{spec['cout']}", f"k{spec['k']}", f"s{spec['s']}"]
+    if spec.get("groups"):
+        parts.append(f"g{spec['groups']}")
+    return "_".join(parts)
+
+
+def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]:
+    """The configurations of a profile (counts per kind), seeded, without duplicates."""
+    rng = random.Random(seed)
+    specs, seen = [], set()
+    for kind in KINDS:
+        wanted = int((profile.get("per_kind") or {}).get(kind, profile.get("default_per_kind", 0)))
+        attempts = 0
+        while sum(s["kind"] == kind for s in specs) < wanted and attempts < 20 * wanted + 20:
+            attempts += 1
+            spec = sample_spec(kind, pools, rng)
+            if spec_name(spec) not in seen:
+                seen.add(spec_name(spec))
+                specs.append(spec)
+    return specs
+
+
+def adapt(worst: list[dict], per_config: int, pools: dict[str, list[Kernel]], seed: int, taken: set[str]) -> list[dict]:
+    """More configurations near the worst-predicted ones (nn-Meter's adaptive round)."""
+    rng = random.Random(seed + 1)
+    specs = []
+    for near in worst:
+        for _ in range(per_config):
+            spec = sample_spec(near["kind"], pools, rng, near) | {
+                key: near[key] for key in ("k", "s", "groups") if key in near}
+            if spec.get("groups"):
+                spec["cin"], spec["cout"] = (max(c // spec["groups"], 1) * spec["groups"] for c in (spec["cin"], spec["cout"]))
+            if spec_name(spec) not in taken:
+                taken.add(spec_name(spec))
+                specs.append(spec)
+    return specs
+
+
+def write(specs: list[dict], folder: Path) -> list[Path]:
+    """Write each configuration's descriptor as <folder>/<name>.json (an existing file is kept: same name, same model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for spec in specs:
+        path = folder / f"{spec_name(spec)}.json"
+        if not path.exists():
+            path.write_text(build(spec).to_json())
+        paths.append(path)
+    return paths
+

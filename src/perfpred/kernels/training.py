@@ -1,0 +1,161 @@
+"""`perfpred kernel-train`: the kernel predictors of every kernel-measured target, tracked in MLflow.
+
+Per target: one regressor per kernel kind on the kernel table (perfpred.kernels.predictor), its
+out-of-fold error per kind, and the whole-model overhead fitted on the target's model measurements (the
+zoo manifest gives each row's descriptor). The interval comes from residuals of families left out of the
+overhead fit, so that it holds on architectures the zoo lacks. The fitted KernelModel is pickled to
+data/kernels/predictors/<target>.pkl (read by `perfpred kernels` and the `kernels` algorithm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from perfpred import config
+from perfpred.kernels import detector, predictor
+from perfpred.kernels.measurement import kernels_dir
+
+
+def predictor_path(target: str, params: dict | None = None) -> Path:
+    """Where a target's fitted KernelModel is kept."""
+    return kernels_dir(params if params is not None else config.load_params()) / "predictors" / f"{target}.pkl"
+
+
+def load_model(target: str, params: dict | None = None) -> predictor.KernelModel:
+    """A target's fitted KernelModel (written by `perfpred kernel-train`, never a file from elsewhere)."""
+    path = predictor_path(target, params)
+    if not path.exists():
+        raise FileNotFoundError(f"no kernel predictor for {target} at {path}: run `perfpred kernel-train` "
+                                "(after `perfpred kernel-measure --target {target}`)")
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+def model_rows(target: str, params: dict) -> pd.DataFrame:
+    """The target's ok whole-model measurements with each model's kernels detected (by the target's rules)."""
+    from perfpred.zoo import build as zoo
+
+    table = pd.read_parquet(config.path("measurements", params) / f"{target}.parquet")
+    table = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
+    manifest = zoo.read_manifest(config.path("zoo", params) / zoo.MANIFEST)
+    paths = dict(zip(manifest["name"], manifest["descriptor"], strict=True))
+    rules = detector.fusion_rules(target)
+    rows = []
+    for entry in table.itertuples(index=False):
+        if entry.model not in paths:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                graph = detector.descriptors.load(config.project_root() / paths[entry.model])
+                kernels = detector.detect_graph(graph, rules, int(entry.input_width))
+            except (ValueError, KeyError):
+                continue
+        rows.append({"model": entry.model, "family": entry.family, "input_width": int(entry.input_width),
+                     "latency_ms": float(entry.latency_ms), "kernels": kernels})
+    return pd.DataFrame(rows)
+
+
+def model_terms(models: pd.DataFrame, model: predictor.KernelModel) -> np.ndarray:
+    """Each model's overhead terms (predictor.model_terms): in-model kernel sum, count, MB read, 1."""
+    return np.array([model.terms(kernels) for kernels in models["kernels"]])
+
+
+def family_residuals(models: pd.DataFrame, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted latency of every model with its family left out of the overhead fit, and log(measured / predicted)."""
+    measured = models["latency_ms"].to_numpy()
+    predicted = np.zeros(len(models))
+    for family in models["family"].unique():
+        held = (models["family"] == family).to_numpy()
+        coefficients = predictor.fit_overhead(terms[~held], measured[~held])
+        predicted[held] = np.maximum(terms[held] @ coefficients, 1e-3)
+    return predicted, np.log(measured / predicted)
+
+
+def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.KernelModel, dict]:
+    """Fit one target's KernelModel; return it with its evaluation (per-kind and whole-model figures)."""
+    kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
+    model = predictor.KernelModel(target, predictor.fit_kinds(kernels, seed))
+    oof = predictor.cross_validated(kernels, seed).dropna()
+    truth = kernels.loc[oof.index, "latency_ms"]
+    errors = (oof - truth).abs() / truth
+    by_kind = errors.groupby(kernels.loc[oof.index, "kind"]).mean()
+    metrics = {f"kernel_mape_{kind}": 100 * float(value) for kind, value in by_kind.items()}
+    metrics["kernel_mape"] = 100 * float(errors.mean())
+    models = model_rows(target, params)
+    terms = model_terms(models, model)
+    model.overhead = predictor.fit_overhead(terms, models["latency_ms"].to_numpy())
+    predicted, residuals = family_residuals(models, terms)
+    model.log_residuals = residuals
+    relative = np.abs(predicted - models["latency_ms"].to_numpy()) / models["latency_ms"].to_numpy()
+    metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()),
+                "model_within_10pct_unseen_family": 100 * float((relative <= 0.10).mean()),
+                "models": float(len(models)), "kernels_measured": float(len(kernels))}
+    model.zoo_terms = models[["model", "input_width"]].assign(
+        kernel_sum_ms=terms[:, 0], kernel_count=terms[:, 1], kernel_read_mb=terms[:, 2],
+        kernel_latency_ms=np.maximum(terms @ model.overhead, 1e-3))
+    return model, metrics
+
+
+def kernel_features(model: predictor.KernelModel) -> pd.DataFrame:
+    """Per zoo model on the target: in-model kernel sum, kernel count, MB read (no model-level fit: a feature
+    for the model-level algorithms) and the kernel model's whole-model prediction (whose overhead saw them all)."""
+    return model.zoo_terms
+
+
+def track(target: str, model: predictor.KernelModel, metrics: dict, path: Path) -> None:
+    """One MLflow run per target in the experiment `kernels-<target>`: figures, overhead, the pickled predictor."""
+    import mlflow
+
+    from perfpred.serve import registry
+
+    registry.client()
+    with mlflow.start_run(experiment_id=registry.experiment_id(f"kernels-{target}"), run_name=f"kernels-{target}"):
+        mlflow.log_params({"target": target, "kinds": ",".join(sorted(model.regressors)),
+                           "overhead": json.dumps([round(float(v), 6) for v in model.overhead])})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_artifact(str(path))
+
+
+def measured_targets(params: dict) -> list[str]:
+    """Targets whose kernel table exists."""
+    return sorted(p.stem for p in (kernels_dir(params) / "measurements").glob("*.parquet"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `perfpred kernel-train`."""
+    parser.add_argument("--target", action="append", help="only this target (repeatable); default: every measured one")
+    parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit, save and track the kernel predictors of the measured targets."""
+    params = config.load_params()
+    targets = args.target or measured_targets(params)
+    if not targets:
+        raise FileNotFoundError(f"no kernel measurements in {kernels_dir(params) / 'measurements'}: run "
+                                "`perfpred kernel-measure --target T` first")
+    summary = {}
+    for target in targets:
+        model, metrics = fit_target(target, params)
+        path = predictor_path(target, params)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kernel_features(model).to_parquet(path.with_suffix(".features.parquet"), index=False)
+        model.zoo_terms = None  # the pickle is what `perfpred kernels` loads: keep it small
+        path.write_bytes(pickle.dumps(model))
+        if not args.no_track:
+            track(target, model, metrics, path)
+        summary[target] = metrics
+        print(f"{target}: kernels {metrics['kernel_mape']:.1f}% MAPE out of fold; whole models (family left out) "
+              f"{metrics['model_mape_unseen_family']:.1f}% MAPE, {metrics['model_within_10pct_unseen_family']:.0f}% "
+              "within 10%")
+    out = kernels_dir(params) / "predictors" / "summary.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0

@@ -1,0 +1,174 @@
+"""Kernel detection, the kernel zoo's sampler and the kernel predictors (perfpred.kernels)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfpred.features.descriptors import DescriptorError
+from perfpred.kernels import detector, measurement, predictor, sampler
+
+RULES = {"BatchNormalization": ["conv", "depthwise"], "Activation": ["conv", "depthwise", "dense"]}
+
+
+def _descriptor(build) -> dict:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return json.loads(build().to_json())
+
+
+def _residual_block():
+    import keras
+    from keras import layers
+
+    image = keras.Input((16, 16, 8))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(image)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Activation("relu", name="relu")(x)
+    x = layers.Add(name="add")([x, image])
+    x = layers.SeparableConv2D(12, 3, strides=2, padding="same", name="sep")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.2, name="drop")(x)
+    x = layers.Dense(10, activation="softmax", name="head")(x)
+    return keras.Model(image, x)
+
+
+def test_conv_bn_relu_fuse_under_rules_and_stay_apart_without():
+    descriptor = _descriptor(_residual_block)
+    fused = detector.detect_graph(detector.descriptors.parse(descriptor), RULES)
+    assert [k.kind for k in fused] == ["conv", "add", "depthwise", "conv", "globalpool", "dense"]
+    assert fused[0].layers == ["conv", "bn", "relu"]
+    bare = detector.detect_graph(detector.descriptors.parse(descriptor), {})
+    assert [k.kind for k in bare][:4] == ["conv", "unary", "unary", "add"]
+
+
+def test_a_tensor_read_twice_is_not_fused_into_its_producer():
+    import keras
+    from keras import layers
+
+    def branch():
+        image = keras.Input((8, 8, 4))
+        x = layers.Conv2D(4, 1, name="conv")(image)
+        a = layers.BatchNormalization(name="bn")(x)
+        return keras.Model(image, layers.Add(name="add")([a, x]))
+
+    kernels = detector.detect_graph(detector.descriptors.parse(_descriptor(branch)), RULES)
+    assert [k.kind for k in kernels] == ["conv", "unary", "add"]
+
+
+def test_kernel_configuration_and_counts():
+    kernels = detector.detect_graph(detector.descriptors.parse(_descriptor(_residual_block)), RULES)
+    conv, _, depthwise, pointwise, _, dense = kernels
+    assert (conv.cin, conv.cout, conv.kernel_size, conv.strides) == (8, 8, 3, 1)
+    assert conv.flops >= 2 * 16 * 16 * 8 * 9 * 8  # 2 per multiply-accumulate (+ the fused BN's)
+    assert conv.bytes_read == (16 * 16 * 8 + 9 * 8 * 8 + 4 * 8) * 4  # input, kernel, BN's four vectors
+    assert depthwise.output_shape == (8, 8, 8) and depthwise.strides == 2
+    assert pointwise.input_shape == (8, 8, 8) and pointwise.output_shape == (8, 8, 12)
+    assert dense.layers == ["head"] and dense.cin == 12 and dense.cout == 10
+
+
+def test_unknown_target_and_bad_descriptor_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="no fusion rules for target 'nowhere'"):
+        detector.fusion_rules("nowhere")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"class_name": "Functional", "config": {"layers": [')
+    with pytest.raises(DescriptorError, match="bad.json: malformed JSON"):
+        detector.detect(bad)
+
+
+def test_every_host_target_has_fusion_rules():
+    for target in ("host-cpu-tf", "host-cpu-tflite"):
+        rules = detector.fusion_rules(target)
+        assert set(rules) <= detector.UNARY and all(set(kinds) <= set(detector.KINDS) for kinds in rules.values())
+
+
+def _pools() -> dict:
+    conv = detector.Kernel("conv", ["c"], (28, 28, 32), (28, 28, 64), 32, 64, 3, 1)
+    dense = detector.Kernel("dense", ["d"], (256,), (10,), 256, 10)
+    return {kind: [] for kind in detector.KINDS} | {"conv": [conv], "dense": [dense]}
+
+
+def test_plan_is_seeded_and_names_encode_the_configuration():
+    profile = {"default_per_kind": 2, "per_kind": {"conv": 4}}
+    first, again = sampler.plan(profile, _pools(), 3), sampler.plan(profile, _pools(), 3)
+    assert first == again and len(first) == 4 + 2 * (len(detector.KINDS) - 1)
+    assert sampler.plan(profile, _pools(), 4) != first
+    for spec in first:
+        assert measurement.spec_from_name(sampler.spec_name(spec)) == {k: v for k, v in spec.items()}
+        if spec["kind"] == "grouped":
+            assert spec["cin"] % spec["groups"] == 0 and spec["cout"] % spec["groups"] == 0
+
+
+@pytest.mark.parametrize("kind", detector.KINDS)
+def test_a_sampled_descriptor_holds_its_kind(kind):
+    spec = sampler.sample_spec(kind, _pools(), random.Random(1))
+    descriptor = json.loads(sampler.build(spec).to_json())
+    kernels = detector.detect_graph(detector.descriptors.parse(descriptor), detector.fusion_rules("host-cpu-tf"))
+    assert kind in [k.kind for k in kernels]
+    if kind in ("conv", "depthwise", "grouped", "transposed"):
+        assert len(kernels) == 1 and len(kernels[0].layers) == 3  # BN and ReLU fused on this target
+
+
+def _roofline_table(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    flops = rng.uniform(1e5, 1e8, rows)
+    moved = rng.uniform(1e4, 1e7, rows)
+    frame = pd.DataFrame({field: rng.integers(1, 64, rows) for field in detector.CONFIG_FIELDS})
+    frame["flops"], frame["bytes_read"], frame["bytes_written"] = flops, moved / 2, moved / 2
+    frame["latency_ms"] = 0.02 + flops / 1e6 * 0.01 + moved / 1e6 * 0.05
+    return frame.assign(kind="conv", status="ok", name=[f"k{i}" for i in range(rows)])
+
+
+def test_the_prior_recovers_a_roofline_and_predicts_held_out_kernels():
+    table = _roofline_table(30, 0)
+    fitted = predictor.KernelRegressor().fit(table, table["latency_ms"].to_numpy())
+    assert fitted.coefficients == pytest.approx([0.02, 0.01, 0.05], rel=1e-3)
+    unseen = _roofline_table(10, 1)
+    error = np.abs(fitted.predict(unseen) / unseen["latency_ms"] - 1)
+    assert error.max() < 0.02
+
+
+def test_worst_configurations_names_the_outlier():
+    table = _roofline_table(20, 2)
+    table.loc[5, "latency_ms"] *= 5
+    assert predictor.worst_configurations(table, 1) == ["k5"]
+
+
+def test_overhead_fit_recovers_its_coefficients():
+    cases = ((1.0, 10, 3e5), (5.0, 40, 1e5), (20.0, 90, 2e6), (3.0, 30, 4e6), (9.0, 12, 5e5), (2.0, 2, 7e6))
+    terms = np.array([predictor.model_terms(total, [detector.Kernel("conv", ["c"], (8, 8, 4), (8, 8, 4), 4, 4,
+                                                                    bytes_read=int(read))] * count)
+                      for total, count, read in cases])
+    assert terms[2].tolist() == [20.0, 90.0, 90 * 2.0, 1.0]
+    coefficients = np.array([1.1, 0.01, 0.02, 0.3])
+    assert predictor.fit_overhead(terms, terms @ coefficients) == pytest.approx(coefficients)
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_kernels_are_measured_by_the_model_harness_and_resume(tmp_path):
+    import copy
+
+    from perfpred import config
+
+    params = copy.deepcopy(config.load_params())
+    params["paths"]["kernels"] = str(tmp_path / "kernels")
+    params["kernel_zoo"] = config.composed_params(["kernel_zoo=ci"])["kernel_zoo"]
+    specs = [sampler.sample_spec(kind, _pools(), random.Random(0)) for kind in ("conv", "add")]
+    paths = sampler.write(specs, tmp_path / "kernels" / "zoo" / "models")
+    entries = [{"name": sampler.spec_name(s), "kind": s["kind"], "round": 1, "descriptor": str(p)}
+               for s, p in zip(specs, paths, strict=True)]
+    rows = measurement.measure_round(entries, "host-cpu-tf", params)
+    assert [row["status"] for row in rows] == ["ok", "ok"] and all(row["latency_ms"] > 0 for row in rows)
+    journal = tmp_path / "kernels" / "runs" / "host-cpu-tf" / "journal.jsonl"
+    assert len(journal.read_text().splitlines()) == 2
+    again = measurement.measure_round(entries, "host-cpu-tf", params)  # resumed: nothing measured twice
+    assert [r["latency_ms"] for r in again] == [r["latency_ms"] for r in rows]
+    assert len(journal.read_text().splitlines()) == 2
+    table = measurement.table(entries, rows, detector.fusion_rules("host-cpu-tf"))
+    assert table["kind"].tolist() == ["conv", "add"] and table.loc[0, "fused"] == 2
