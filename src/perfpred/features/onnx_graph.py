@@ -88,9 +88,9 @@ def _fix_inputs(model, input_size: int | None, origin: str):
     constants = {tensor.name for tensor in graph.initializer}
     width = None
     for value in graph.input:
-        if value.name in constants:
-            continue
         dims = value.type.tensor_type.shape.dim
+        if value.name in constants or value.type.tensor_type.elem_type not in FLOAT_BYTES or len(dims) < 2:
+            continue  # e.g. an integer shape argument: not a batch of data
         if len(dims) and dims[0].dim_value > 1:
             raise DescriptorError(f"{origin}: input {value.name!r} has batch {dims[0].dim_value}: export the model "
                                   "with batch 1 (or a dynamic batch)")
@@ -143,6 +143,7 @@ class _Count:
             shape = value.type.tensor_type.shape
             if value.type.tensor_type.HasField("shape"):
                 self.shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in shape.dim)
+        self.producers = {name: node for node in graph.node for name in node.output}
         self.consumers: dict[str, list] = {}
         for node in graph.node:
             for name in node.input:
@@ -154,6 +155,12 @@ class _Count:
     def shape(self, name: str, node) -> tuple:
         shape = self.constants.get(name) if name in self.constants else self.shapes.get(name)
         if shape is None or any(d is None for d in shape):
+            import onnx
+
+            if not onnx.defs.has(node.op_type, node.domain or ""):
+                raise DescriptorError(
+                    f"{self.origin}: node {node.name or '?'!r}: {node.op_type!r} (domain {node.domain or 'ai.onnx'!r}) is "
+                    "not an ONNX operator, so nothing can be inferred past it; the exporter left it unconverted")
             raise DescriptorError(
                 f"{self.origin}: node {node.name or '?'!r} ({node.op_type}): the shape of {name!r} cannot be inferred "
                 f"({shape}); pass --input-size, or export the model with static shapes")
@@ -170,7 +177,7 @@ class _Count:
     def features(self) -> dict:
         totals = self.totals
         for value in self.graph.input:
-            if value.name not in self.constants:
+            if value.name not in self.constants and value.type.tensor_type.elem_type in FLOAT_BYTES:
                 size = math.prod(self.shape(value.name, value)[1:])
                 totals["input_size"] += size
                 totals["activations"] += size
@@ -215,7 +222,7 @@ class _Count:
             params = sum(self.weight(name) for name in node.input if name in self.constants and
                          math.prod(self.constants[name]) > 1)
             flops = max(len(node.input) - 1, 1) * elements
-            totals["merge_layers"] += op in MERGES and len(tensors) > 1
+            totals["merge_layers"] += op in MERGES and len(tensors) > 1 and not self.gated(node)
         elif op == "Concat":
             totals["merge_layers"] += len(tensors) > 1
         elif op in ACTIVATION_FLOPS:
@@ -229,6 +236,16 @@ class _Count:
         totals["layers"] += 1
         totals["activations"] += elements
         totals["max_activation"] = max(totals["max_activation"], elements)
+
+    def gated(self, node) -> bool:
+        """Whether a Mul is x * sigmoid(x) (swish, hard swish): an activation in Keras, not a merge."""
+        if node.op_type != "Mul" or len(node.input) != 2:
+            return False
+        for gate, other in (node.input, reversed(node.input)):
+            producer = self.producers.get(gate)
+            if producer is not None and producer.op_type in ("Sigmoid", "HardSigmoid") and producer.input[0] == other:
+                return True
+        return False
 
     def conv(self, node, out: tuple, fused: set[str]) -> tuple[int, int]:
         """A Conv (a depthwise one feeding only a 1x1 Conv: with it, a separable layer) or a ConvTranspose."""
