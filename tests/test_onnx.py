@@ -16,9 +16,10 @@ ZOO = Path(__file__).parent / "data" / "zoo" / "models"
 
 def onnx_export(model, path: Path) -> Path:
     """A keras.Model exported to ONNX as the measure stage exports it (trained-like random weights)."""
-    from perfpred.measure.onnx_runtime import export_keras
+    from perfpred.measure.onnx_runtime import check_output, export_keras
 
-    export_keras(model, path)
+    built = export_keras(model, path)
+    check_output(str(path), built["inputs"], built["expected_output"])  # ONNX Runtime computes the Keras model
     return path
 
 
@@ -44,7 +45,8 @@ def test_an_onnx_export_of_a_zoo_model_describes_as_the_keras_original(tmp_path,
     model = keras.models.model_from_json(descriptor.read_text())
     exported = describe(onnx_export(model, tmp_path / f"{name}.onnx"))
     assert_agrees(describe(descriptor), exported)
-    assert exported["bn_layers"] == 0  # tf2onnx folds every batch norm of these models
+    # tf2onnx folds batch norms into the convolution before them; one after a depthwise conv stays a scale and shift
+    assert exported["bn_layers"] < describe(descriptor)["bn_layers"] or exported["bn_layers"] == 0
     assert set(exported) == set(describe(descriptor))
 
 
@@ -63,11 +65,12 @@ def test_onnx_exports_of_synthetic_cnns_describe_as_their_keras_originals(tmp_pa
 
 @pytest.mark.tensorflow
 @pytest.mark.slow
-def test_a_separable_convolution_counts_as_one_layer_as_in_keras(tmp_path):
+def test_a_separable_convolution_counts_as_one_layer_and_normalization_stays_constant(tmp_path):
     import keras
 
     inputs = keras.Input((32, 32, 3))
-    x = keras.layers.SeparableConv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Normalization()(inputs)  # tf2onnx makes its mean and variance graph inputs: frozen back
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", activation="relu")(x)
     x = keras.layers.DepthwiseConv2D(3)(x)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.Flatten()(x)

@@ -11,6 +11,9 @@ What an exporter changed is counted as the exporter left it:
   is a bn layer (4 parameters per channel, 1 FLOP per element and 2 per channel, as in Keras);
 - a Keras SeparableConv2D (a bias-free depthwise Conv feeding only a 1x1 Conv) counts as one conv
   layer, as Keras counts it; a depthwise Conv followed by anything else is a layer of its own;
+- a batch normalisation it could not fold (after an activation) is written as a Mul and an Add of
+  per-channel constants: that pair is a bn layer of 2 parameters per channel (the file holds no more),
+  with the FLOPs of a Keras batch norm;
 - a Dense layer is a Gemm, or a MatMul by a 2-D constant (with the Add of a 1-D constant that follows
   it as its bias); a LayerNormalization written out as ReduceMean/Sub/Pow/... costs what those ops cost.
 `layers` counts the graph's nodes except constants and shape plumbing, and `neurons` uses the plain
@@ -217,6 +220,14 @@ class _Count:
         elif op in GLOBAL_POOLS:
             flops = math.prod(self.shape(node.input[0], node)[1:])
             totals["pool_layers"] += 1
+        elif op == "Mul" and (shift := self.scale_shift(node)) is not None:
+            # a batch norm the exporter could not fold (it follows an activation): x * scale + shift per channel
+            fused.add(shift.name)
+            channels = max(math.prod(self.constants[name]) for name in node.input if name in self.constants)
+            params = sum(self.weight(name) for name in (*node.input, *shift.input) if name in self.constants)
+            flops = BN_FLOPS_PER_ELEMENT * elements + BN_FLOPS_PER_CHANNEL * channels
+            totals["bn_layers"] += 1
+            totals["bn_params"] += params
         elif op in ELEMENTWISE:
             # a constant operand is a weight (a scale, a shift, a PReLU slope): one FLOP per element all the same
             params = sum(self.weight(name) for name in node.input if name in self.constants and
@@ -236,6 +247,17 @@ class _Count:
         totals["layers"] += 1
         totals["activations"] += elements
         totals["max_activation"] = max(totals["max_activation"], elements)
+
+    def scale_shift(self, node):
+        """The Add of a per-channel constant that alone follows a Mul by a per-channel constant, if so."""
+        scale = [name for name in node.input if name in self.constants and math.prod(self.constants[name]) > 1]
+        consumers = self.consumers.get(node.output[0], [])
+        if len(scale) != 1 or len(node.input) != 2 or len(consumers) != 1 or consumers[0].op_type != "Add":
+            return None
+        shift = [name for name in consumers[0].input if name in self.constants]
+        if len(shift) != 1 or math.prod(self.constants[shift[0]]) != math.prod(self.constants[scale[0]]):
+            return None
+        return consumers[0]
 
     def gated(self, node) -> bool:
         """Whether a Mul is x * sigmoid(x) (swish, hard swish): an activation in Keras, not a merge."""

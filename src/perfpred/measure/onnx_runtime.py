@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -59,8 +60,49 @@ def export_keras(model, path: Path, seed: int = 0) -> dict:
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Saved artifact at ..."
         model.export(str(path), format="onnx")
+    _freeze_normalization_inputs(model, path)
     flat = expected[0] if isinstance(expected, list | tuple) else expected
     return {"export_s": time.perf_counter() - started, "inputs": inputs, "expected_output": np.asarray(flat)}
+
+
+def _freeze_normalization_inputs(model, path: Path) -> None:
+    """Make the mean and variance of keras.layers.Normalization constants again.
+
+    tf2onnx turns these captured tensors into graph inputs named `<layer>/Sub/y:0` (the mean) and
+    `<layer>/Sqrt/x:0` (the variance), which a runtime would ask the caller for. The output check
+    (`check_output`) proves the values are put back where they belong.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    exported = onnx.load(str(path))
+    extra = list(exported.graph.input)[len(model.inputs):]
+    if not extra:
+        return
+    layers = {layer.name: layer for layer in _all_layers(model) if type(layer).__name__ == "Normalization"}
+    for value in extra:
+        parts = value.name.split("/")  # TensorFlow scopes add a call suffix: normalization -> normalization_1
+        owner = next((layer for name, layer in layers.items()
+                      if any(re.fullmatch(rf"{re.escape(name)}(_\d+)?", part) for part in parts)), None)
+        role = "mean" if "/Sub/" in value.name else "variance" if "/Sqrt/" in value.name else None
+        if owner is None or role is None:
+            continue  # left as an input: check_output refuses the export
+        array = np.asarray(getattr(owner, role), dtype="float32")
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        exported.graph.initializer.append(numpy_helper.from_array(array.reshape(shape), value.name))
+        exported.graph.input.remove(value)
+    onnx.save(exported, str(path))
+
+
+def _all_layers(model) -> list:
+    """The layers of a model and of the models nested in it."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found += _all_layers(layer)
+    return found
 
 
 def _export_descriptor(descriptor: dict, path: str, seed: int) -> dict:
@@ -85,6 +127,10 @@ def check_output(path: str, inputs: list, expected) -> None:
     import numpy as np
 
     session = _session(path, 1)
+    if len(session.get_inputs()) != len(inputs):  # tf2onnx does this to keras.layers.Normalization's mean and variance
+        extra = ", ".join(value.name for value in session.get_inputs()[len(inputs):])
+        raise RuntimeError(f"the ONNX export has inputs the Keras model has not ({extra}): the exporter turned weights "
+                           "into inputs")
     feeds = {value.name: x for value, x in zip(session.get_inputs(), inputs, strict=True)}
     output = session.run(None, feeds)[0]
     scale = float(np.max(np.abs(expected))) or 1.0
