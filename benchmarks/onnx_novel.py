@@ -2,7 +2,7 @@
 
 The five networks below are written here, not drawn from the zoo (no keras.applications family, no
 basic_model): SqueezeNet 1.1, a Wide ResNet 16-4, an AlexNet-like stack of large kernels, a GhostNet-like
-network of cheap depthwise features, and a ResNeXt-like network of grouped convolutions. Each is exported
+network of cheap depthwise features, and a MixNet-like network of mixed depthwise kernels. Each is exported
 to ONNX (perfpred.measure.onnx_runtime.export_keras), measured as a user's file is
 (`perfpred measure model.onnx --target host-cpu-onnxruntime`), described from the ONNX file and predicted by
 the champion of host-cpu-onnxruntime latency in the given MLflow store.
@@ -98,24 +98,26 @@ def ghostnet_like(keras, width: int = 112):
     return keras.Model(inputs, layers.Dense(1000, activation="softmax")(x), name="ghostnet_like")
 
 
-def resnext_like(keras, width: int = 96, cardinality: int = 8):
-    """ResNeXt bottlenecks: 1x1, grouped 3x3 (8 groups), 1x1, with projection shortcuts."""
+def mixconv_like(keras, width: int = 96):
+    """MixNet-like blocks: a 1x1 expansion, depthwise 3x3, 5x5 and 7x7 side by side, concatenated, a 1x1 projection.
+
+    (Not ResNeXt: Keras runs a grouped Conv2D as an XLA-compiled function, which tf2onnx leaves unconverted.)
+    """
     layers = keras.layers
     inputs = keras.Input((width, width, 3))
-    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(32, 3, strides=2, padding="same")(inputs)))
-    for channels, strides in [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1)]:
-        y = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(channels // 2, 1)(x)))
-        y = layers.Conv2D(channels // 2, 3, strides=strides, padding="same", groups=cardinality)(y)
-        y = layers.ReLU()(layers.BatchNormalization()(y))
-        y = layers.BatchNormalization()(layers.Conv2D(channels, 1)(y))
-        shortcut = x if strides == 1 and x.shape[-1] == channels else layers.Conv2D(channels, 1, strides=strides)(x)
-        x = layers.ReLU()(layers.Add()([shortcut, y]))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(24, 3, strides=2, padding="same", use_bias=False)(inputs)))
+    for channels, strides in [(24, 1), (40, 2), (40, 1), (80, 2), (80, 1), (120, 1), (192, 2)]:
+        y = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(channels * 3, 1, use_bias=False)(x)))
+        y = layers.Concatenate()([layers.DepthwiseConv2D(k, strides=strides, padding="same", use_bias=False)(y)
+                                  for k in (3, 5, 7)])
+        y = layers.BatchNormalization()(layers.Conv2D(channels, 1, use_bias=False)(layers.ReLU()(y)))
+        x = layers.Add()([x, y]) if strides == 1 and x.shape[-1] == channels else y
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, layers.Dense(100, activation="softmax")(x), name="resnext_like")
+    return keras.Model(inputs, layers.Dense(100, activation="softmax")(x), name="mixconv_like")
 
 
 ARCHITECTURES = {"squeezenet_1_1": squeezenet, "wide_resnet_16_4": wide_resnet, "alexnet_like": alexnet_like,
-                 "ghostnet_like": ghostnet_like, "resnext_like": resnext_like}
+                 "ghostnet_like": ghostnet_like, "mixconv_like": mixconv_like}
 
 
 def _export(name: str, path: str) -> str:
