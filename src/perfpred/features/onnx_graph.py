@@ -70,23 +70,23 @@ def describe_onnx(source, input_size: int | None = None) -> dict:
     """Model-level features (schema.FEATURE_COLUMNS + description.EXTRA_COLUMNS) of an ONNX file or ModelProto."""
     import onnx
 
-    model = _load(Path(source)) if isinstance(source, str | Path) else source
-    origin = str(source) if isinstance(source, str | Path) else "<onnx.ModelProto>"
+    if isinstance(source, str | Path):
+        model, origin = _load(Path(source)), str(source)
+    else:  # the caller's model is left as it was
+        model, origin = onnx.ModelProto.FromString(source.SerializeToString()), "<onnx.ModelProto>"
     if model.functions:  # e.g. torch.export's modules: their nodes count as the graph's
         model = onnx.inliner.inline_local_functions(model)
-    fixed, input_width = _fix_inputs(model, input_size, origin)
+    input_width = _fix_inputs(model, input_size, origin)
+    weights = _detach_weights(model.graph)
     try:
-        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as error:  # onnx raises InferenceError, ValidationError, RuntimeError
         raise DescriptorError(f"{origin}: ONNX shape inference failed: {str(error).splitlines()[0][:200]}") from None
-    return _Count(inferred.graph, origin, input_width).features()
+    return _Count(inferred.graph, origin, input_width, weights).features()
 
 
 def _fix_inputs(model, input_size: int | None, origin: str):
-    """A copy whose image inputs have batch 1 and every unknown (or, given input_size, spatial) dimension filled."""
-    import onnx
-
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    """Give image inputs batch 1 and fill every unknown (or, given input_size, spatial) dimension; return the width."""
     graph = model.graph
     constants = {tensor.name for tensor in graph.initializer}
     width = None
@@ -117,7 +117,25 @@ def _fix_inputs(model, input_size: int | None, origin: str):
         del graph.value_info[:]
         for value in graph.output:
             value.type.tensor_type.ClearField("shape")
-    return model, width
+    return width
+
+
+def _detach_weights(graph) -> dict[str, tuple]:
+    """Replace float initializers by typed graph inputs; return name -> (dims, data type).
+
+    Shape inference needs their shapes only, and copying the weights into it (the whole file, once per
+    call) is most of the time describe would take; integer constants (shapes, axes) stay for data_prop.
+    """
+    from onnx import helper
+
+    weights = {t.name: (tuple(t.dims), t.data_type) for t in graph.initializer if t.data_type in FLOAT_BYTES}
+    kept = [t for t in graph.initializer if t.name not in weights]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    declared = {value.name for value in graph.input}
+    graph.input.extend(helper.make_tensor_value_info(name, dtype, dims) for name, (dims, dtype) in weights.items()
+                       if name not in declared)
+    return weights
 
 
 def _spatial_axes(dims: list) -> set[int]:
@@ -131,10 +149,12 @@ def _spatial_axes(dims: list) -> set[int]:
 class _Count:
     """One pass over the nodes of an inferred graph (written in topological order), accumulating features."""
 
-    def __init__(self, graph, origin: str, input_width: int | None):
+    def __init__(self, graph, origin: str, input_width: int | None, weights: dict[str, tuple]):
         self.graph, self.origin, self.input_width = graph, origin, input_width
         self.constants: dict[str, tuple] = {t.name: tuple(t.dims) for t in graph.initializer}
         self.dtypes = {t.name: t.data_type for t in graph.initializer}
+        self.constants |= {name: dims for name, (dims, _) in weights.items()}
+        self.dtypes |= {name: dtype for name, (_, dtype) in weights.items()}
         for node in graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims is not None:
                 value = node.attribute[0]
