@@ -28,6 +28,7 @@ from pathlib import Path
 
 from perfpred.data.schema import FEATURE_COLUMNS
 from perfpred.features.descriptors import DescriptorError
+from perfpred.features.onnx_loading import FLOAT_BYTES, detach_weights, fix_inputs, load
 from perfpred.features.weighted import BN_FLOPS_PER_CHANNEL, BN_FLOPS_PER_ELEMENT, INIT_FLOPS_PER_WEIGHT
 
 #: nodes that are neither layers nor computation: constants and shape arithmetic
@@ -40,30 +41,6 @@ MERGES = {"Add", "Sub", "Mul", "Max", "Min", "Sum", "Mean", "Concat"}
 ACTIVATION_FLOPS = {"HardSigmoid": 2, "HardSwish": 3, "Gelu": 4, "Mish": 1, "PRelu": 1}
 POOLS = {"MaxPool", "AveragePool", "LpPool"}
 GLOBAL_POOLS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMean", "ReduceMax"}
-FLOAT_BYTES = {1: 4, 10: 2, 11: 8, 16: 2}  # onnx TensorProto: FLOAT, FLOAT16, DOUBLE, BFLOAT16
-
-
-def is_onnx(path: Path) -> bool:
-    """Whether a file is an ONNX model: by its .onnx suffix, or a protobuf whose graph has nodes."""
-    if path.suffix.lower() == ".onnx":
-        return True
-    head = path.read_bytes()[:1]
-    if head in (b"{", b"[", b"P", b""):  # JSON or a zip (.keras)
-        return False
-    try:
-        return len(_load(path).graph.node) > 0
-    except DescriptorError:
-        return False
-
-
-def _load(path: Path):
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        return onnx.load(str(path))
-    except (DecodeError, ValueError, RuntimeError) as error:
-        raise DescriptorError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})"[:300]) from None
 
 
 def describe_onnx(source, input_size: int | None = None) -> dict:
@@ -71,79 +48,18 @@ def describe_onnx(source, input_size: int | None = None) -> dict:
     import onnx
 
     if isinstance(source, str | Path):
-        model, origin = _load(Path(source)), str(source)
+        model, origin = load(Path(source)), str(source)
     else:  # the caller's model is left as it was
         model, origin = onnx.ModelProto.FromString(source.SerializeToString()), "<onnx.ModelProto>"
     if model.functions:  # e.g. torch.export's modules: their nodes count as the graph's
         model = onnx.inliner.inline_local_functions(model)
-    input_width = _fix_inputs(model, input_size, origin)
-    weights = _detach_weights(model.graph)
+    input_width = fix_inputs(model, input_size, origin)
+    weights = detach_weights(model.graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as error:  # onnx raises InferenceError, ValidationError, RuntimeError
         raise DescriptorError(f"{origin}: ONNX shape inference failed: {str(error).splitlines()[0][:200]}") from None
     return _Count(inferred.graph, origin, input_width, weights).features()
-
-
-def _fix_inputs(model, input_size: int | None, origin: str):
-    """Give image inputs batch 1 and fill every unknown (or, given input_size, spatial) dimension; return the width."""
-    graph = model.graph
-    constants = {tensor.name for tensor in graph.initializer}
-    width = None
-    for value in graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if value.name in constants or value.type.tensor_type.elem_type not in FLOAT_BYTES or len(dims) < 2:
-            continue  # e.g. an integer shape argument: not a batch of data
-        if len(dims) and dims[0].dim_value > 1:
-            raise DescriptorError(f"{origin}: input {value.name!r} has batch {dims[0].dim_value}: export the model "
-                                  "with batch 1 (or a dynamic batch)")
-        if len(dims):
-            dims[0].Clear()
-            dims[0].dim_value = 1
-        spatial = _spatial_axes([d.dim_value or None for d in dims])
-        for axis, dim in enumerate(dims):
-            if axis in spatial and input_size is not None:
-                dim.Clear()
-                dim.dim_value = input_size
-            elif not dim.dim_value:
-                if input_size is None:
-                    raise DescriptorError(f"{origin}: input {value.name!r} has an unknown dimension "
-                                          f"{dim.dim_param or '?'} (axis {axis}): pass --input-size")
-                dim.Clear()
-                dim.dim_value = input_size
-        if len(dims) == 4 and width is None:
-            width = dims[sorted(spatial)[-1]].dim_value
-    if input_size is not None:  # shapes the exporter wrote for the old size would contradict the new ones
-        del graph.value_info[:]
-        for value in graph.output:
-            value.type.tensor_type.ClearField("shape")
-    return width
-
-
-def _detach_weights(graph) -> dict[str, tuple]:
-    """Replace float initializers by typed graph inputs; return name -> (dims, data type).
-
-    Shape inference needs their shapes only, and copying the weights into it (the whole file, once per
-    call) is most of the time describe would take; integer constants (shapes, axes) stay for data_prop.
-    """
-    from onnx import helper
-
-    weights = {t.name: (tuple(t.dims), t.data_type) for t in graph.initializer if t.data_type in FLOAT_BYTES}
-    kept = [t for t in graph.initializer if t.name not in weights]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    declared = {value.name for value in graph.input}
-    graph.input.extend(helper.make_tensor_value_info(name, dtype, dims) for name, (dims, dtype) in weights.items()
-                       if name not in declared)
-    return weights
-
-
-def _spatial_axes(dims: list) -> set[int]:
-    """The height and width axes of a 4-D image input: NCHW unless the last axis is the smallest (NHWC)."""
-    if len(dims) != 4:
-        return set()
-    channels_last = dims[3] is not None and (dims[1] is None or dims[3] < dims[1])
-    return {1, 2} if channels_last else {2, 3}
 
 
 class _Count:
