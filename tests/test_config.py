@@ -29,7 +29,7 @@ def test_the_pipeline_config_holds_every_stage_s_settings():
     params = config.composed_params()
     assert list(params) == ["paths", "zoo", "imported", "local", "measure", "kernel_zoo", "train", "tune", "published"]
     assert sorted(params["imported"]) == ["jetson-agx-xavier", "jetson-nano", "jetson-tx2"]
-    assert sorted(params["local"]) == ["host-cpu-tf", "host-cpu-tflite"]
+    assert sorted(params["local"]) == ["host-cpu-onnxruntime", "host-cpu-tf", "host-cpu-tflite"]
     assert params["train"]["seeds"] == 20 and params["train"]["outputs"] is False
     assert params["tune"]["first_seed"] >= params["train"]["seeds"]
 

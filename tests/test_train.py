@@ -141,7 +141,7 @@ def test_too_few_rows_and_unknown_names_are_errors(project, nano_subset):
     measurements.write_table(nano_subset.head(5), project / "data/measurements/jetson-nano.parquet")
     with pytest.raises(ValueError, match="only 5 latency rows"):
         estimators.training_table("jetson-nano", "latency")
-    with pytest.raises(config.ConfigError, match="known targets are host-cpu-tf, .*jetson-agx-xavier"):
+    with pytest.raises(config.ConfigError, match="known targets are host-cpu-onnxruntime, host-cpu-tf, .*jetson-agx-xavier"):
         estimators.training_table("jetson-orin-nx", "latency")
     # A configured target that was never measured says how to get measurements.
     with pytest.raises(FileNotFoundError, match="target 'jetson-orin' has no measurements.*perfpred measure"):

@@ -14,7 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "params": ("perfpred.params", "write params.yaml from conf/ (the configuration dvc repro reads)"),
     "import": ("perfpred.data.importer", "import published measurements into data/measurements/<target>.parquet"),
     "zoo": ("perfpred.zoo.build", "build the model zoo's Keras JSON descriptors and data/zoo/manifest.csv"),
-    "describe": ("perfpred.features.description", "print the model-level features of a Keras descriptor (.json or .keras)"),
+    "describe": ("perfpred.features.description", "print the model-level features of a Keras descriptor (.json, .keras) or an ONNX model (.onnx)"),
     "features": ("perfpred.features.stage", "describe every model of the zoo manifest into data/features/features.parquet"),
     "measure": ("perfpred.measure.stage", "measure latency and peak memory of a model (or the zoo) on a local or ssh target"),
     "train": ("perfpred.model.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),

@@ -1,4 +1,4 @@
-"""`perfpred describe`: model-level features of a Keras descriptor, computed without building the model."""
+"""`perfpred describe`: model-level features of a Keras descriptor or an ONNX file, computed without building the model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from perfpred.data.schema import FEATURE_COLUMNS
-from perfpred.features import descriptors, memory, rules, shapes, weighted
+from perfpred.features import descriptors, memory, onnx_graph, onnx_loading, rules, shapes, weighted
 from perfpred.features.descriptors import DescriptorError, Graph
 
 CONV_CLASSES = {"Conv2D", "Convolution2D", "Conv2DTranspose", "Deconvolution2D", "DepthwiseConv2D",
@@ -27,8 +27,10 @@ BYTES_PER_PARAM = 4  # float32 weights
 
 
 def describe(source, input_size: int | None = None) -> dict:
-    """Model-level features (schema.FEATURE_COLUMNS + EXTRA_COLUMNS) of a Keras JSON, .keras file or keras.Model."""
+    """Model-level features (schema.FEATURE_COLUMNS + EXTRA_COLUMNS) of a Keras JSON, .keras file, keras.Model or ONNX file."""
     table = None
+    if isinstance(source, str | Path) and Path(source).is_file() and onnx_loading.is_onnx(Path(source)):
+        return onnx_graph.describe_onnx(source, input_size)
     if hasattr(source, "to_json") and not isinstance(source, str | Path):
         graph = descriptors.parse(json.loads(source.to_json()), getattr(source, "name", "<keras.Model>"))
     else:
@@ -276,7 +278,7 @@ def layer_shapes(source, input_size: int | None = None) -> dict[str, tuple]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `perfpred describe`."""
-    parser.add_argument("model", help="Keras model descriptor: a .json (Keras 2 or 3) or a .keras file")
+    parser.add_argument("model", help="a Keras model descriptor (.json, Keras 2 or 3; .keras) or an ONNX model (.onnx)")
     parser.add_argument("--input-size", type=int, default=None, metavar="N", help="re-target the input to N x N x 3")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

@@ -66,7 +66,12 @@ def load(source, origin: str | None = None) -> Graph:
         except (zipfile.BadZipFile, KeyError) as error:
             raise DescriptorError(f"{path}: not a .keras file with a config.json ({error})") from None
         return parse(_json(text, f"{path}!config.json"), str(path))
-    return parse(_json(path.read_text(), str(path)), str(path))
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DescriptorError(f"{path}: neither a Keras JSON descriptor (.json), a .keras archive nor an ONNX model "
+                              "(.onnx): perfpred reads these three formats") from None
+    return parse(_json(text, str(path)), str(path))
 
 
 def _json(text: str, origin: str) -> dict:

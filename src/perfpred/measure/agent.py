@@ -493,10 +493,23 @@ def run_schedule(call, schedule: dict, before_timed=None) -> tuple[list[float], 
                       "stop_reason": reason, "timed_window_s": window + [time.monotonic()]}
 
 
-def _prepare(descriptor: dict, job: dict, result: dict):
+def _onnx_file(job: dict) -> None:
+    """An ONNX file has no descriptor to read: check it exists and that the target runs ONNX."""
+    if job.get("toolchain") != "onnxruntime":
+        raise ValueError("an ONNX file is measured on an onnxruntime target (e.g. --target host-cpu-onnxruntime)")
+    if not os.path.isfile(job["descriptor"]):
+        raise OSError("no such ONNX file")
+    return None
+
+
+def _prepare(descriptor: dict | None, job: dict, result: dict):
     """Build the model (TFLite: convert it in a child) and return the call that the schedule times."""
     threads = int(job.get("threads", {}).get("intra_op", 0))
     started = time.perf_counter()
+    if job["toolchain"] == "onnxruntime":  # local only: the module is not copied to boards
+        from perfpred.measure import onnx_runtime
+
+        return onnx_runtime.prepare(descriptor, job, result, in_child)
     if job["toolchain"] == "tflite":  # converted in a child: the Keras model never lives in this process
         flatbuffer, built = in_child(convert_tflite, descriptor, job)
         inputs, expected = built.pop("inputs"), built.pop("expected_output")
@@ -520,8 +533,11 @@ def measure(job: dict) -> dict:
     prepare = preparation_cpus(job.get("cpu_affinity"), job.get("prepare_cpus"), allowed) or None
     result |= environment() | {"prepare_cpus": pin_threads(prepare, allowed)}
     try:  # a descriptor that is unreadable or carries code fails before the framework import
-        with open(job["descriptor"]) as handle:
-            descriptor = prepare_descriptor(json.load(handle), job.get("input_width"))
+        if str(job["descriptor"]).endswith(".onnx"):  # run as it is, by ONNX Runtime (perfpred.measure.onnx_runtime)
+            descriptor = _onnx_file(job)
+        else:
+            with open(job["descriptor"]) as handle:
+                descriptor = prepare_descriptor(json.load(handle), job.get("input_width"))
     except (OSError, ValueError) as error:
         return result | {"status": "failed", "reason": f"descriptor {job['descriptor']}: {error}"[:500]}
     started = time.perf_counter()

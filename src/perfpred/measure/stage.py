@@ -38,6 +38,7 @@ ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_
               "hostname", "cpu_model", "cpu_cores", "kernel", "python_version", "governor", "load_1m", "cpu_affinity",
               "prepare_cpus", "turn_wait_s", "timed_window_s", "priority", "autogroup_nice", "file_memory_mb",
               "failure", "measured_on")
+ROW_FIELDS += ("onnx_bytes", "onnxruntime_version", "export_cached")  # host-cpu-onnxruntime (measure/onnx_runtime.py)
 
 
 def target_settings(name: str, params: dict, schedule: str | None = None) -> tuple[dict, dict]:
@@ -52,7 +53,10 @@ def target_settings(name: str, params: dict, schedule: str | None = None) -> tup
         from omegaconf import OmegaConf
 
         settings = OmegaConf.to_container(config.compose("config", [f"measure={schedule}"]).measure, resolve=True)
-    return target, settings | (target.get("measure") or {})
+    settings |= target.get("measure") or {}
+    if target.get("toolchain") == "onnxruntime":  # exports of zoo descriptors, kept beside the target's journal
+        settings["onnx_cache"] = str(config.path("measure_runs", params) / name / "onnx")
+    return target, settings
 
 
 def settings_id(target: dict, settings: dict) -> str:
@@ -69,7 +73,8 @@ def job(model: str, descriptor: Path, input_width: int | None, target: dict, set
     """The agent's job for one model on one target."""
     schedule = {k: settings[k] for k in SCHEDULE_KEYS if k in settings}
     return {"model": model, "descriptor": str(descriptor), "input_width": input_width,
-            "toolchain": "tflite" if target["toolchain"] == "tflite" else "tf", "device": target.get("device", "cpu"),
+            "toolchain": target["toolchain"] if target["toolchain"] in ("tflite", "onnxruntime") else "tf",
+            "device": target.get("device", "cpu"), "onnx_cache": settings.get("onnx_cache"),
             "threads": settings["threads"], "cpu_affinity": settings.get("cpu_affinity"),
             "prepare_cpus": settings.get("prepare_cpus"), "priority": settings.get("priority"), "schedule": schedule, "central": settings.get("central", "median"),
             "trim": settings.get("trim", 0.05), "seed": settings.get("seed", 0)}
@@ -258,8 +263,8 @@ def zoo_exit_code(summary: dict) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `perfpred measure`."""
-    parser.add_argument("model", nargs="?", help="a descriptor path (Keras JSON), a zoo model name "
-                        "(e.g. MobileNetV2-a1.0_160), or an architecture with --input-size (MobileNetV2-1.0)")
+    parser.add_argument("model", nargs="?", help="a descriptor path (Keras JSON; .onnx on an onnxruntime target), a zoo "
+                        "model name (e.g. MobileNetV2-a1.0_160), or an architecture with --input-size (MobileNetV2-1.0)")
     parser.add_argument("--target", required=True, help="a local or ssh target of conf/target/, e.g. host-cpu-tf")
     parser.add_argument("--input-size", type=int, help="square input width to build the model at")
     parser.add_argument("--schedule", help="conf/measure/ option (adaptive | fixed); default: the configured one")

@@ -1,0 +1,211 @@
+"""ONNX Runtime as a measured toolchain: a Keras descriptor exported to ONNX once (cached by its hash), or a user's
+.onnx file as it is, timed on ONNX Runtime's CPU execution provider.
+
+The agent (perfpred.measure.agent) calls `prepare` for jobs of toolchain `onnxruntime`; everything else about the
+measurement (pinning, schedule, peak memory, journal) is the agent's and the stage's, as for the other toolchains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+#: Result fields this toolchain adds to a row (perfpred.measure.stage copies them).
+ROW_FIELDS: tuple[str, ...] = ("onnx_bytes", "onnxruntime_version", "export_cached")
+#: The relative output error above which an export does not compute the Keras model (float32 reassociation stays far below).
+MAX_RELATIVE_ERROR = 1e-3
+
+
+def cache_key(descriptor: dict, seed: int) -> str:
+    """A short hash of what an export depends on: the descriptor (at its input width) and the weights' seed."""
+    text = json.dumps(descriptor, sort_keys=True) + f"#seed={seed}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def randomize_weights(model, seed: int) -> None:
+    """Give biases and batch-norm statistics random non-zero values, as a trained model has.
+
+    A freshly built Keras model has zero biases and identity batch norms, which an exporter drops as
+    no-ops: the ONNX graph would then be cheaper than any trained model's. Kernels keep their
+    initialisers' random values.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        path = getattr(variable, "path", variable.name)
+        shape = tuple(variable.shape)
+        if path.endswith(("gamma", "moving_variance", "variance")):
+            variable.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
+        elif path.endswith(("bias", "beta", "moving_mean", "mean")):
+            variable.assign(rng.normal(0.0, 0.1, shape).astype("float32"))
+
+
+def export_keras(model, path: Path, seed: int = 0) -> dict:
+    """Export a built keras.Model to ONNX at `path` (weights randomised as a trained model's); return its input and output."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal([1 if d is None else int(d) for d in tensor.shape]).astype("float32")
+              for tensor in model.inputs]
+    randomize_weights(model, seed)  # builds the weights first: Keras exports only a model called once
+    expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Saved artifact at ..."
+        model.export(str(path), format="onnx")
+    _freeze_normalization_inputs(model, path)
+    flat = expected[0] if isinstance(expected, list | tuple) else expected
+    return {"export_s": time.perf_counter() - started, "inputs": inputs, "expected_output": np.asarray(flat)}
+
+
+def _freeze_normalization_inputs(model, path: Path) -> None:
+    """Make the mean and variance of keras.layers.Normalization constants again.
+
+    tf2onnx turns these captured tensors into graph inputs named `<layer>/Sub/y:0` (the mean) and
+    `<layer>/Sqrt/x:0` (the variance), which a runtime would ask the caller for. The output check
+    (`check_output`) proves the values are put back where they belong.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    exported = onnx.load(str(path))
+    extra = list(exported.graph.input)[len(model.inputs):]
+    if not extra:
+        return
+    layers = {layer.name: layer for layer in _all_layers(model) if type(layer).__name__ == "Normalization"}
+    for value in extra:
+        parts = value.name.split("/")  # TensorFlow scopes add a call suffix: normalization -> normalization_1
+        owner = next((layer for name, layer in layers.items()
+                      if any(re.fullmatch(rf"{re.escape(name)}(_\d+)?", part) for part in parts)), None)
+        role = "mean" if "/Sub/" in value.name else "variance" if "/Sqrt/" in value.name else None
+        if owner is None or role is None:
+            continue  # left as an input: check_output refuses the export
+        array = np.asarray(getattr(owner, role), dtype="float32")
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        exported.graph.initializer.append(numpy_helper.from_array(array.reshape(shape), value.name))
+        exported.graph.input.remove(value)
+    onnx.save(exported, str(path))
+
+
+def _all_layers(model) -> list:
+    """The layers of a model and of the models nested in it."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found += _all_layers(layer)
+    return found
+
+
+def _export_descriptor(descriptor: dict, path: str, seed: int) -> dict:
+    """Build a descriptor with Keras, export it, check ONNX Runtime computes it; runs in a child process."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.models.model_from_json(json.dumps(descriptor))  # random weights: never loaded
+    partial = path + f".{os.getpid()}.partial"
+    built = export_keras(model, Path(partial), seed)
+    try:
+        check_output(partial, built["inputs"], built["expected_output"])
+        os.replace(partial, path)  # atomic: a concurrent worker sees the whole file or none
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+    return {"convert_s": built["export_s"]}
+
+
+def check_output(path: str, inputs: list, expected) -> None:
+    """Refuse an export whose ONNX Runtime output differs from the Keras model's on the same input."""
+    import numpy as np
+
+    session = _session(path, 1)
+    if len(session.get_inputs()) != len(inputs):  # tf2onnx does this to keras.layers.Normalization's mean and variance
+        extra = ", ".join(value.name for value in session.get_inputs()[len(inputs):])
+        raise RuntimeError(f"the ONNX export has inputs the Keras model has not ({extra}): the exporter turned weights "
+                           "into inputs")
+    feeds = {value.name: x for value, x in zip(session.get_inputs(), inputs, strict=True)}
+    output = session.run(None, feeds)[0]
+    scale = float(np.max(np.abs(expected))) or 1.0
+    error = float(np.max(np.abs(output - expected))) / scale if output.shape == expected.shape else math.inf
+    if not error <= MAX_RELATIVE_ERROR:  # NaN too
+        raise RuntimeError(f"the ONNX export does not compute the Keras model: relative output error {error:.3g}")
+
+
+def _session(path: str, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(threads, 1)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _feeds(session, input_width: int | None, seed: int) -> dict:
+    """Random float32 inputs at the session's shapes: batch 1, other unknown dimensions the input width."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in session.get_inputs():
+        shape = []
+        for axis, dim in enumerate(value.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            elif axis == 0:
+                shape.append(1)
+            elif input_width is None:
+                raise ValueError(f"input {value.name!r} has an unknown dimension {dim!r} (axis {axis}): give --input-size")
+            else:
+                shape.append(int(input_width))
+        if value.type != "tensor(float)":
+            raise ValueError(f"input {value.name!r} is a {value.type}: perfpred feeds float32 image inputs only")
+        feeds[value.name] = rng.standard_normal(shape).astype("float32")
+    return feeds
+
+
+def _input_width(feeds: dict) -> int | None:
+    shape = next(iter(feeds.values())).shape
+    if len(shape) != 4:
+        return None
+    return int(shape[2] if shape[3] < shape[1] else shape[3])  # NHWC when the last axis is the smallest
+
+
+def prepare(descriptor: dict | None, job: dict, result: dict, in_child):
+    """The call the schedule times: one session.run on fixed inputs; export the descriptor first unless cached.
+
+    `descriptor` None: job["descriptor"] is an ONNX file, run as it is. `in_child(function, *args)` runs
+    the export in a forked child (perfpred.measure.agent.in_child) so that Keras' memory never counts here.
+    """
+    import onnxruntime as ort
+
+    threads = int(job.get("threads", {}).get("intra_op", 1))
+    seed = int(job.get("seed", 0))
+    started = time.perf_counter()
+    if descriptor is None:
+        path, cached = str(job["descriptor"]), True
+    else:
+        folder = Path(job.get("onnx_cache") or Path(job["descriptor"]).parent)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(folder / f"{job.get('model') or 'model'}-{cache_key(descriptor, seed)}.onnx")
+        cached = os.path.exists(path)
+        if not cached:
+            result |= in_child(_export_descriptor, descriptor, path, seed)
+    session = _session(path, threads)
+    feeds = _feeds(session, job.get("input_width"), seed)
+    result |= {"build_s": time.perf_counter() - started, "input_width": _input_width(feeds),
+               "onnx_bytes": os.path.getsize(path), "onnxruntime_version": ort.__version__, "export_cached": cached}
+
+    def call() -> None:
+        session.run(None, feeds)  # returns numpy arrays: the result exists on the host
+
+    return call

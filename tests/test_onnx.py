@@ -1,0 +1,205 @@
+"""ONNX: `describe` of ONNX files (exports of Keras models agree with the originals), clear errors, and
+the host-cpu-onnxruntime toolchain measuring zoo descriptors (exported once, cached) and ONNX files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from perfpred import cli, config
+from perfpred.features.description import describe
+from perfpred.features.descriptors import DescriptorError
+
+ZOO = Path(__file__).parent / "data" / "zoo" / "models"
+
+
+def onnx_export(model, path: Path) -> Path:
+    """A keras.Model exported to ONNX as the measure stage exports it (trained-like random weights)."""
+    from perfpred.measure.onnx_runtime import check_output, export_keras
+
+    built = export_keras(model, path)
+    check_output(str(path), built["inputs"], built["expected_output"])  # ONNX Runtime computes the Keras model
+    return path
+
+
+def assert_agrees(keras_features: dict, onnx_features: dict) -> None:
+    """The agreement the issue asks for: layer counts and parameters as stated, FLOPs within 2%."""
+    assert onnx_features["conv_layers"] == keras_features["conv_layers"]
+    assert onnx_features["fc_layers"] == keras_features["fc_layers"]
+    assert onnx_features["fc_params"] == keras_features["fc_params"]
+    # a batch norm folded into a convolution becomes its bias: one weight per channel at most
+    assert 0 <= onnx_features["conv_params"] - keras_features["conv_params"] <= keras_features["bn_params"] // 4
+    assert onnx_features["flops"] == pytest.approx(keras_features["flops"], rel=0.02)
+    for column in ("input_width", "input_size", "max_activation", "depthwise_layers", "pool_layers", "merge_layers"):
+        assert onnx_features[column] == keras_features[column], column
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny_32", "tiny_64", "mobilenet_224"])
+def test_an_onnx_export_of_a_zoo_model_describes_as_the_keras_original(tmp_path, name):
+    import keras
+
+    descriptor = ZOO / f"{name}.json"
+    model = keras.models.model_from_json(descriptor.read_text())
+    exported = describe(onnx_export(model, tmp_path / f"{name}.onnx"))
+    assert_agrees(describe(descriptor), exported)
+    # tf2onnx folds batch norms into the convolution before them; one after a depthwise conv stays a scale and shift
+    assert exported["bn_layers"] < describe(descriptor)["bn_layers"] or exported["bn_layers"] == 0
+    assert set(exported) == set(describe(descriptor))
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_onnx_exports_of_synthetic_cnns_describe_as_their_keras_originals(tmp_path, seed):
+    from perfpred.zoo import synthetic
+
+    spec = {"count": 1, "conv_layers": [3, 8], "kernel_sizes": [1, 3, 5], "filters": [8, 16], "strides": [1, 2],
+            "input_widths": [32, 64], "max_gmacs": 0.05}
+    (basic,) = synthetic.sample(spec, seed)
+    model = synthetic.build(basic, seed)
+    assert_agrees(describe(model), describe(onnx_export(model, tmp_path / f"{basic.name}.onnx")))
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_a_separable_convolution_counts_as_one_layer_and_normalization_stays_constant(tmp_path):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Normalization()(inputs)  # tf2onnx makes its mean and variance graph inputs: frozen back
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.DepthwiseConv2D(3)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
+    exported = describe(onnx_export(model, tmp_path / "separable.onnx"))
+    assert_agrees(describe(model), exported)
+    assert exported["separable_layers"] == 1 and exported["depthwise_layers"] == 1
+
+
+def conv_graph(path: Path, height, width, reshape_from_input: bool = False) -> Path:
+    """A hand-written NCHW graph: Conv 3->8 (3x3, bias) -> Relu, with the given (possibly symbolic) spatial dims."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((8, 3, 3, 3), "float32"), "w")
+    bias = numpy_helper.from_array(np.zeros(8, "float32"), "b")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["y"], ["z"], name="relu")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, height, width])]
+    output = "z"
+    if reshape_from_input:  # a shape only known when the graph runs
+        inputs.append(helper.make_tensor_value_info("new_shape", TensorProto.INT64, [2]))
+        nodes += [helper.make_node("Reshape", ["z", "new_shape"], ["r"], name="flatten_at_run_time"),
+                  helper.make_node("Relu", ["r"], ["out"], name="after")]
+        output = "out"
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+                              [weights, bias])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_dynamic_input_sizes_are_filled_by_input_size(tmp_path):
+    path = conv_graph(tmp_path / "dynamic.onnx", "height", "width")
+    with pytest.raises(DescriptorError, match=r"input 'x' has an unknown dimension height \(axis 2\): pass --input-size"):
+        describe(path)
+    small, large = describe(path, input_size=16), describe(path, input_size=32)
+    assert small["input_width"] == 16 and small["input_size"] == 3 * 16 * 16
+    assert small["conv_layers"] == 1 and small["conv_params"] == 8 * 27 + 8 and small["conv_3x3_layers"] == 1
+    # 2 FLOPs per multiply-accumulate, 1 per bias add, 2 per kernel weight: the Keras rules' count
+    assert small["flops"] == 2 * (16 * 16 * 8) * 27 + 16 * 16 * 8 + 2 * 8 * 27
+    assert large["flops"] - 2 * 8 * 27 == 4 * (small["flops"] - 2 * 8 * 27)
+
+
+def test_a_fixed_size_graph_is_described_at_another_input_size(tmp_path):
+    path = conv_graph(tmp_path / "fixed.onnx", 24, 24)
+    assert describe(path)["input_width"] == 24
+    assert describe(path, input_size=48)["max_activation"] == 8 * 48 * 48
+
+
+def test_a_shape_that_cannot_be_inferred_names_the_node(tmp_path):
+    path = conv_graph(tmp_path / "runtime_shape.onnx", 16, 16, reshape_from_input=True)
+    with pytest.raises(DescriptorError, match=r"runtime_shape.onnx: node 'flatten_at_run_time' \(Reshape\): the shape of "):
+        describe(path)
+
+
+def test_a_file_neither_json_nor_onnx_names_the_formats(tmp_path, capsys):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DescriptorError, match=r"neither a Keras JSON descriptor \(.json\), a .keras archive nor an ONNX "
+                                              r"model \(.onnx\)"):
+        describe(binary)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\xff\x00 not a protobuf" * 10)
+    with pytest.raises(DescriptorError, match="broken.onnx: not a readable ONNX model"):
+        describe(broken)
+    assert cli.main(["describe", str(binary)]) == 2
+    assert "weights.bin: neither a Keras JSON" in capsys.readouterr().err
+
+
+def test_an_onnx_file_without_its_suffix_is_still_recognised(tmp_path):
+    path = conv_graph(tmp_path / "model.onnx", 16, 16)
+    renamed = path.rename(tmp_path / "model.pb")
+    assert describe(renamed) == describe(conv_graph(tmp_path / "again.onnx", 16, 16))
+
+
+def test_describe_command_prints_an_onnx_file(tmp_path, capsys):
+    path = conv_graph(tmp_path / "model.onnx", 16, 16)
+    assert cli.main(["describe", str(path), "--json"]) == 0
+    assert '"conv_layers": 1' in capsys.readouterr().out
+
+
+# ---- the host-cpu-onnxruntime toolchain: real ONNX Runtime in fresh workers ----
+
+QUICK = {"warmup": 2, "warmup_seconds": 0.0, "min_iterations": 10, "min_seconds": 0.0, "max_iterations": 60,
+         "max_seconds": 1.0}
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_zoo_descriptors_are_exported_once_and_onnx_files_measured_directly(tmp_path):
+    import copy
+
+    import pandas as pd
+
+    from perfpred.measure import stage as measure
+
+    (tmp_path / "zoo").mkdir()
+    rows = [{"name": "tiny_32", "family": "tiny", "input_width": 32, "descriptor": str(ZOO / "tiny_32.json"),
+             "source": "test", "synthetic": True}]
+    pd.DataFrame(rows).to_csv(tmp_path / "zoo" / "manifest.csv", index=False)
+    params = copy.deepcopy(config.load_params())
+    for key in ("zoo", "features", "measurements", "measure_runs"):
+        params["paths"][key] = str(tmp_path / key)
+    params["measure"] |= QUICK
+    summary = measure.measure_zoo("host-cpu-onnxruntime", params, progress=False)
+    assert summary["ok"] == 1, summary
+    (exported,) = (tmp_path / "measure_runs" / "host-cpu-onnxruntime" / "onnx").glob("tiny_32-*.onnx")
+    (row,) = measure.read_journal(tmp_path / "measure_runs" / "host-cpu-onnxruntime" / "journal.jsonl")
+    assert row["toolchain"] == "onnxruntime" and row["export_cached"] is False and row["onnx_bytes"] > 0
+    assert row["cpu_affinity"] is not None and row["latency_ms"] > 0 and row["memory_mb"] > row["baseline_memory_mb"] * 0.9
+    table = pd.read_parquet(tmp_path / "measurements" / "host-cpu-onnxruntime.parquet")
+    assert list(table["target"]) == ["host-cpu-onnxruntime"] and table["status"].tolist() == ["ok"]
+
+    target, settings = measure.target_settings("host-cpu-onnxruntime", params)
+    again = measure.measure_model("tiny_32", ZOO / "tiny_32.json", 32, target, settings | QUICK)
+    assert again["status"] == "ok" and again["export_cached"] is True  # the same descriptor: the same export
+    direct = measure.measure_model("user", exported, None, target, settings | QUICK)
+    assert direct["status"] == "ok" and direct["input_width"] == 32 and direct["export_cached"] is True
+
+    tf_target, tf_settings = measure.target_settings("host-cpu-tf", params)
+    refused = measure.measure_model("user", exported, None, tf_target, tf_settings | QUICK)
+    assert refused["status"] == "failed" and "measured on an onnxruntime target" in refused["reason"]
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_measure_command_fills_a_dynamic_onnx_input_with_input_size(tmp_path, capsys):
+    path = conv_graph(tmp_path / "dynamic.onnx", "height", "width")
+    assert cli.main(["measure", str(path), "--target", "host-cpu-onnxruntime", "--input-size", "20", "--json",
+                     "--schedule", "fixed"]) == 0
+    assert '"input_width": 20' in capsys.readouterr().out
