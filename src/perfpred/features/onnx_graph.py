@@ -27,6 +27,7 @@ import math
 from pathlib import Path
 
 from perfpred.data.schema import FEATURE_COLUMNS
+from perfpred.features import memory
 from perfpred.features.descriptors import DescriptorError
 from perfpred.features.onnx_loading import FLOAT_BYTES, detach_weights, fix_inputs, load
 from perfpred.features.weighted import BN_FLOPS_PER_CHANNEL, BN_FLOPS_PER_ELEMENT, INIT_FLOPS_PER_WEIGHT
@@ -130,7 +131,30 @@ class _Count:
                 **{c: totals[c] for c in ("conv_1x1_layers", "conv_3x3_layers", "conv_5x5_plus_layers",
                                           "depthwise_layers", "separable_layers", "pool_layers", "merge_layers",
                                           "lambda_layers", "max_activation", "param_bytes")},
-                "approximate": False}
+                **self.memory_features(), "approximate": False}
+
+    def memory_features(self) -> dict:
+        """memory.MEMORY_COLUMNS as for a Keras graph: weight bytes as held in the file, the liveness peak over the
+        nodes in their (topological) file order, and the im2col buffer of the largest Conv."""
+        schedule = memory.Schedule()
+        for value in self.graph.input:
+            if value.name not in self.constants:
+                schedule.step(value.name, self.shapes.get(value.name, ())[1:], [])
+        workspace = 0
+        for node in self.graph.node:
+            reads = [name for name in node.input if name and name not in self.constants]
+            for name in node.output:
+                dims = self.shapes.get(name) or ()
+                schedule.step(name, tuple(d or 1 for d in dims[1:]), reads if name == node.output[0] else [])
+            if node.op_type == "Conv":
+                groups = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
+                source, out = self.shapes.get(node.input[0]), self.shapes.get(node.output[0])
+                kernel = self.constants.get(node.input[1])
+                if source and out and kernel and len(out) == 4:
+                    workspace = max(workspace, out[2] * out[3] * math.prod(kernel[2:]) * (source[1] // groups))
+        schedule.outputs = {value.name for value in self.graph.output}
+        return {"weight_bytes": self.totals["param_bytes"], "peak_activation_bytes": memory.peak_live_bytes(schedule),
+                "conv_workspace_bytes": workspace * memory.BYTES_PER_ELEMENT}
 
     def node(self, node, fused: set[str]) -> None:
         totals, op = self.totals, node.op_type
