@@ -10,6 +10,7 @@ the DVC outputs (perfpred.model.summary) stay at the edge.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ class Evaluation:
     sweep: sweep.SweepResult
     unseen_predicted: np.ndarray
     table: pd.DataFrame
+    started_at_s: float | None = None  # epoch seconds when the work began: the MLflow run's true start
 
 
 def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, settings, first_seed: int = 0) -> Evaluation:
@@ -175,7 +177,9 @@ def train_job(cfg) -> dict | None:
             return None
         raise
     tuned = bool(cfg.train.use_tuned) and apply_tuned(cfg, target, metric, algorithm)
+    started = time.time()
     evaluation = evaluate(table, target, metric, cfg.algorithm, cfg.train)
+    evaluation.started_at_s = started
     evaluation.metrics["tuned"] = tuned
     version = tracking.log_evaluation(cfg, evaluation)
     evaluation.metrics["version"] = version

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.model import sweep
+from perfpred.serve.domain import Domain
 
 
 @dataclass
@@ -15,7 +16,8 @@ class Predictor:
     """What `perfpred.load_predictor` returns: `.predict(df)` in the metric's unit and `.predict_interval(df)`.
 
     `features` are the canonical feature columns the estimator reads; `calibration` holds quantiles of
-    log(measured / predicted) at sweep.CALIBRATION_PROBABILITIES (split-conformal, held-out predictions).
+    log(measured / predicted) at sweep.CALIBRATION_PROBABILITIES (split-conformal, held-out predictions);
+    `domain` summarises the training rows (perfpred.serve.domain), None for a predictor stored without it.
     """
 
     estimator: object
@@ -26,6 +28,7 @@ class Predictor:
     features: list[str]
     calibration: np.ndarray
     version: int | None = None
+    domain: Domain | None = None
 
     def _features(self, table: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in self.features if c not in table.columns]
@@ -48,11 +51,23 @@ class Predictor:
         """Point predictions in the metric's unit (e.g. latency_ms), one per row."""
         return np.asarray(self.estimator.predict(self._features(table)), dtype="float64")
 
-    def predict_interval(self, table: pd.DataFrame, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated (low, high) bounds that hold the measurement with probability `level`, per row."""
+    def predict_interval(self, table: pd.DataFrame, level: float = 0.9, widen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated (low, high) bounds that hold the measurement with probability `level`, per row.
+
+        With `widen` (and a stored domain) the log-width grows with how far a row lies outside the training domain.
+        """
         low, high = sweep.interval_factors(self.calibration, level)
         predicted = self.predict(table)
-        return predicted * low, predicted * high
+        widening = self.check_domain(table)["widening"].to_numpy("float64") if widen else np.ones(len(predicted))
+        return predicted * low**widening, predicted * high**widening
+
+    def check_domain(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Per row: in_domain, outside (the features beyond the training domain) and the interval widening."""
+        features = self._features(table)
+        if self.domain is None:  # stored before domains existed: nothing is known, nothing widened
+            return pd.DataFrame({"in_domain": None, "outside": [[] for _ in range(len(features))], "widening": 1.0},
+                                index=features.index)
+        return self.domain.check(features)
 
     def __repr__(self) -> str:
         return (
