@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow
 import numpy as np
 import pytest
@@ -62,7 +64,10 @@ def test_champion_is_the_version_that_generalises_best(project, nano_subset):
     # The registered version: a reader's tags only, the real feature columns as its signature, an input example.
     version = client.get_model_version("jetson-nano-latency", steady)
     assert set(version.tags) == {"algorithm", "mape_mean", "mape_unseen_family", "data_version"}
-    served = mlflow.pyfunc.load_model("models:/jetson-nano-latency@champion")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        served = mlflow.pyfunc.load_model("models:/jetson-nano-latency@champion")
+    assert not [w for w in caught if "type hint" in str(w.message).lower()]  # the predict method is typed
     assert served.metadata.get_input_schema().input_names() == predictor.features
     assert served.metadata.get_params_schema().to_dict()[0]["name"] == "level"
     assert served.metadata.saved_input_example_info is not None
