@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -140,24 +141,26 @@ def test_table_names_targets_and_champions(in_project, capsys):
     assert cli.main(["predict", str(DESCRIPTOR_PATH)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["target", "toolchain", "latency_ms", "memory_mb", "predictors", "in", "training", "domain"]
-    assert lines[1].startswith("jetson-nano  tensorflow-1.x") and lines[1].endswith("latency: poly v1  memory: poly v1  yes")
+    assert lines[1].startswith("jetson-nano  tensorflow-1.x") and "latency: poly v1  memory: poly v1  " in lines[1]
+    assert re.search(r"memory: poly v1  (yes|NO \(outside: [a-z_, ]+\))$", lines[1])  # the domain mark
 
 
 @pytest.mark.slow
 def test_a_model_beyond_the_training_rows_is_marked_and_its_interval_widened(in_project, capsys):
     inside = predict.predict_model(DESCRIPTOR_PATH, targets=["jetson-nano"])
-    beyond = predict.predict_model(DESCRIPTOR_PATH, input_width=1024, targets=["jetson-nano"])  # 21x the FLOPs
-    assert inside["in_domain"][0] and inside["outside"][0] == []
+    beyond = predict.predict_model(DESCRIPTOR_PATH, input_width=4096, targets=["jetson-nano"])  # 2.4x the most FLOPs measured
+    # Within the training rows' FLOPs (it may still be far from the 40 % of rows this store was trained on).
+    assert "flops" not in inside["outside"][0] and inside["in_domain"][0] == (inside["outside"][0] == [])
     assert not beyond["in_domain"][0] and "flops" in beyond["outside"][0]
 
     def spread(table):
         return table["latency_ms_high"][0] / table["latency_ms_low"][0]
 
     assert spread(beyond) > spread(inside)
-    assert cli.main(["predict", DESCRIPTOR, "--input-size", "1024", "--target", "jetson-nano"]) == 0
+    assert cli.main(["predict", DESCRIPTOR, "--input-size", "4096", "--target", "jetson-nano"]) == 0
     text = capsys.readouterr().out
     assert "NO (outside: " in text and "flops" in text.splitlines()[1] and predict.OUTSIDE_NOTE in text
-    assert cli.main(["predict", DESCRIPTOR, "--input-size", "1024", "--target", "jetson-nano", "--json"]) == 0
+    assert cli.main(["predict", DESCRIPTOR, "--input-size", "4096", "--target", "jetson-nano", "--json"]) == 0
     (record,) = json.loads(capsys.readouterr().out)
     assert record["in_domain"] is False and "flops" in record["outside"]
 
