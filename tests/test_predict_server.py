@@ -1,4 +1,5 @@
-"""Predictors through a real `mlflow server` (--tracking-uri) and served over REST by `mlflow models serve`."""
+"""Predictors through a real `mlflow server` (--tracking-uri), and served over REST by `mlflow models serve` from
+a folder outside the checkout."""
 
 import json
 import os
@@ -54,8 +55,17 @@ def _invoke(serve_url: str, payload: dict) -> list[dict]:
         return json.load(response)["predictions"]
 
 
-def test_registered_model_served_outside_the_checkout(served_store, tmp_path_factory):
-    project, url = served_store
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory):
+    """A project whose own SQLite store holds a Jetson Nano latency predictor (no tracking server to wait for)."""
+    project = tmp_path_factory.mktemp("sqlite-project")
+    trained_store.make_project(project, {"jetson-nano": "nano"}, train_fraction=0.3)
+    trained_store.train(project, ["jetson-nano"], ["latency"])
+    return project, f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+
+
+def test_registered_model_served_outside_the_checkout(sqlite_store, tmp_path_factory):
+    project, url = sqlite_store
     elsewhere = tmp_path_factory.mktemp("elsewhere")  # no conf/, no checkout, no PYTHONPATH to src/
     assert not (elsewhere / "conf").exists() and trained_store.REPO not in elsewhere.parents
     features = predict.describe_model(DESCRIPTOR)

@@ -11,6 +11,8 @@ import yaml
 #: The repository this package was installed from (src layout: src/perfpred/config.py).
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = "params.yaml"
+#: where a registered MLflow model keeps perfpred's code and a copy of conf/ side by side (code/perfpred, code/conf)
+BUNDLED_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConfigError(ValueError):
@@ -18,11 +20,14 @@ class ConfigError(ValueError):
 
 
 def project_root() -> Path:
-    """The project folder: $PERFPRED_ROOT, else the working directory if it has conf/, else the package's repo."""
+    """The project folder: $PERFPRED_ROOT, else the working directory if it has conf/, else the package's repo
+    (or, for the code inside a registered model, the folder that holds it and its copy of conf/)."""
     if "PERFPRED_ROOT" in os.environ:
         return Path(os.environ["PERFPRED_ROOT"]).resolve()
     if (Path.cwd() / "conf").is_dir():
         return Path.cwd()
+    if not (PACKAGE_ROOT / "conf").is_dir() and (BUNDLED_ROOT / "conf").is_dir():
+        return BUNDLED_ROOT
     return PACKAGE_ROOT
 
 

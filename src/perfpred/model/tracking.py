@@ -101,7 +101,8 @@ def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id:
     """Log the predictor as a self-contained pyfunc model, register it as a version of <target>-<metric>, re-elect the champion.
 
     The model carries its training domain, a signature of its real feature columns with a `level` param, an
-    input example (training rows), perfpred's code and pinned requirements: it loads without a checkout.
+    input example (training rows), perfpred's code with a copy of conf/ (which the code reads, e.g. metric
+    columns) and pinned requirements: it loads without a checkout.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -123,7 +124,7 @@ def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id:
             python_model=model,
             signature=signature,
             input_example=example,
-            code_paths=[str(Path(perfpred_package.__file__).parent)],
+            code_paths=[str(Path(perfpred_package.__file__).parent), str(config.conf_dir())],  # code/perfpred, code/conf
             pip_requirements=_requirements(),
             registered_model_name=name,
             await_registration_for=60,
