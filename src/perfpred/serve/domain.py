@@ -81,13 +81,11 @@ def _log_features(table: pd.DataFrame, features: list[str]) -> np.ndarray:
     return np.log1p(np.maximum(values, 0.0))
 
 
-def _nearest_distances(queries: np.ndarray, points: np.ndarray, exclude_self: bool = False, chunk: int = 512) -> np.ndarray:
-    """Euclidean distance from each query to its nearest point (chunked: a few thousand rows at most)."""
-    result = np.empty(len(queries))
-    for start in range(0, len(queries), chunk):
-        block = queries[start : start + chunk]
-        distances = np.sqrt(((block[:, None, :] - points[None, :, :]) ** 2).sum(axis=2))
-        if exclude_self:
-            distances[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
-        result[start : start + chunk] = distances.min(axis=1) if points.size else np.inf
-    return result
+def _nearest_distances(queries: np.ndarray, points: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """Euclidean distance from each query to its nearest point (a k-d tree: thousands of rows per millisecond)."""
+    from scipy.spatial import cKDTree
+
+    if not len(points) or (exclude_self and len(points) < 2):
+        return np.full(len(queries), np.inf)
+    distances, _ = cKDTree(points).query(queries, k=2 if exclude_self else 1)
+    return distances[:, 1] if exclude_self else distances  # with exclude_self the queries are the points: skip each itself
