@@ -59,6 +59,10 @@ def test_champion_is_the_version_that_generalises_best(project, nano_subset):
     assert predictor.algorithm == "rf" and predictor.version == int(steady)
     with pytest.raises(LookupError, match="has no version '@staging'"):
         loader.load_predictor("jetson-nano", "latency", alias="staging")
+    # The champion list of a SQLite store is kept while its file is unchanged; a new champion changes it.
+    assert loader.champions()["jetson-nano-latency"].version == steady
+    assert len(list(loader.cache_dir().glob("champions-*.json"))) == 1
+    assert loader.champions() == registry.champions()
     with pytest.raises(ValueError, match="missing from the input"):
         predictor.predict(nano_subset.drop(columns=["flops"]))
     # The registered version: a reader's tags only, the real feature columns as its signature, an input example.
@@ -78,6 +82,9 @@ def test_champion_is_the_version_that_generalises_best(project, nano_subset):
     low, high = predictor.predict_interval(nano_subset, level=0.8)
     np.testing.assert_allclose(bounds["latency_ms_low"], low)
     np.testing.assert_allclose(bounds["latency_ms_high"], high)
+    better = _register(nano_subset, "poly", mape_mean=2.0, mape_unseen_family=9.0)
+    assert loader.champions()["jetson-nano-latency"].version == better != steady
+    assert loader.load_predictor("jetson-nano", "latency").algorithm == "poly"
 
 
 def test_unknown_target_and_metric_name_the_known_ones(project):

@@ -1,16 +1,21 @@
-"""Loading registered predictors: one loader, one cache.
+"""Loading registered predictors: one loader, one cache folder.
 
 A registered model version never changes once made, so a predictor loaded once through
 `mlflow.pyfunc` (several seconds: the model's environment, its code, cloudpickle) is kept as a pickle on
 disk under a key that names it exactly: (tracking URI, model name, version, run id). Which version an
-alias points at is asked of the store on every call, so a new champion is picked up at once. The disk
-cache is the only cache: reading one pickle takes milliseconds, so a process keeps nothing in memory.
+alias points at is asked of the store through MLflow's client, so a new champion is picked up at once.
+The same folder keeps one more entry, for a SQLite store only: the champion list, keyed by the database
+file's size and modification time. Starting MLflow's client on SQLite costs about 1.5 s of CPU
+(importing MLflow and SQLAlchemy, checking the schema), as much as the rest of `perfpred predict`;
+any write to the store (a new version, a moved alias) changes the key, so the list is never stale.
+Nothing is kept in memory: reading a pickle takes milliseconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pickle
 from pathlib import Path
@@ -60,6 +65,38 @@ def load_version(name: str, version: str, run_id: str, tracking_uri: str | None 
         payload = pickle.dumps(predictor)
         replace_file(path, lambda temporary: Path(temporary).write_bytes(payload))
     return predictor
+
+
+def champions(tracking_uri: str | None = None) -> dict[str, registry.Champion]:
+    """registry.champions() of the store, from the cache folder while a SQLite store's file is unchanged."""
+    uri = registry.tracking_uri(tracking_uri)
+    stamp = _sqlite_stamp(uri)
+    if stamp is None:
+        return registry.champions(uri)
+    path = cache_dir() / f"champions-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.json"
+    with contextlib.suppress(Exception):  # no entry, another stamp, or an unreadable one: ask the store
+        cached = json.loads(path.read_text())
+        if cached["stamp"] == stamp:
+            return {name: registry.Champion(**fields) for name, fields in cached["champions"].items()}
+    found = registry.champions(uri)
+    if _sqlite_stamp(uri) == stamp:  # nobody wrote meanwhile
+        payload = json.dumps({"stamp": stamp, "champions": {name: vars(c) for name, c in found.items()}})
+        with contextlib.suppress(OSError):
+            replace_file(path, lambda temporary: Path(temporary).write_text(payload))
+    return found
+
+
+def _sqlite_stamp(uri: str) -> list[int] | None:
+    """(size, mtime_ns) of a SQLite store's database and its write-ahead log; None for other stores or no file."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri[len("sqlite:///"):].split("?")[0])
+    stamp = []
+    for path in (database, database.with_name(database.name + "-wal")):
+        with contextlib.suppress(OSError):
+            status = path.stat()
+            stamp += [status.st_size, status.st_mtime_ns]
+    return stamp or None
 
 
 def load_champion(champion: registry.Champion, tracking_uri: str | None = None):

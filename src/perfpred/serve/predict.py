@@ -32,9 +32,9 @@ def describe_model(model, input_width: int | None = None) -> dict:
 
 def champion_targets(tracking_uri: str | None = None, champions=None) -> dict[str, list[str]]:
     """target -> the metrics that have a champion predictor in the registry."""
-    from perfpred.serve import registry
+    from perfpred.serve import loader
 
-    champions = registry.champions(tracking_uri) if champions is None else champions
+    champions = loader.champions(tracking_uri) if champions is None else champions
     targets: dict[str, list[str]] = {}
     for champion in champions.values():
         targets.setdefault(champion.target, []).append(champion.metric)
@@ -80,7 +80,7 @@ def predict_features(
     from perfpred.serve import loader, registry
 
     uri = registry.tracking_uri(tracking_uri)
-    champions = registry.champions(uri)
+    champions = loader.champions(uri)
     selected = select_targets(targets, uri, champions)
     parts = []
     for target, metrics in selected.items():
