@@ -146,7 +146,7 @@ def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for package in ("mlflow", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle", "pyyaml"):
+    for package in ("mlflow", "scikit-learn", "scipy", "xgboost", "pandas", "numpy", "cloudpickle", "pyyaml"):
         try:
             pins.append(f"{package}=={version(package)}")
         except PackageNotFoundError:
