@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-#: seconds a server may take to answer before the test fails (MLflow imports take several on this machine)
-START_TIMEOUT_S = 90
+#: seconds a server may take to answer before the test fails (MLflow imports take minutes on a loaded machine)
+START_TIMEOUT_S = 240
 
 
 def free_port() -> int:
@@ -33,12 +33,20 @@ def mlflow_executable() -> str:
 
 
 @contextlib.contextmanager
-def running(command: list[str], ready_url: str, log_path: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
-    """Run `command` in its own process group until the block ends; yield once `ready_url` answers HTTP 200."""
+def running(
+    command: list[str], ready_url: str, log_path: Path, env: dict | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen]:
+    """Run `command` (in `cwd`) in its own process group until the block ends; yield once `ready_url` answers HTTP 200.
+
+    `env` entries set to None are removed from the inherited environment.
+    """
     # Servers start helpers by name (mlflow models serve execs uvicorn): the venv's bin comes first.
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    environment = {key: value for key, value in environment.items() if value is not None}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=cwd, start_new_session=True
+        )
         try:
             wait_until_ready(process, ready_url, log_path)
             yield process
@@ -105,14 +113,18 @@ def mlflow_server(folder: Path, backend_uri: str | None = None, workers: int = 1
 
 @contextlib.contextmanager
 def model_server(model_uri: str, tracking_uri: str, folder: Path) -> Iterator[str]:
-    """`mlflow models serve -m MODEL_URI --env-manager local` on a free port; yields its URL."""
+    """`mlflow models serve -m MODEL_URI --env-manager local` on a free port, run in `folder`; yields its URL.
+
+    Nothing points it at a perfpred checkout (no PYTHONPATH, no PERFPRED_ROOT): the model brings its own code.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         mlflow_executable(), "models", "serve", "-m", model_uri, "--env-manager", "local",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    with running(command, f"{url}/ping", folder / "serve.log", env={"MLFLOW_TRACKING_URI": tracking_uri}):
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": None, "PERFPRED_ROOT": None, "PERFPRED_PREDICTOR_CACHE": None}
+    with running(command, f"{url}/ping", folder / "serve.log", env=env, cwd=folder):
         yield url
 
 

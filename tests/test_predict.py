@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -106,13 +107,14 @@ def test_cli_answers_agree_with_the_registered_predictors(project):
     folder, _ = project
     first = json.loads(trained_store.perfpred(folder, "predict", str(DESCRIPTOR_PATH), "--json").stdout)
     assert list((folder / ".cache").glob("jetson-nano-latency-v1-*.pickle"))  # loaded through MLflow once, then kept
-    from perfpred.serve import champion_cache, registry
+    from perfpred.serve import loader, registry
 
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    champions = champion_cache.champion_versions(uri)  # read from the SQLite file, without MLflow
-    assert sorted((c.target, c.metric) for c in champions.values()) == registry.champions(uri)
+    champions = registry.champions(uri)
+    assert sorted((c.target, c.metric) for c in champions.values()) == [
+        (t, m) for t in ("jetson-nano", "jetson-tx2") for m in ("latency", "memory")]
     assert {c.version for c in champions.values()} == {"1"}
-    predictor = registry.load_predictor("jetson-tx2", "latency", tracking_uri=uri)
+    predictor = loader.load_predictor("jetson-tx2", "latency", tracking_uri=uri)
     features = pd.DataFrame([predict.describe_model(DESCRIPTOR_PATH)])
     assert first[1]["latency_ms"] == pytest.approx(predictor.predict(features)[0], rel=1e-12)
     # The next call reads the predictors from the cache: same answers, at the level asked for.
@@ -138,8 +140,42 @@ def test_intervals_cover_held_out_rows_at_their_level(project, in_project):
 def test_table_names_targets_and_champions(in_project, capsys):
     assert cli.main(["predict", str(DESCRIPTOR_PATH)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["target", "toolchain", "latency_ms", "memory_mb", "predictors"]
-    assert lines[1].startswith("jetson-nano  tensorflow-1.x") and lines[1].endswith("latency: poly v1  memory: poly v1")
+    assert lines[0].split() == ["target", "toolchain", "latency_ms", "memory_mb", "predictors", "in", "training", "domain"]
+    assert lines[1].startswith("jetson-nano  tensorflow-1.x") and "latency: poly v1  memory: poly v1  " in lines[1]
+    assert re.search(r"memory: poly v1  (yes|NO \(outside: [a-z_, ]+\))$", lines[1])  # the domain mark
+
+
+@pytest.mark.slow
+def test_a_model_beyond_the_training_rows_is_marked_and_its_interval_widened(in_project, capsys):
+    inside = predict.predict_model(DESCRIPTOR_PATH, targets=["jetson-nano"])
+    beyond = predict.predict_model(DESCRIPTOR_PATH, input_width=4096, targets=["jetson-nano"])  # 2.4x the most FLOPs measured
+    # Within the training rows' FLOPs (it may still be far from the 40 % of rows this store was trained on).
+    assert "flops" not in inside["outside"][0] and inside["in_domain"][0] == (inside["outside"][0] == [])
+    assert not beyond["in_domain"][0] and "flops" in beyond["outside"][0]
+
+    def spread(table):
+        return table["latency_ms_high"][0] / table["latency_ms_low"][0]
+
+    assert spread(beyond) > spread(inside)
+    assert cli.main(["predict", DESCRIPTOR, "--input-size", "4096", "--target", "jetson-nano"]) == 0
+    text = capsys.readouterr().out
+    assert "NO (outside: " in text and "flops" in text.splitlines()[1] and predict.OUTSIDE_NOTE in text
+    assert cli.main(["predict", DESCRIPTOR, "--input-size", "4096", "--target", "jetson-nano", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["in_domain"] is False and "flops" in record["outside"]
+
+
+def test_an_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
+    import time
+
+    (tmp_path / "conf").symlink_to(trained_store.REPO / "conf")
+    started = time.monotonic()
+    completed = trained_store.perfpred(tmp_path, "predict", DESCRIPTOR, "--tracking-uri", "http://127.0.0.1:9", check=False)
+    elapsed_s = time.monotonic() - started
+    assert completed.returncode == 2 and completed.stdout == ""
+    (line,) = completed.stderr.strip().splitlines()
+    assert "http://127.0.0.1:9" in line and "check that the server runs" in line and "Traceback" not in line
+    assert elapsed_s < 30  # an upper bound only: MLflow's own retries took minutes
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ _API = {
     "describe": "perfpred.features.description",
     "measure_model": "perfpred.measure.stage",
     "measure_zoo": "perfpred.measure.stage",
-    "load_predictor": "perfpred.serve.registry",
+    "load_predictor": "perfpred.serve.loader",
     "predict_model": "perfpred.serve.predict",
     "recommend_model": "perfpred.serve.recommend",
 }

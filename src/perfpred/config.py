@@ -13,6 +13,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = "params.yaml"
 #: The Hydra config of one train/tune job: params.yaml plus a (target, metric, algorithm) and its tuned file.
 JOB_CONFIG = "train"
+#: where a registered MLflow model keeps perfpred's code and a copy of conf/ side by side (code/perfpred, code/conf)
+BUNDLED_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConfigError(ValueError):
@@ -20,11 +22,14 @@ class ConfigError(ValueError):
 
 
 def project_root() -> Path:
-    """The project folder: $PERFPRED_ROOT, else the working directory if it has conf/, else the package's repo."""
+    """The project folder: $PERFPRED_ROOT, else the working directory if it has conf/, else the package's repo
+    (or, for the code inside a registered model, the folder that holds it and its copy of conf/)."""
     if "PERFPRED_ROOT" in os.environ:
         return Path(os.environ["PERFPRED_ROOT"]).resolve()
     if (Path.cwd() / "conf").is_dir():
         return Path.cwd()
+    if not (PACKAGE_ROOT / "conf").is_dir() and (BUNDLED_ROOT / "conf").is_dir():
+        return BUNDLED_ROOT
     return PACKAGE_ROOT
 
 

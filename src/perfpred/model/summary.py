@@ -49,9 +49,8 @@ def record(target: str, metric: str, algorithm: str, evaluation, unseen_weight: 
         path = details / f"{target}-{metric}.json"
         merged = json.loads(path.read_text()) if path.exists() else {}
         merged.setdefault("algorithms", {})[algorithm] = {k: _clean(v) for k, v in evaluation.metrics.items()}
-        scores = {a: registry.champion_score({k: "nan" if v is None else v for k, v in m.items()}, unseen_weight)
-                  for a, m in merged["algorithms"].items()}
-        merged["champion"] = min(scores, key=lambda a: (math.isnan(scores[a]), scores[a]))
+        candidates = {a: {k: "nan" if v is None else v for k, v in m.items()} for a, m in merged["algorithms"].items()}
+        merged["champion"] = registry.best_candidate(candidates, unseen_weight) or algorithm  # the registry's rule
         merged.update(target=target, metric=metric, rows=len(table), features=predictor.features)
         details.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")

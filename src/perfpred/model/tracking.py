@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+import perfpred as perfpred_package
 from perfpred import config
-from perfpred.data import schema
 from perfpred.model import estimators
 from perfpred.serve import registry
 
@@ -55,8 +55,15 @@ def _finite(metrics: dict) -> dict[str, float]:
     }
 
 
+#: the registered version's tags: what a reader of the registry needs (everything else is on the run)
+VERSION_TAGS = ("algorithm", "champion_score", "mape_mean", "mape_unseen_family", "data_version")
+
+
 def log_evaluation(cfg, evaluation) -> str | None:
-    """Log a parent run (params, summary, per-seed MAPE, plots, tags) and register the refit predictor."""
+    """Log a parent run (params, summary, per-seed MAPE, plots, duration, tags) and register the refit predictor.
+
+    The run starts when the training started (evaluation.started_at_s), so the UI's duration is the real one.
+    """
     import mlflow
     from mlflow.entities import Metric
     from omegaconf import OmegaConf
@@ -70,9 +77,11 @@ def log_evaluation(cfg, evaluation) -> str | None:
     composed.pop("paths", None)
     tags = {"target": target, "metric": metric, "algorithm": algorithm,
             "data_version": data_version(target), "git_commit": git_commit()}
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{metric}-{algorithm}", tags=tags) as run:
+    started = getattr(evaluation, "started_at_s", None) or time.time()
+    run_info = mlflow_client.create_run(experiment, start_time=int(started * 1000), tags=tags, run_name=f"{metric}-{algorithm}")
+    with mlflow.start_run(run_id=run_info.info.run_id) as run:
         mlflow.log_params({**flat_params(composed), "features": ",".join(predictor.features)})
-        mlflow.log_metrics(_finite(evaluation.metrics))
+        mlflow.log_metrics({**_finite(evaluation.metrics), "train_duration_s": time.time() - started})
         now = int(time.time() * 1000)
         per_seed = [Metric("seed_mape", float(v), now, int(s)) for s, v in
                     zip(evaluation.sweep.seeds, evaluation.sweep.mape_pct, strict=True) if np.isfinite(v)]
@@ -85,27 +94,37 @@ def log_evaluation(cfg, evaluation) -> str | None:
             mlflow.log_dict({str(k): v for k, v in evaluation.sweep.failures.items()}, "failed_seeds.json")
         if not cfg.train.register:
             return None
-        return register(predictor, evaluation.metrics, tags, float(cfg.train.unseen_weight), run.info.run_id)
+        return register(predictor, evaluation.metrics, tags, float(cfg.train.unseen_weight), run.info.run_id, evaluation.table)
 
 
-def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id: str) -> str:
-    """Log the predictor as a pyfunc model, register it as a version of <target>-<metric>, re-elect the champion."""
+def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id: str, table) -> str:
+    """Log the predictor as a self-contained pyfunc model, register it as a version of <target>-<metric>, re-elect the champion.
+
+    The model carries its training domain, a signature of its real feature columns with a `level` param, an
+    input example (training rows), perfpred's code with a copy of conf/ (which the code reads, e.g. metric
+    columns) and pinned requirements: it loads without a checkout.
+    """
     import mlflow
-    import pandas as pd
     from mlflow.models import infer_signature
 
+    from perfpred.serve.domain import Domain
     from perfpred.serve.pyfunc import PredictorModel
 
+    if predictor.domain is None:
+        predictor.domain = Domain.fit(table, predictor.features)
+    model = PredictorModel(predictor)
+    example = table[predictor.features].astype("float64").head(2).reset_index(drop=True)
+    signature = infer_signature(example, model.predict(None, example, {"level": 0.9}), params={"level": 0.0})
     mlflow_client = registry.client()
     name = registry.model_name(predictor.target, predictor.metric)
-    example = pd.DataFrame({c: [1.0e6, 2.0e6] for c in schema.FEATURE_COLUMNS})
-    signature = infer_signature(example, np.array([1.0, 2.0]))
     # SQLite takes one writer at a time: parallel jobs register one after the other.
     with registry.locked("registry"):
         info = mlflow.pyfunc.log_model(
             name="predictor",
-            python_model=PredictorModel(predictor),
+            python_model=model,
             signature=signature,
+            input_example=example,
+            code_paths=[str(Path(perfpred_package.__file__).parent), str(config.conf_dir())],  # code/perfpred, code/conf
             pip_requirements=_requirements(),
             registered_model_name=name,
             await_registration_for=60,
@@ -113,20 +132,21 @@ def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id:
         version = str(info.registered_model_version)
         mlflow_client.set_registered_model_tag(name, "target", predictor.target)
         mlflow_client.set_registered_model_tag(name, "metric", predictor.metric)
-        version_tags = {**tags, "features": ",".join(predictor.features), "column": predictor.column, "run_id": run_id}
-        version_tags.update({k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()})
-        for key, value in version_tags.items():
-            mlflow_client.set_model_version_tag(name, version, key, value)
+        values = {**tags, **{k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()}}
+        for key in VERSION_TAGS:
+            if key in values:
+                mlflow_client.set_model_version_tag(name, version, key, values[key])
         champion = registry.choose_champion(predictor.target, predictor.metric, unseen_weight)
     print(f"{name}: version {version} ({predictor.algorithm}); champion is version {champion}")
     return version
 
 
 def _requirements() -> list[str]:
+    """Pinned versions of what the served model imports (perfpred's own code travels in code_paths)."""
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for package in ("mlflow", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle"):
+    for package in ("mlflow", "scikit-learn", "scipy", "xgboost", "pandas", "numpy", "cloudpickle", "pyyaml"):
         try:
             pins.append(f"{package}=={version(package)}")
         except PackageNotFoundError:

@@ -11,6 +11,7 @@ DVC outputs (perfpred.model.summary, only with train.outputs=true) stay at the e
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from logging import getLogger
 
@@ -37,6 +38,7 @@ class Evaluation:
     unseen_predicted: np.ndarray
     table: pd.DataFrame
     domains: domains.DomainResult | None = None
+    started_at_s: float | None = None  # epoch seconds when the work began: the MLflow run's true start
 
 
 def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, settings, first_seed: int = 0) -> Evaluation:
@@ -159,7 +161,9 @@ def train_job(cfg) -> dict | None:
             log.info(f"skip: target {target!r} has no measurement table yet")
             return None
         raise
+    started = time.time()
     evaluation = evaluate(table, target, metric, cfg.algorithm, cfg.train)
+    evaluation.started_at_s = started
     evaluation.metrics["tuned"] = bool(cfg.train.use_tuned) and tuned_path(target, metric, algorithm).exists()
     # What the run was trained with; the rest of params.yaml (zoo, measure, paths) is another stage's.
     version = tracking.log_evaluation(OmegaConf.masked_copy(cfg, ["target", "metric", "algorithm", "train"]), evaluation)

@@ -30,44 +30,14 @@ def describe_model(model, input_width: int | None = None) -> dict:
     return describe(model, input_size=input_width)
 
 
-def load_champion(target: str, metric: str, tracking_uri: str | None = None, champions=None):
-    """The champion predictor of (target, metric), kept on disk (champion_cache) and in this process.
-
-    A champion read directly from the store is loaded again when the alias moves; through the MLflow
-    client fall-back, a process keeps the predictor it loaded first.
-    """
-    from perfpred.serve import champion_cache, registry
-
-    uri = registry.tracking_uri(tracking_uri)
-    champions = store_champions(uri) if champions is None else champions
-    direct = champions if isinstance(champions, dict) else None
-    name = registry.model_name(target, metric)
-    key = (uri, name, direct.get(name) if direct else None)
-    if key not in _LOADED:
-        _LOADED[key] = champion_cache.load(name, uri, lambda: registry.load_predictor(target, metric, tracking_uri=uri), direct)
-    return _LOADED[key]
-
-
-_LOADED: dict[tuple, object] = {}
-
-
-def store_champions(uri: str):
-    """The store's champions: read directly (name -> Champion) when possible, else through MLflow ((target, metric) pairs)."""
-    from perfpred.serve import champion_cache, registry
-
-    direct = champion_cache.champion_versions(uri)
-    return direct if direct is not None else registry.champions(uri)
-
-
 def champion_targets(tracking_uri: str | None = None, champions=None) -> dict[str, list[str]]:
     """target -> the metrics that have a champion predictor in the registry."""
-    from perfpred.serve import registry
+    from perfpred.serve import loader
 
-    champions = store_champions(registry.tracking_uri(tracking_uri)) if champions is None else champions
-    pairs = [(c.target, c.metric) for c in champions.values()] if isinstance(champions, dict) else champions
+    champions = loader.champions(tracking_uri) if champions is None else champions
     targets: dict[str, list[str]] = {}
-    for target, metric in pairs:
-        targets.setdefault(target, []).append(metric)
+    for champion in champions.values():
+        targets.setdefault(champion.target, []).append(champion.metric)
     return {target: sorted(metrics, key=_metric_order) for target, metrics in sorted(targets.items())}
 
 
@@ -107,10 +77,10 @@ def predict_features(
     """Predict every row of a feature table on every selected target: one row per (input row, target)."""
     if not 0 < level < 1:
         raise ValueError(f"interval level must be between 0 and 1 (e.g. 0.9 for 90%), got {level}")
-    from perfpred.serve import registry
+    from perfpred.serve import loader, registry
 
     uri = registry.tracking_uri(tracking_uri)
-    champions = store_champions(uri)
+    champions = loader.champions(uri)
     selected = select_targets(targets, uri, champions)
     parts = []
     for target, metrics in selected.items():
@@ -119,12 +89,15 @@ def predict_features(
         target_conf = _target_config(target)
         part["toolchain"] = target_conf.get("toolchain", "")
         part["hardware"] = target_conf.get("hardware", "")
+        domains = []
         for metric in metrics:
-            predictor = load_champion(target, metric, uri, champions)
+            predictor = loader.load_champion(champions[registry.model_name(target, metric)], uri)
             column = schema.metric_column(metric)
             part[column] = predictor.predict(features)
             part[f"{column}_low"], part[f"{column}_high"] = predictor.predict_interval(features, level=level)
             part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}"
+            domains.append(predictor.check_domain(features))
+        part["in_domain"], part["outside"] = _combined_domain(domains, features.index)
         parts.append(part)
     identity = [column for column in ("model", "input_width") if column in features.columns]
     table = features[identity].join(pd.concat(parts), how="right")
@@ -144,8 +117,28 @@ def predict_model(
     return predict_features(pd.DataFrame([{"model": str(name)} | features]), targets, level, tracking_uri)
 
 
+def _combined_domain(domains: list[pd.DataFrame], index: pd.Index) -> tuple[list, list[list[str]]]:
+    """A target's domain verdict over its metrics' predictors: in only if in for every one; the union of what is out."""
+    in_domain, outside = [], []
+    for position in range(len(index)):
+        verdicts = [domain["in_domain"].iloc[position] for domain in domains]
+        names = sorted({name for domain in domains for name in domain["outside"].iloc[position]})
+        known = [v for v in verdicts if v is not None and not pd.isna(v)]
+        in_domain.append(None if not known else bool(all(known)) and not names)
+        outside.append(names)
+    return in_domain, outside
+
+
+def domain_text(row: pd.Series) -> str:
+    """The domain mark of a prediction row: 'yes', 'NO (outside: flops, layers)', or '?' for a predictor without one."""
+    verdict = row.get("in_domain")
+    if verdict is None or (not isinstance(verdict, list) and pd.isna(verdict)):
+        return "?"
+    return "yes" if verdict else f"NO (outside: {', '.join(row.get('outside') or [])})"
+
+
 def format_table(table: pd.DataFrame, leading: Sequence[str] = ()) -> str:
-    """A prediction table as aligned text: one line per target, each metric as 'value [low, high]'."""
+    """A prediction table as aligned text: one line per target, each metric as 'value [low, high]', the domain mark."""
     columns: list[tuple[str, list[str]]] = [(name, [str(v) for v in table[name]]) for name in leading]
     columns += [(name, [str(v) for v in table[name]]) for name in ("target", "toolchain")]
     for column in schema.MEASUREMENT_COLUMNS:
@@ -155,6 +148,8 @@ def format_table(table: pd.DataFrame, leading: Sequence[str] = ()) -> str:
     predictor_columns = [c for c in table.columns if c.endswith("_predictor")]
     cells = ["  ".join(f"{c[: -len('_predictor')]}: {row[c]}" for c in predictor_columns if isinstance(row[c], str)) for _, row in table.iterrows()]
     columns.append(("predictors", cells))
+    if "in_domain" in table.columns:
+        columns.append(("in training domain", [domain_text(row) for _, row in table.iterrows()]))
     widths = [max(len(name), *(len(cell) for cell in cells)) for name, cells in columns]
     lines = ["  ".join(name.ljust(width) for (name, _), width in zip(columns, widths, strict=True))]
     for index in range(len(table)):
@@ -192,8 +187,20 @@ def predict_from_args(args: argparse.Namespace) -> pd.DataFrame:
 def run(args: argparse.Namespace) -> int:
     """Print the predictions of MODEL on the selected targets."""
     table = predict_from_args(args)
-    print(json.dumps(json_records(table), indent=2) if args.json else format_table(table))
+    if args.json:
+        print(json.dumps(json_records(table), indent=2))
+        return 0
+    print(format_table(table))
+    if "in_domain" in table.columns and (table["in_domain"] == False).any():  # noqa: E712 (None is unknown, not out)
+        print(OUTSIDE_NOTE)
     return 0
+
+
+#: printed under a table with a row outside its training domain
+OUTSIDE_NOTE = (
+    "NO: the model lies outside that target's training domain (a feature beyond the measured range, or far from "
+    "every measured network): the prediction is an extrapolation and its interval is widened."
+)
 
 
 def _interval_text(row: pd.Series, column: str) -> str:

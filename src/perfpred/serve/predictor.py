@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.model import sweep
+from perfpred.serve.domain import Domain
 
 
 @dataclass
@@ -15,7 +16,8 @@ class Predictor:
     """What `perfpred.load_predictor` returns: `.predict(df)` in the metric's unit and `.predict_interval(df)`.
 
     `features` are the canonical feature columns the estimator reads; `calibration` holds quantiles of
-    log(measured / predicted) at sweep.CALIBRATION_PROBABILITIES (split-conformal, held-out predictions).
+    log(measured / predicted) at sweep.CALIBRATION_PROBABILITIES (split-conformal, held-out predictions);
+    `domain` summarises the training rows (perfpred.serve.domain), None for a predictor stored without it.
     """
 
     estimator: object
@@ -28,6 +30,7 @@ class Predictor:
     version: int | None = None
     #: per test domain ('sizes', 'architectures', 'synthetic'), the same quantiles from that domain's held-out rows
     domain_calibrations: dict[str, np.ndarray] | None = None
+    domain: Domain | None = None
 
     def _features(self, table: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in self.features if c not in table.columns]
@@ -50,11 +53,13 @@ class Predictor:
         """Point predictions in the metric's unit (e.g. latency_ms), one per row."""
         return np.asarray(self.estimator.predict(self._features(table)), dtype="float64")
 
-    def predict_interval(self, table: pd.DataFrame, level: float = 0.9, domain: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict_interval(self, table: pd.DataFrame, level: float = 0.9, domain: str | None = None,
+                         widen: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated (low, high) bounds that hold the measurement with probability `level`, per row.
 
         `domain` ('sizes': a trained architecture at a new input size, 'architectures': a new member of a known
         family, 'synthetic': a new synthetic CNN) calibrates on that domain's held-out rows; None on random splits.
+        With `widen` (and a stored training domain) the log-width grows with how far a row lies outside it.
         """
         calibration = self.calibration
         if domain is not None:
@@ -65,7 +70,16 @@ class Predictor:
             calibration = known[domain]
         low, high = sweep.interval_factors(calibration, level)
         predicted = self.predict(table)
-        return predicted * low, predicted * high
+        widening = self.check_domain(table)["widening"].to_numpy("float64") if widen else np.ones(len(predicted))
+        return predicted * low**widening, predicted * high**widening
+
+    def check_domain(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Per row: in_domain, outside (the features beyond the training domain) and the interval widening."""
+        features = self._features(table)
+        if self.domain is None:  # stored before domains existed: nothing is known, nothing widened
+            return pd.DataFrame({"in_domain": None, "outside": [[] for _ in range(len(features))], "widening": 1.0},
+                                index=features.index)
+        return self.domain.check(features)
 
     def __repr__(self) -> str:
         return (

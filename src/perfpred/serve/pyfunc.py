@@ -1,17 +1,36 @@
-"""The MLflow pyfunc wrapper of a Predictor (kept apart: importing it imports mlflow)."""
+"""The MLflow pyfunc wrapper of a Predictor (kept apart: importing it imports mlflow).
+
+Served (`mlflow models serve`), it answers a DataFrame of canonical feature columns with one row per
+input: the point prediction (e.g. `latency_ms`), `in_domain` and `outside` (perfpred.serve.domain);
+with a `level` param (e.g. `"params": {"level": 0.9}`) also `<column>_low` and `<column>_high`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlflow.pyfunc
-import numpy as np
+import pandas as pd
+
+#: the served model's `level` param when none is sent: no interval
+NO_INTERVAL = 0.0
 
 
 class PredictorModel(mlflow.pyfunc.PythonModel):
-    """Serves a perfpred Predictor: a DataFrame of canonical feature columns -> point predictions."""
+    """Serves a perfpred Predictor: canonical feature columns in, predictions (and intervals on request) out."""
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
-        """Point predictions in the metric's unit."""
-        return self.predictor.predict(model_input)
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Point predictions in the metric's unit, the domain check, and `level` interval bounds when asked."""
+        predictor = self.predictor
+        column = predictor.column
+        answer = pd.DataFrame({column: predictor.predict(model_input)}, index=model_input.index)
+        domain = predictor.check_domain(model_input)
+        answer["in_domain"] = domain["in_domain"]
+        answer["outside"] = [",".join(names) for names in domain["outside"]]
+        level = float((params or {}).get("level") or NO_INTERVAL)
+        if level != NO_INTERVAL:
+            answer[f"{column}_low"], answer[f"{column}_high"] = predictor.predict_interval(model_input, level=level)
+        return answer.reset_index(drop=True)

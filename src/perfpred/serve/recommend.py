@@ -1,4 +1,4 @@
-"""`perfpred recommend`: rank the targets and toolchains whose predicted latency and memory meet the requirements."""
+"""`perfpred recommend`: rank the targets and toolchains whose predicted latency, memory and power meet the requirements."""
 
 from __future__ import annotations
 
@@ -153,10 +153,13 @@ def format_recommendations(table: pd.DataFrame) -> str:
         lines.append("")
         lines.append("Targets that do not meet them:")
         for _, row in failing.iterrows():
-            lines.append(f"  {row['target']} ({row.get('toolchain', '')}): {row['verdict']}: {row['reasons']}")
+            mark = "" if predict.domain_text(row) in ("yes", "?") else f" [in training domain: {predict.domain_text(row)}]"
+            lines.append(f"  {row['target']} ({row.get('toolchain', '')}): {row['verdict']}: {row['reasons']}{mark}")
     if table["uncertain"].any():
         lines.append("")
         lines.append("'?': the prediction interval straddles a limit, so the verdict could go either way.")
+    if "in_domain" in table.columns and (table["in_domain"] == False).any():  # noqa: E712 (None is unknown, not out)
+        lines.append(predict.OUTSIDE_NOTE)
     return "\n".join(lines)
 
 

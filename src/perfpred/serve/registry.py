@@ -1,7 +1,7 @@
-"""The MLflow store of perfpred: experiments per target, registered models `<target>-<metric>`, champions.
+"""The MLflow store of perfpred: experiments per target, registered models `<target>-<metric>`, the champion rule.
 
-`load_predictor(target, metric)` returns the champion Predictor of a (target, metric);
-`champions()` lists the pairs that have one.
+Everything goes through MLflow's public client API (MlflowClient). `champions()` lists the registered
+models whose alias `CHAMPION` points at a version; perfpred.serve.loader loads them.
 """
 
 from __future__ import annotations
@@ -9,15 +9,26 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from perfpred import config
-from perfpred.data import schema
 
+#: the alias of the version that `perfpred predict` serves (the only place this name is written)
 CHAMPION = "champion"
 DB_FILE = "mlflow.db"
+#: seconds to wait for a tracking server before saying it cannot be reached
+REACH_TIMEOUT_S = 5
+#: MLflow's own HTTP settings unless the user set them: its default retries wait minutes on a dead server
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+class StoreError(ValueError):
+    """The tracking store cannot be reached or read: one line naming the URI and what to check."""
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -29,6 +40,29 @@ def tracking_uri(uri: str | None = None) -> str:
     return f"sqlite:///{config.path('mlruns') / DB_FILE}"
 
 
+def check_reachable(uri: str) -> None:
+    """Fail fast (StoreError) when a tracking server URI does not answer; other URIs are left to MLflow."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return  # something answers HTTP there (a server without /health): MLflow's errors say the rest
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise StoreError(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}): check that the server runs and the URI "
+            "(--tracking-uri or $MLFLOW_TRACKING_URI)"
+        ) from None
+
+
+def store_error(uri: str, error: Exception) -> StoreError:
+    """A one-line StoreError for an MLflow failure on the store `uri`."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return StoreError(f"the MLflow store {uri} failed: {first[:300]} (check --tracking-uri or $MLFLOW_TRACKING_URI)")
+
+
 def artifact_root(uri: str) -> Path | None:
     """Where artifacts go for a SQLite store: an `artifacts/` folder beside the database (None for a server)."""
     if uri.startswith("sqlite:///"):
@@ -38,10 +72,13 @@ def artifact_root(uri: str) -> Path | None:
 
 def client(uri: str | None = None):
     """An MlflowClient on the store, which also becomes mlflow's current tracking and registry URI."""
+    uri = tracking_uri(uri)
+    check_reachable(uri)
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     import mlflow
     from mlflow import MlflowClient
 
-    uri = tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -105,75 +142,81 @@ def champion_score(tags: dict, unseen_weight: float) -> float:
     return (1.0 - unseen_weight) * seed_mape + unseen_weight * unseen
 
 
+def best_candidate(candidates: dict, unseen_weight: float):
+    """The champion rule: the key of the candidate (key -> metrics or tags) with the lowest champion_score.
+
+    Candidates without a score are never chosen; on a tie the later key wins (the newer version). None if none scores.
+    """
+    scored = [(champion_score(tags, unseen_weight), order, key) for order, (key, tags) in enumerate(candidates.items())]
+    scored = [entry for entry in scored if not math.isnan(entry[0])]
+    return min(scored, key=lambda entry: (entry[0], -entry[1]))[2] if scored else None
+
+
 def choose_champion(target: str, metric: str, unseen_weight: float = 0.5, uri: str | None = None) -> str | None:
-    """Point the alias `champion` at the best of the latest version of each algorithm; return its version."""
+    """Point the alias CHAMPION at the best of the latest version of each algorithm; return its version."""
     mlflow_client = client(uri)
     name = model_name(target, metric)
     # On a team store, jobs on other machines register and elect at the same time (no shared lock):
     # re-read after writing and elect again until the versions read did not change, so the last
     # alias written was chosen from every version tagged before it (see README "A team store").
-    scored = _scored_versions(mlflow_client, name, unseen_weight)
+    versions = _latest_versions(mlflow_client, name)
     while True:
-        if not scored:
+        best = best_candidate(versions, unseen_weight)
+        if best is None:
             return None
-        best = min(scored, key=lambda s: (s[0], -s[1]))
-        mlflow_client.set_registered_model_alias(name, CHAMPION, str(best[1]))
-        again = _scored_versions(mlflow_client, name, unseen_weight)
-        if again == scored:
-            return str(best[1])
-        scored = again
+        mlflow_client.set_registered_model_alias(name, CHAMPION, str(best))
+        again = _latest_versions(mlflow_client, name)
+        if again == versions:
+            return str(best)
+        versions = again
 
 
-def _scored_versions(mlflow_client, name: str, unseen_weight: float) -> list[tuple[float, int]]:
-    """(champion score, version) of the latest version of each algorithm, those with a score only."""
+def _latest_versions(mlflow_client, name: str) -> dict[str, dict]:
+    """Version -> tags of the latest version of each algorithm, oldest first (best_candidate prefers the newer on a tie)."""
     latest: dict[str, object] = {}
     for version in mlflow_client.search_model_versions(f"name='{name}'"):
         algorithm = version.tags.get("algorithm")
         if algorithm and (algorithm not in latest or int(version.version) > int(latest[algorithm].version)):
             latest[algorithm] = version
-    scored = [(champion_score(v.tags, unseen_weight), int(v.version)) for v in latest.values()]
-    return sorted(s for s in scored if not math.isnan(s[0]))
+    ordered = sorted(latest.values(), key=lambda v: int(v.version))
+    return {v.version: dict(v.tags) for v in ordered}
 
 
-def _missing_model_error(target: str, metric: str, what: str) -> LookupError:
-    return LookupError(
-        f"{what}: train one with `perfpred train target={target} metric={metric}` "
-        f"(all algorithms: `perfpred train -m target={target} metric={metric} algorithm=glob(*)`) or `dvc repro`"
-    )
+@dataclass(frozen=True)
+class Champion:
+    """The champion version of one registered model: what it predicts and exactly which version it is."""
+
+    target: str
+    metric: str
+    version: str
+    run_id: str
 
 
-class NoPredictorError(LookupError, ValueError):
-    """No registered model, or no version under the alias asked for."""
+def champions(tracking_uri: str | None = None) -> dict[str, Champion]:
+    """Registered model name -> its CHAMPION version, for the models tagged with a target and a metric.
 
-
-def load_predictor(target: str, metric: str, alias: str = CHAMPION, tracking_uri: str | None = None):
-    """Load the registered predictor `<target>-<metric>@<alias>`: `.predict(df)` and `.predict_interval(df, level)`."""
-    import mlflow.pyfunc
+    A SQLite store that does not exist yet has no champion (and is not created by asking).
+    """
     from mlflow.exceptions import MlflowException
 
-    config.target_config(target)  # unknown target -> error listing the known ones
-    schema.metric_column(metric)  # unknown metric -> error listing the known ones
-    mlflow_client = client(tracking_uri)
-    name = model_name(target, metric)
-    store = globals()["tracking_uri"](tracking_uri)
+    uri = globals()["tracking_uri"](tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):].split("?")[0]).exists():
+        return {}
+    found = {}
     try:
-        mlflow_client.get_registered_model(name)
-    except MlflowException:
-        raise NoPredictorError(str(_missing_model_error(target, metric, f"no registered model {name!r} in {store}"))) from None
-    try:
-        version = mlflow_client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        raise NoPredictorError(str(_missing_model_error(target, metric, f"model {name!r} has no version '@{alias}' in {store}"))) from None
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    predictor = model.unwrap_python_model().predictor
-    predictor.version = int(version.version)
-    return predictor
-
-
-def champions(tracking_uri: str | None = None) -> list[tuple[str, str]]:
-    """The (target, metric) pairs whose registered model has a champion."""
-    found = []
-    for model in client(tracking_uri).search_registered_models():
-        if CHAMPION in (model.aliases or {}) and "target" in model.tags and "metric" in model.tags:
-            found.append((model.tags["target"], model.tags["metric"]))
-    return sorted(found)
+        mlflow_client = client(uri)
+        token = None
+        while True:
+            page = mlflow_client.search_registered_models(max_results=1000, page_token=token)
+            for model in page:
+                version = (model.aliases or {}).get(CHAMPION)
+                if version is None or "target" not in model.tags or "metric" not in model.tags:
+                    continue
+                run_id = mlflow_client.get_model_version(model.name, str(version)).run_id
+                found[model.name] = Champion(model.tags["target"], model.tags["metric"], str(version), str(run_id))
+            token = page.token
+            if not token:
+                break
+    except MlflowException as error:
+        raise store_error(uri, error) from None
+    return dict(sorted(found.items()))
