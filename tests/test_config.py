@@ -42,7 +42,7 @@ def test_every_group_option_composes(group, option):
 def test_targets_say_what_they_are(name):
     target = config.target_config(name)
     assert target["name"] == name
-    assert target["kind"] in {"imported", "local", "ssh"}
+    assert target["kind"] in {"imported", "local", "ssh", "spec"}
     assert {"hardware", "runtime", "toolchain", "metrics"} <= set(target)
     assert set(target["metrics"]) <= {"latency", "memory", "power"}
 

@@ -118,7 +118,8 @@ def predict_features(
         part["target"] = target
         target_conf = _target_config(target)
         part["toolchain"] = target_conf.get("toolchain", "")
-        part["hardware"] = target_conf.get("hardware", "")
+        hardware = target_conf.get("hardware", "")  # a mapping of specifications with its `name`
+        part["hardware"] = hardware.get("name", "") if isinstance(hardware, dict) else hardware
         for metric in metrics:
             predictor = load_champion(target, metric, uri, champions)
             column = schema.metric_column(metric)
