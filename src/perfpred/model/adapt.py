@@ -56,17 +56,17 @@ def read_rows(path: str | Path, metric: str) -> tuple[pd.DataFrame, list[str]]:
     return table, features
 
 
-def check_sources(target: str, metric: str, sources: list[str] | None) -> list[str]:
-    """The source targets: the ones named (each must have a table of the metric), else every other one that has."""
+def check_sources(target: str, metric: str, sources: list[str] | None, descriptor: dict[str, float]) -> list[str]:
+    """The source targets: the ones named (each must have a table of the metric), else transfer.default_sources."""
     available = targets_with_table(metric, exclude=(target,))
+    if not available:
+        raise ValueError(f"no target other than {target!r} has a {metric} table: run `perfpred import` first")
     if sources is None:
-        if not available:
-            raise ValueError(f"no target other than {target!r} has a {metric} table: run `perfpred import` first")
-        return available
+        return transfer.default_sources(target, metric, descriptor)
     unknown = [s for s in sources if s not in available]
     if unknown:
         raise ValueError(f"--sources {','.join(unknown)}: no {metric} table for them (targets with one: "
-                         f"{', '.join(available) or 'none'})")
+                         f"{', '.join(available)})")
     return list(sources)
 
 
@@ -142,7 +142,7 @@ def adapt(target: str, metric: str, measurements: str | Path, sources: list[str]
     schema.metric_column(metric)
     descriptor = target_descriptor(target, hardware_file)
     rows, features = read_rows(measurements, metric)
-    sources = check_sources(target, metric, sources)
+    sources = check_sources(target, metric, sources, descriptor)
     predictor, metrics = fit(target, metric, rows, features, sources, descriptor)
     if hardware_file is not None:
         write_target_file(target, descriptor, hardware_file)

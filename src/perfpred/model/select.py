@@ -33,14 +33,16 @@ def selection_space(features: pd.DataFrame) -> np.ndarray:
     return (logged[:, keep] - logged[:, keep].mean(axis=0)) / spread[keep]
 
 
-def k_center(features: pd.DataFrame, k: int) -> list[int]:
-    """Positions of k rows chosen by k-center greedy in selection_space (deterministic: no random start)."""
+def k_center(features: pd.DataFrame, k: int, start: int | None = None) -> list[int]:
+    """Positions of k rows chosen by k-center greedy in selection_space, from row `start` (None: nearest the centre)."""
     if k < 1:
         raise ValueError(f"-k must be at least 1, got {k}")
     if k > len(features):
         raise ValueError(f"-k {k} is more than the {len(features)} candidate models")
     space = selection_space(features)
-    chosen = [int(np.argmin(np.linalg.norm(space - space.mean(axis=0), axis=1)))]
+    if start is None:
+        start = int(np.argmin(np.linalg.norm(space - space.mean(axis=0), axis=1)))
+    chosen = [int(start)]
     distance = np.linalg.norm(space - space[chosen[0]], axis=1)
     while len(chosen) < k:
         farthest = int(np.argmax(distance))
