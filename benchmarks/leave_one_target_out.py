@@ -50,6 +50,27 @@ def champion_mape(target: str, metric: str) -> float:
     return float(summary["algorithms"][summary["champion"]]["mape_mean"])
 
 
+class CachedSources:
+    """The fitted source model with its per-source predictions of the left-out table computed once (rows by index)."""
+
+    def __init__(self, source_model, features):
+        self.model = source_model
+        self.cache = {name: source_model.predict_as(features, name) for name in source_model.targets_}
+        self.index = features.index
+        self.reference = {name: source_model.predict_as(source_model.reference_features_, name)
+                          for name in source_model.targets_}
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict_as(self, features, name, descriptor=None):
+        if features is self.model.reference_features_:
+            return self.reference[name]
+        if features.index.isin(self.index).all() and len(features.index) == len(set(features.index)):
+            return self.cache[name][self.index.get_indexer(features.index)]
+        return self.model.predict_as(features, name, descriptor)
+
+
 def one_draw(source_model, descriptor, table, features, measured, k, draw, svr, coverage: bool) -> dict:
     """Scores of one draw of k rows."""
     from sklearn.base import clone
@@ -86,7 +107,7 @@ def leave_out(target: str, metric: str, draws: int) -> list[dict]:
     descriptor = hardware.descriptor(target)
     sources = transfer.default_sources(target, metric, descriptor)  # what `perfpred adapt` learns from by default
     started = time.monotonic()
-    source_model = transfer.fit_sources(sources, metric, features)
+    source_model = CachedSources(transfer.fit_sources(sources, metric, features), table[features])
     svr = train.build_estimator(train.tuned_config(target, metric, "svr")[0].algorithm, target, metric)
     champion = champion_mape(target, metric)
     zero_shot = transfer.AdaptedRegressor(source_model, descriptor).fit(None)
@@ -199,8 +220,8 @@ def main() -> int:
         for target in targets:
             if metric in config.target_config(target).get("metrics", []):
                 records += leave_out(target, metric, args.draws)
+                write_outputs(summarise(records), records, args.conditions)  # after each: a long run keeps what it did
     summary = summarise(records)
-    write_outputs(summary, records, args.conditions)
     log_mlflow(summary)
     print((config.path("reports") / "leave_one_target_out.md").read_text())
     return 0
