@@ -143,7 +143,7 @@ def main() -> None:
     from perfpred.measure import runners
     from perfpred.measure import stage as measure
     from perfpred.measure.agent import in_child
-    from perfpred.serve import predict, registry
+    from perfpred.serve import loader, predict
 
     args.out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -151,7 +151,7 @@ def main() -> None:
         paths[name] = args.out / f"{name}.onnx"
         if not paths[name].exists():
             in_child(_export, name, str(paths[name]))  # a forked child: Keras' memory goes with it
-    predictor = registry.load_predictor(TARGET, "latency")
+    predictor = loader.load_predictor(TARGET, "latency")
     target, settings = measure.target_settings(TARGET, config.load_params())
     rows = []
     with runners.ForkServer() as server:

@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "measure": ("perfpred.measure.stage", "measure latency and peak memory of a model (or the zoo) on a local or ssh target"),
     "train": ("perfpred.model.train", "seed-sweep, track and register predictors (Hydra overrides: target=... metric=... algorithm=...)"),
     "tune": ("perfpred.model.tune", "tune an algorithm's hyperparameters with Optuna (Hydra overrides as for train)"),
+    "adapt": ("perfpred.model.adapt", "a predictor for a new target from k measured rows and the other targets' tables"),
+    "select": ("perfpred.model.select", "the K zoo models to measure on a new target so that `adapt` learns most"),
     "predict": ("perfpred.serve.predict", "predicted latency, memory and power of a CNN on every target, with intervals"),
     "kernels": ("perfpred.kernels.listing", "list the kernels a target runs for a model, with their predicted latency"),
     "kernel-zoo": ("perfpred.kernels.measurement", "sample the kernel zoo: single-kernel descriptors per kind into data/kernels/zoo"),

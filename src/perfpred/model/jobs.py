@@ -96,6 +96,8 @@ def check_overrides(argv: list[str], params: dict) -> None:
                                              f"{', '.join(config.group_options(key))} (conf/{key}/)")
             continue
         section, _, setting = key.partition(".")
+        if section in GROUPS or section == "store":  # a value inside the selected option (algorithm.estimator.x): Hydra checks it
+            continue
         if section not in params:
             raise config.ConfigError(f"unknown setting {key!r}: a job takes target=, metric=, algorithm= and the keys "
                                      f"of params.yaml ({', '.join(params)}), e.g. train.seeds=5")

@@ -88,7 +88,8 @@ def predict_features(
         part["target"] = target
         target_conf = _target_config(target)
         part["toolchain"] = target_conf.get("toolchain", "")
-        part["hardware"] = target_conf.get("hardware", "")
+        hardware = target_conf.get("hardware", "")  # a mapping of specifications with its `name`
+        part["hardware"] = hardware.get("name", "") if isinstance(hardware, dict) else hardware
         domains = []
         for metric in metrics:
             predictor = loader.load_champion(champions[registry.model_name(target, metric)], uri)

@@ -23,8 +23,6 @@ CHAMPION = "champion"
 DB_FILE = "mlflow.db"
 #: seconds to wait for a tracking server before saying it cannot be reached
 REACH_TIMEOUT_S = 5
-#: MLflow's own HTTP settings unless the user set them: its default retries wait minutes on a dead server
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 class StoreError(ValueError):
@@ -73,9 +71,9 @@ def artifact_root(uri: str) -> Path | None:
 def client(uri: str | None = None):
     """An MlflowClient on the store, which also becomes mlflow's current tracking and registry URI."""
     uri = tracking_uri(uri)
+    # A server that does not answer fails here, in seconds; one that answers keeps MLflow's own timeouts and
+    # retries (short ones made training against a busy server fail).
     check_reachable(uri)
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     import mlflow
     from mlflow import MlflowClient
 

@@ -1,0 +1,157 @@
+"""The pooled algorithm: one model over the union of the targets' tables of a metric, target descriptors and identity as inputs.
+
+`PooledRegressor(target, metric)` is a scikit-learn estimator like the others of conf/algorithm/: `fit(X, y)` takes the
+training rows of its own target and adds the rows of every other target that has a table for the metric (`sources`),
+so `perfpred train algorithm=pooled` evaluates it on the target's rows by the same seed sweep and champion rule.
+Splits stay by network across targets: a source row whose network is among the target's rows that `fit` was not
+given (a seed's test rows, an unseen family) is left out, so no test network is in any target's training rows.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from perfpred.data import schema
+from perfpred.model import hardware
+from perfpred.model.estimators import _base_classes
+
+#: Columns that name a network across tables (the Jetson files and the zoo describe the same CNN with the same numbers).
+NETWORK_KEY: tuple[str, ...] = ("input_size", "params")
+
+
+def network_keys(features: pd.DataFrame) -> pd.Series:
+    """One hashable key per row that is equal for the same network (model at an input size) in every target's table."""
+    rounded = features[list(NETWORK_KEY)].round(0).astype("float64")
+    return pd.Series(list(map(tuple, rounded.to_numpy())), index=features.index)
+
+
+@lru_cache(maxsize=32)
+def _table(target: str, metric: str) -> pd.DataFrame:
+    from perfpred.model import estimators
+
+    return estimators.training_table(target, metric)
+
+
+def targets_with_table(metric: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The configured targets whose measurement table has at least 10 rows of the metric, `exclude` left out."""
+    from perfpred import config
+    from perfpred.model import estimators
+
+    found = []
+    for name in config.group_options("target"):
+        if name in exclude or metric not in config.target_config(name).get("metrics", []):
+            continue
+        if not estimators.measurement_table_path(name).exists():
+            continue
+        try:
+            _table(name, metric)
+        except ValueError:  # too few rows of this metric: not a source
+            continue
+        found.append(name)
+    return found
+
+
+def held_out_keys(target: str, metric: str, training_features: pd.DataFrame) -> set:
+    """Networks of the target's table that are not among the training rows: no source may teach them."""
+    try:
+        own = _table(target, metric)
+    except (FileNotFoundError, ValueError, LookupError):  # a target without a table (adapt): nothing is held out
+        return set()
+    return set(network_keys(own)) - set(network_keys(training_features))
+
+
+class PooledRegressor(*_base_classes()):
+    """Gradient-boosted trees on log features + log hardware descriptor + one-hot target and toolchain, log target."""
+
+    def __init__(self, target: str | None = None, metric: str = "latency", sources: list[str] | None = None,
+                 n_estimators: int = 600, max_depth: int = 6, learning_rate: float = 0.05, subsample: float = 0.8,
+                 colsample_bytree: float = 0.8, min_child_weight: float = 1.0, own_weight: float = 2.0,
+                 random_state: int = 0, n_jobs: int = 1):
+        self.target = target
+        self.metric = metric
+        self.sources = sources
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.own_weight = own_weight
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def source_rows(self, training_features: pd.DataFrame | None) -> list[tuple[str, pd.DataFrame, np.ndarray]]:
+        """(name, features, measured) of each source target, without the networks held out of the own target."""
+        column = schema.metric_column(self.metric)
+        names = self.sources if self.sources is not None else targets_with_table(self.metric, (self.target,) if self.target else ())
+        held = held_out_keys(self.target, self.metric, training_features) if self.target and training_features is not None else set()
+        rows = []
+        for name in names:
+            if name == self.target:
+                continue
+            table = _table(name, self.metric)
+            if held:
+                table = table[~network_keys(table).isin(held)]
+            rows.append((name, table, table[column].to_numpy("float64")))
+        return rows
+
+    def fit(self, features: pd.DataFrame, target) -> PooledRegressor:
+        """Fit on the own target's rows (weighted `own_weight`) and the sources' rows."""
+        features = pd.DataFrame(features)
+        parts = self.source_rows(features)
+        if self.target is not None:
+            parts.append((self.target, features, np.asarray(target, dtype="float64")))
+        return self.fit_union(parts, list(features.columns))
+
+    def fit_union(self, parts: list[tuple[str, pd.DataFrame, np.ndarray]], columns: list[str]) -> PooledRegressor:
+        """Fit on (target name, features, measured) parts; `columns` are the features predictions will give."""
+        from xgboost import XGBRegressor
+
+        if not parts:
+            raise ValueError(f"pooled {self.metric}: no target has a table to learn from (run `perfpred import` first)")
+        self.columns_ = list(columns)
+        self.targets_ = sorted({name for name, _, _ in parts})
+        self.toolchains_ = sorted({hardware.toolchain(name) for name in self.targets_})
+        self.descriptors_ = {name: hardware.descriptor(name) for name in self.targets_}
+        self.toolchain_of_ = {name: hardware.toolchain(name) for name in self.targets_}  # predict reads no conf/
+        union = pd.concat([frame.reindex(columns=self.columns_) for _, frame, _ in parts], ignore_index=True)
+        # networks on which a new target's level is compared with the sources' (transfer.AdaptedRegressor, k = 0)
+        reference = union.dropna().sample(min(len(union.dropna()), 500), random_state=0)
+        self.reference_features_ = reference.set_axis([f"reference-{i}" for i in range(len(reference))])
+        designs, measured, weights = [], [], []
+        for name, frame, values in parts:
+            designs.append(self.design(frame, name))
+            measured.append(np.log(values))
+            weights.append(np.full(len(values), self.own_weight if name == self.target else 1.0))
+        self.model_ = XGBRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
+                                   subsample=self.subsample, colsample_bytree=self.colsample_bytree,
+                                   min_child_weight=self.min_child_weight, random_state=self.random_state,
+                                   n_jobs=self.n_jobs)
+        self.model_.fit(np.vstack(designs), np.concatenate(measured), sample_weight=np.concatenate(weights))
+        return self
+
+    def design(self, frame: pd.DataFrame, name: str, descriptor: dict | None = None) -> np.ndarray:
+        """The model's input for rows of one target: log1p features (NaN where a table lacks one), descriptor, one-hots."""
+        features = np.column_stack([
+            np.log1p(frame[c].to_numpy("float64")) if c in frame.columns else np.full(len(frame), np.nan)
+            for c in self.columns_
+        ])
+        described = descriptor if descriptor is not None else self.descriptors_.get(name) or hardware.descriptor(name)
+        hardware_values = np.log1p([described[f] for f in hardware.HARDWARE_FIELDS])
+        toolchain = self.toolchain_of_.get(name) or hardware.toolchain(name)
+        one_hot = [float(name == t) for t in self.targets_] + [float(toolchain == t) for t in self.toolchains_]
+        fixed = np.concatenate([hardware_values, one_hot])
+        return np.hstack([features, np.tile(fixed, (len(frame), 1))])
+
+    def predict_as(self, features: pd.DataFrame, name: str, descriptor: dict | None = None) -> np.ndarray:
+        """Predictions for rows on target `name` (a source, the own target, or a new one known by its descriptor)."""
+        return np.exp(self.model_.predict(self.design(pd.DataFrame(features), name, descriptor)))
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Predictions on the own target, in the metric's unit."""
+        if self.target is None:
+            raise ValueError("a PooledRegressor without a target predicts with predict_as(features, target_name)")
+        return self.predict_as(features, self.target)

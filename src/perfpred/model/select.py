@@ -1,0 +1,101 @@
+"""`perfpred select`: the K zoo models whose measurement on a new target teaches `perfpred adapt` the most.
+
+Rule (k-center greedy, written once here and used by the benchmark): in the space of standardized log1p features,
+start from the network nearest the centre of the candidates, then repeatedly add the candidate farthest from every
+network chosen so far. The K chosen cover the feature space evenly: the map from the source targets to the new one
+is then fitted across the whole range of sizes and shapes instead of where random draws happen to cluster.
+
+    perfpred select --target jetson-orin-nano -k 20
+    perfpred measure ... (those 20 models) ; perfpred adapt --target jetson-orin-nano --measurements FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+
+from perfpred import config
+from perfpred.data import schema
+
+
+def selection_space(features: pd.DataFrame) -> np.ndarray:
+    """Standardized log1p of the canonical features that every candidate has (constant columns left out)."""
+    columns = [c for c in schema.FEATURE_COLUMNS if c in features.columns and features[c].notna().all()]
+    if not columns:
+        raise ValueError(f"no canonical feature is complete among the {len(features)} candidates: "
+                         f"expected some of {', '.join(schema.FEATURE_COLUMNS)}")
+    logged = np.log1p(features[columns].to_numpy("float64"))
+    spread = logged.std(axis=0)
+    keep = spread > 0
+    return (logged[:, keep] - logged[:, keep].mean(axis=0)) / spread[keep]
+
+
+def k_center(features: pd.DataFrame, k: int, start: int | None = None) -> list[int]:
+    """Positions of k rows chosen by k-center greedy in selection_space, from row `start` (None: nearest the centre)."""
+    if k < 1:
+        raise ValueError(f"-k must be at least 1, got {k}")
+    if k > len(features):
+        raise ValueError(f"-k {k} is more than the {len(features)} candidate models")
+    space = selection_space(features)
+    if start is None:
+        start = int(np.argmin(np.linalg.norm(space - space.mean(axis=0), axis=1)))
+    chosen = [int(start)]
+    distance = np.linalg.norm(space - space[chosen[0]], axis=1)
+    while len(chosen) < k:
+        farthest = int(np.argmax(distance))
+        chosen.append(farthest)
+        distance = np.minimum(distance, np.linalg.norm(space - space[farthest], axis=1))
+    return chosen
+
+
+def candidates(path: str | None) -> pd.DataFrame:
+    """The candidate models: a features table (parquet or csv), by default the zoo's data/features/features.parquet."""
+    from pathlib import Path
+
+    source = Path(path) if path else config.path("features") / "features.parquet"
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no candidate features; run `dvc repro features` (or give --candidates FILE)")
+    table = pd.read_csv(source) if source.suffix == ".csv" else pd.read_parquet(source)
+    if "model" not in table.columns:
+        raise ValueError(f"{source}: a candidates table needs a `model` column and the canonical features")
+    return table.reset_index(drop=True)
+
+
+def select(target: str, k: int, path: str | None = None) -> pd.DataFrame:
+    """The k candidate models to measure on `target` (those already in its table are not proposed again)."""
+    from perfpred.model import estimators
+
+    config.target_config(target)  # unknown target -> error listing the known ones
+    table = candidates(path)
+    measured_path = estimators.measurement_table_path(target)
+    if measured_path.exists():
+        measured = pd.read_parquet(measured_path, columns=["model", "input_width"])
+        done = set(zip(measured["model"], measured["input_width"], strict=True))
+        table = table[[(m, w) not in done for m, w in zip(table["model"], table.get("input_width", 0), strict=True)]]
+        table = table.reset_index(drop=True)
+    chosen = k_center(table, k)
+    identity = [c for c in ("model", "family", "input_width") if c in table.columns]
+    picked = table.iloc[chosen][identity].copy()
+    picked.insert(0, "order", range(1, len(chosen) + 1))
+    return picked.reset_index(drop=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `perfpred select`."""
+    parser.add_argument("--target", required=True, help="the target the models will be measured on")
+    parser.add_argument("-k", type=int, required=True, help="how many models to pick")
+    parser.add_argument("--candidates", help="features table of the candidate models (default: data/features/features.parquet)")
+    parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the selected models, most informative first."""
+    picked = select(args.target, args.k, args.candidates)
+    if args.json:
+        print(json.dumps(picked.to_dict(orient="records"), default=str))
+    else:
+        print(picked.to_string(index=False))
+    return 0

@@ -1,0 +1,197 @@
+"""Target descriptors, the pooled algorithm, `perfpred adapt` and `perfpred select` on real Jetson rows in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BOARDS = {"jetson-nano": "nano", "jetson-tx2": "tx2", "jetson-agx-xavier": "agx-xavier"}
+
+
+@pytest.fixture(scope="module")
+def board_tables() -> dict[str, pd.DataFrame]:
+    """Latency rows of the three boards: up to 10 rows of every family (real measurements, read once)."""
+    from perfpred.data import bouzidi
+
+    tables = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for target, board in BOARDS.items():
+            table, _ = bouzidi.read_board(REPO / "data/raw/jetson-bouzidi", board, ["latency"])
+            table = table[table["latency_ms"].notna()]
+            tables[target] = table.groupby("family", group_keys=False).head(10).reset_index(drop=True)
+    return tables
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, board_tables):
+    """conf/ and the three boards' tables in tmp_path, an empty MLflow store; the pooled caches emptied."""
+    from perfpred.data import measurements
+    from perfpred.model import hardware, pooled
+
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    for target, table in board_tables.items():
+        measurements.write_table(table, tmp_path / f"data/measurements/{target}.parquet")
+    monkeypatch.setenv("PERFPRED_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    pooled._table.cache_clear()
+    hardware._descriptor_cached.cache_clear()
+    yield tmp_path
+    pooled._table.cache_clear()
+    hardware._descriptor_cached.cache_clear()
+
+
+def test_every_target_has_a_numeric_descriptor_and_hosts_read_the_machine():
+    from perfpred import config
+    from perfpred.model import hardware
+
+    for name in config.group_options("target"):
+        described = hardware.descriptor(name)
+        assert set(described) == set(hardware.HARDWARE_FIELDS), name
+        assert all(np.isfinite(v) and v >= 0 for v in described.values()), name
+        assert hardware.toolchain_version(config.target_config(name)), name
+    host = hardware.descriptor("host-cpu-tf")
+    assert host["cuda_cores"] == 0 and host["cpu_cores"] == os.cpu_count() and host["memory_gb"] > 0.5
+    assert hardware.descriptor("jetson-agx-xavier")["cuda_cores"] > hardware.descriptor("jetson-nano")["cuda_cores"]
+
+
+def test_a_bad_hardware_file_names_the_file_and_the_field(tmp_path):
+    from perfpred.model import hardware
+
+    path = tmp_path / "board.yaml"
+    path.write_text("hardware: {cuda_cores: 128}\n")
+    with pytest.raises(ValueError, match=r"board.yaml: `hardware` lacks \['gpu_arch_generation'"):
+        hardware.descriptor("new-board", path)
+
+
+def test_pooled_never_trains_on_a_network_held_out_of_its_target(project, board_tables):
+    from perfpred.model import pooled
+
+    nano = board_tables["jetson-nano"]
+    features = [c for c in nano.columns if c in pooled.schema.FEATURE_COLUMNS and nano[c].notna().all()]
+    held = nano["family"] == nano["family"].iloc[0]  # a whole family out, as leave-family-out does
+    estimator = pooled.PooledRegressor(target="jetson-nano", metric="latency", n_estimators=50)
+    used = estimator.source_rows(nano.loc[~held, features])
+    assert {name for name, _, _ in used} == {"jetson-tx2", "jetson-agx-xavier"}
+    held_keys = set(pooled.network_keys(nano.loc[held]))
+    for _, table, _ in used:
+        assert not set(pooled.network_keys(table)) & held_keys
+    other = board_tables["jetson-tx2"]
+    assert set(pooled.network_keys(other)) & held_keys  # the sources do have them: the exclusion is what removed them
+    estimator.fit(nano.loc[~held, features], nano.loc[~held, "latency_ms"])
+    predicted = estimator.predict(nano.loc[held, features])
+    assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)
+
+
+def test_pooled_competes_for_the_champion_through_train(project):
+    from perfpred.model import train
+    from perfpred.serve import loader, registry
+
+    train.main(["target=jetson-tx2", "metric=latency", "algorithm=pooled", "train.seeds=2", "train.n_jobs=1",
+                "train.outputs=false", "train.family_folds=2", "algorithm.estimator.n_estimators=60"])
+    versions = registry.client().search_model_versions("name='jetson-tx2-latency'")
+    assert [v.tags["algorithm"] for v in versions] == ["pooled"]
+    assert float(versions[0].tags["mape_mean"]) < 60
+    assert loader.load_predictor("jetson-tx2", "latency").algorithm == "pooled"
+
+
+def _write_rows(table: pd.DataFrame, path: Path) -> Path:
+    table.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.slow
+def test_adapt_registers_a_champion_for_a_board_without_a_table(project, board_tables, capsys):
+    import perfpred
+    from perfpred import cli
+
+    agx = board_tables["jetson-agx-xavier"].sample(frac=1.0, random_state=0).reset_index(drop=True)
+    given, left_out = agx.iloc[:30], agx.iloc[30:]
+    hardware_file = project / "xavier-like.yaml"
+    hardware_file.write_text("hardware:\n" + "".join(f"  {k}: {v}\n" for k, v in {
+        "gpu_arch_generation": 7.2, "cuda_cores": 512, "tensor_cores": 64, "gpu_max_clock_mhz": 1377, "memory_gb": 32,
+        "memory_bandwidth_gbps": 136.5, "cpu_cores": 8, "cpu_max_clock_mhz": 2265}.items()))
+    status = cli.main(["adapt", "--target", "new-board", "--metric", "latency", "--measurements",
+                       str(_write_rows(given, project / "rows.csv")), "--sources", "jetson-nano,jetson-tx2",
+                       "--hardware", str(hardware_file), "--json"])
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rows"] == 30 and result["sources"] == ["jetson-nano", "jetson-tx2"] and result["version"] == "1"
+    assert (project / "conf/target/new-board.yaml").exists()
+    predictor = perfpred.load_predictor("new-board", "latency")
+    measured = left_out["latency_ms"].to_numpy()
+    predicted = predictor.predict(left_out)
+    low, high = predictor.predict_interval(left_out, level=0.9)
+    assert np.all((low < predicted) & (predicted < high))
+    adapted_mape = 100 * np.mean(np.abs(predicted - measured) / measured)
+    zero_shot = predictor.estimator.__class__(predictor.estimator.source_model, predictor.estimator.descriptor).fit(None)
+    zero_shot_mape = 100 * np.mean(np.abs(zero_shot.predict(left_out[predictor.features]) - measured) / measured)
+    assert adapted_mape < zero_shot_mape  # 30 rows of the board teach more than its data sheet
+    assert adapted_mape < 30
+    covered = np.mean((measured >= low) & (measured <= high))
+    assert covered > 0.6  # calibrated on 30 out-of-fold rows: coarse, but it must hold for most rows it never saw
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.drop(columns=["flops"]), r"columns \['flops'\] are missing"),
+    (lambda t: t.head(2), "2 rows have a latency_ms value; adapt needs at least 3"),
+    (lambda t: t.assign(latency_ms=-t["latency_ms"]), "latency_ms must be > 0"),
+])
+def test_a_bad_measurements_file_is_one_line_naming_it(project, board_tables, capsys, edit, message):
+    from perfpred import cli
+
+    path = _write_rows(edit(board_tables["jetson-nano"].head(10)), project / "bad-rows.csv")
+    status = cli.main(["adapt", "--target", "jetson-orin-nano", "--metric", "latency", "--measurements", str(path)])
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and len(error.splitlines()) == 1
+    assert str(path) in error and pd.Series([error]).str.contains(message).all(), error
+
+
+def test_an_unknown_target_without_hardware_says_what_to_give(project, board_tables, capsys):
+    from perfpred import cli
+
+    path = _write_rows(board_tables["jetson-nano"].head(10), project / "rows.csv")
+    assert cli.main(["adapt", "--target", "mystery", "--metric", "latency", "--measurements", str(path)]) == 2
+    assert "unknown target 'mystery': give its specifications with --hardware" in capsys.readouterr().err
+
+
+def test_select_covers_the_feature_space_better_than_random_picks(board_tables):
+    from perfpred.model import select
+
+    table = board_tables["jetson-tx2"]
+    space = select.selection_space(table)
+    chosen = select.k_center(table, 12)
+    assert len(set(chosen)) == 12 and chosen == select.k_center(table, 12)
+
+    def radius(rows) -> float:  # the farthest any network is from its nearest chosen one
+        return float(np.max(np.min(np.linalg.norm(space[:, None, :] - space[None, rows, :], axis=2), axis=1)))
+
+    random_radii = [radius(np.random.default_rng(seed).choice(len(table), 12, replace=False)) for seed in range(20)]
+    assert radius(chosen) < min(random_radii)
+    with pytest.raises(ValueError, match="more than the"):
+        select.k_center(table, len(table) + 1)
+
+
+def test_select_command_proposes_models_not_yet_measured(project, board_tables, capsys):
+    from perfpred import cli
+    from perfpred.data import measurements
+
+    candidates = board_tables["jetson-nano"]
+    path = project / "candidates.parquet"
+    candidates.to_parquet(path)
+    already = candidates.iloc[::2]  # half of the candidates measured on the target already
+    measurements.write_table(already, project / "data/measurements/jetson-tx2.parquet")
+    assert cli.main(["select", "--target", "jetson-tx2", "-k", "5", "--candidates", str(path), "--json"]) == 0
+    picked = json.loads(capsys.readouterr().out)
+    measured = set(zip(already["model"], already["input_width"], strict=True))
+    assert len(picked) == 5 and not {(p["model"], p["input_width"]) for p in picked} & measured
+    assert [p["order"] for p in picked] == [1, 2, 3, 4, 5]
