@@ -242,9 +242,9 @@ def test_an_architecture_name_with_an_input_size_finds_its_zoo_descriptor(tmp_pa
 
 
 def test_the_readme_measure_example_runs(tmp_path, monkeypatch, capsys):
-    """The README's `perfpred measure MobileNetV2-1.0 ... --input-size 160` line, on a zoo whose
+    """docs/measuring.md's `perfpred measure MobileNetV2-1.0 ... --input-size 160` line, on a zoo whose
     MobileNetV2-a1.0_160 is a tiny stand-in (the real zoo is a pipeline output)."""
-    readme = (config.PACKAGE_ROOT / "README.md").read_text()
+    readme = (config.PACKAGE_ROOT / "docs/measuring.md").read_text()
     line = next(line for line in readme.splitlines() if line.startswith("perfpred measure MobileNetV2-1.0"))
     argv = line.split("#")[0].split()[1:]
     local_project(tmp_path, {"MobileNetV2-a1.0_160": tiny_descriptor(tmp_path, "stand_in", width=160)}, 160)

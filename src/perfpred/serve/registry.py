@@ -156,7 +156,7 @@ def choose_champion(target: str, metric: str, unseen_weight: float = 0.5, uri: s
     name = model_name(target, metric)
     # On a team store, jobs on other machines register and elect at the same time (no shared lock):
     # re-read after writing and elect again until the versions read did not change, so the last
-    # alias written was chosen from every version tagged before it (see README "A team store").
+    # alias written was chosen from every version tagged before it (see docs/team.md, "A team store").
     versions = _latest_versions(mlflow_client, name)
     while True:
         best = best_candidate(versions, unseen_weight)
