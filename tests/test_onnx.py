@@ -173,12 +173,13 @@ def test_zoo_descriptors_are_exported_once_and_onnx_files_measured_directly(tmp_
              "source": "test", "synthetic": True}]
     pd.DataFrame(rows).to_csv(tmp_path / "zoo" / "manifest.csv", index=False)
     params = copy.deepcopy(config.load_params())
-    for key in ("zoo", "features", "measurements", "measure_runs"):
+    for key in ("zoo", "features", "measurements", "measure_runs", "onnx_cache"):
         params["paths"][key] = str(tmp_path / key)
     params["measure"] |= QUICK
     summary = measure.measure_zoo("host-cpu-onnxruntime", params, progress=False)
     assert summary["ok"] == 1, summary
-    (exported,) = (tmp_path / "measure_runs" / "host-cpu-onnxruntime" / "onnx").glob("tiny_32-*.onnx")
+    (exported,) = (tmp_path / "onnx_cache" / "host-cpu-onnxruntime").glob("tiny_32-*.onnx")
+    assert not (tmp_path / "measure_runs" / "host-cpu-onnxruntime" / "onnx").exists()  # the journal DVC pushes stays small
     (row,) = measure.read_journal(tmp_path / "measure_runs" / "host-cpu-onnxruntime" / "journal.jsonl")
     assert row["toolchain"] == "onnxruntime" and row["export_cached"] is False and row["onnx_bytes"] > 0
     assert row["cpu_affinity"] is not None and row["latency_ms"] > 0 and row["memory_mb"] > row["baseline_memory_mb"] * 0.9

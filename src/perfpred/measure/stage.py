@@ -54,8 +54,8 @@ def target_settings(name: str, params: dict, schedule: str | None = None) -> tup
 
         settings = OmegaConf.to_container(config.compose("config", [f"measure={schedule}"]).measure, resolve=True)
     settings |= target.get("measure") or {}
-    if target.get("toolchain") == "onnxruntime":  # exports of zoo descriptors, kept beside the target's journal
-        settings["onnx_cache"] = str(config.path("measure_runs", params) / name / "onnx")
+    if target.get("toolchain") == "onnxruntime":  # exports of zoo descriptors: a cache, outside the journal DVC pushes
+        settings["onnx_cache"] = str(config.path("onnx_cache", params) / name)
     return target, settings
 
 
