@@ -14,7 +14,7 @@ left-out target's rows that were not given:
                   (first 5 draws, k >= 10)
 k = 0 is zero-shot: the hardware descriptor only. One MLflow parent run per left-out target (experiment
 `leave-one-target-out`, store from MLFLOW_TRACKING_URI), nested runs per (metric, k). Writes
-reports/leave_one_target_out.md and .json, and plots/leave_one_target_out.png (learning curves).
+reports/leave_one_target_out.md and .json, and reports/leave_one_target_out.png (learning curves).
 """
 
 from __future__ import annotations
@@ -164,15 +164,14 @@ def log_mlflow(summary: list[dict]) -> None:
 
 
 def write_outputs(summary: list[dict], records: list[dict], conditions: str) -> None:
-    """reports/leave_one_target_out.{md,json} and plots/leave_one_target_out.png."""
+    """reports/leave_one_target_out.{md,json} and reports/leave_one_target_out.png (plots/ belongs to the train stage: DVC clears it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    reports, plots = config.path("reports"), config.path("plots")
+    reports = config.path("reports")
     reports.mkdir(parents=True, exist_ok=True)
-    plots.mkdir(parents=True, exist_ok=True)
     (reports / "leave_one_target_out.json").write_text(json.dumps({"summary": summary, "records": records}, default=float))
     lines = ["# Leave one target out: MAPE (%) on the left-out target's other rows", "",
              f"`python benchmarks/leave_one_target_out.py`; {conditions}. Mean over draws [p5, p95]; k = 0 is "
@@ -202,7 +201,7 @@ def write_outputs(summary: list[dict], records: list[dict], conditions: str) -> 
         axis.set(xscale="log", yscale="log", xlabel="k measured rows of the left-out target", ylabel="MAPE (%)",
                  title=f"{metric}: adapt from the other targets")
         axis.legend(fontsize=6)
-    figure.savefig(plots / "leave_one_target_out.png", dpi=110, bbox_inches="tight")
+    figure.savefig(reports / "leave_one_target_out.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 

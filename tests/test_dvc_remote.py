@@ -13,7 +13,8 @@ import test_measure_ssh
 BIN = Path(sys.executable).parent
 #: three synthetic models of the ci zoo, one local target (host-cpu-tf), a short schedule: what travels is the
 #: point, not the figures; `spawn` workers, whose start is bounded per model (timeout_s), not by a fork server's wait
-PARAMS = ["zoo=ci", "zoo.applications=[]", "zoo.synthetic.count=3", "~target@local.host-cpu-tflite", "measure.worker=spawn",
+PARAMS = ["zoo=ci", "zoo.applications=[]", "zoo.synthetic.count=3", "~target@local.host-cpu-tflite",
+          "~target@local.host-cpu-onnxruntime", "measure.worker=spawn",
           "measure.priority=0", "measure.warmup=2", "measure.warmup_seconds=0.05", "measure.min_iterations=5",
           "measure.min_seconds=0.05", "measure.max_seconds=0.2"]
 sshd = test_measure_ssh.sshd  # the real sshd on 127.0.0.1 of the SSH measurement tests
@@ -44,7 +45,7 @@ def pushed(tmp_path_factory):
     run(origin, str(BIN / "dvc"), "repro", *DATA_STAGES)
     git(origin, "add", "-A")
     git(origin, "commit", "-qm", "data stages run")
-    run(origin, str(BIN / "dvc"), "push")
+    run(origin, str(BIN / "dvc"), "push", *DATA_STAGES)
     return origin, remote
 
 
@@ -56,7 +57,8 @@ def test_a_pulled_clone_is_up_to_date_without_measuring(pushed, tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(origin), str(clone))
     assert "changed outs" in run(clone, str(BIN / "dvc"), "status", *DATA_STAGES).stdout  # nothing there before the pull
-    run(clone, str(BIN / "dvc"), "pull")  # every cached output of dvc.lock
+    run(clone, str(BIN / "dvc"), "pull", *DATA_STAGES)  # every cached output of the stages that ran (dvc.lock also
+    # names the kernel and train stages' outputs of the repository this was copied from: they were never pushed)
     assert "up to date" in run(clone, str(BIN / "dvc"), "status", *DATA_STAGES).stdout
     journal = clone / "data/measurements/runs/host-cpu-tf/journal.jsonl"
     assert journal.read_bytes() == (origin / "data/measurements/runs/host-cpu-tf/journal.jsonl").read_bytes()
@@ -87,7 +89,7 @@ def test_push_and_pull_through_an_ssh_remote(pushed, sshd, tmp_path):
             run(root, str(BIN / "dvc"), "remote", "modify", "--local", "ssh-team", option, value)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(home))
-        run(origin, str(BIN / "dvc"), "push", "-r", "ssh-team")
+        run(origin, str(BIN / "dvc"), "push", "-r", "ssh-team", *DATA_STAGES)
         assert list((tmp_path / "ssh-remote").rglob("*"))
-        run(clone, str(BIN / "dvc"), "pull", "-r", "ssh-team")
+        run(clone, str(BIN / "dvc"), "pull", "-r", "ssh-team", *DATA_STAGES)
     assert "up to date" in run(clone, str(BIN / "dvc"), "status", *DATA_STAGES).stdout

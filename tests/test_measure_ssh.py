@@ -110,7 +110,10 @@ def kill_when_measuring(daemon: subprocess.Popen, timeout_s: float = 300) -> boo
         tree = agent._process_tree(daemon.pid)
         commands = [(Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}/cmdline").exists() else b"")
                     for pid in tree[1:]]
-        if any(b"agent.py" in command for command in commands):
+        # the agent's own Python, not the login shell whose command line names it: killing that shell while its
+        # startup files run (e.g. pyenv's rehash, which holds a lock file) would leave the lock and hang later logins
+        if any(Path(argv[0].decode()).name.startswith("python") and b"agent.py" in argv
+               for argv in (command.split(b"\0") for command in commands) if argv[0]):
             for pid in tree:  # the listener first: the board accepts no new connection
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
