@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,21 @@ def test_summary_shows_the_published_figures_beside_the_champion(tmp_path):
     text = (tmp_path / "summary.md").read_text()
     assert "| jetson-tx2 | svr | 3.2 / 6.5 / 7.8 (9.6 / 8.9 / 13.1) |" in text
     assert "Bouzidi" in text
+
+
+def test_summary_shows_errors_beyond_100_percent_as_mape_never_as_negative_accuracy(tmp_path):
+    from perfpred.model import summary
+
+    entry = {"accuracy_mean": 88.0, "accuracy_best": 93.0, "mape_std": 3.0, "mape_mean": 12.0, "mape_median": 11.0,
+             "mape_p5": 8.0, "mape_p95": 16.0, "mape_worst": 17.0, "best_seed": 3, "mape_unseen_family": 309.0,
+             "mape_synthetic_from_real": 807.4}
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/host-cpu-tf-latency.json").write_text(json.dumps(
+        {"target": "host-cpu-tf", "metric": "latency", "rows": 98, "champion": "svr", "algorithms": {"svr": entry}}))
+    summary.write_report(tmp_path / "metrics", tmp_path / "summary.md")
+    text = (tmp_path / "summary.md").read_text()
+    assert "| 309.0 " in text and "| 309.00 | 807.4 |" in text
+    assert not re.search(r"\| -\d", text), "a negative figure in the report"
 
 
 def test_liveness_frees_a_chain_and_keeps_a_residual_branch():
