@@ -45,7 +45,7 @@ def pushed(tmp_path_factory):
     run(origin, str(BIN / "dvc"), "repro", *DATA_STAGES)
     git(origin, "add", "-A")
     git(origin, "commit", "-qm", "data stages run")
-    run(origin, str(BIN / "dvc"), "push", *DATA_STAGES)
+    run(origin, str(BIN / "dvc"), "push", "--with-deps", *DATA_STAGES)
     return origin, remote
 
 
@@ -57,7 +57,7 @@ def test_a_pulled_clone_is_up_to_date_without_measuring(pushed, tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(origin), str(clone))
     assert "changed outs" in run(clone, str(BIN / "dvc"), "status", *DATA_STAGES).stdout  # nothing there before the pull
-    run(clone, str(BIN / "dvc"), "pull", *DATA_STAGES)  # every cached output of the stages that ran (dvc.lock also
+    run(clone, str(BIN / "dvc"), "pull", "--with-deps", *DATA_STAGES)  # every cached output of the stages that ran (dvc.lock also
     # names the kernel and train stages' outputs of the repository this was copied from: they were never pushed)
     assert "up to date" in run(clone, str(BIN / "dvc"), "status", *DATA_STAGES).stdout
     journal = clone / "data/measurements/runs/host-cpu-tf/journal.jsonl"
@@ -89,7 +89,7 @@ def test_push_and_pull_through_an_ssh_remote(pushed, sshd, tmp_path):
             run(root, str(BIN / "dvc"), "remote", "modify", "--local", "ssh-team", option, value)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(home))
-        run(origin, str(BIN / "dvc"), "push", "-r", "ssh-team", *DATA_STAGES)
+        run(origin, str(BIN / "dvc"), "push", "-r", "ssh-team", "--with-deps", *DATA_STAGES)
         assert list((tmp_path / "ssh-remote").rglob("*"))
-        run(clone, str(BIN / "dvc"), "pull", "-r", "ssh-team", *DATA_STAGES)
+        run(clone, str(BIN / "dvc"), "pull", "-r", "ssh-team", "--with-deps", *DATA_STAGES)
     assert "up to date" in run(clone, str(BIN / "dvc"), "status", *DATA_STAGES).stdout
