@@ -23,8 +23,8 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
-from perfpred.model import estimators, hardware, sweep, transfer
-from perfpred.model.pooled import targets_with_table
+from perfpred.model import hardware, sweep, transfer
+from perfpred.model.pooled import _table, targets_with_table
 
 #: Fewer measured rows leave nothing to check a fit on.
 MIN_ROWS = 3
@@ -150,7 +150,8 @@ def adapt(target: str, metric: str, measurements: str | Path, sources: list[str]
     predictor, metrics = fit(target, metric, rows, features, sources, descriptor)
     if hardware_file is not None:
         write_target_file(target, descriptor, hardware_file)
-    domain_rows = pd.concat([rows, *(estimators.training_table(source, metric) for source in sources)], ignore_index=True)
+    # the sources' tables as the fit read them (pooled's cache): no second read of each parquet file
+    domain_rows = pd.concat([rows, *(_table(source, metric) for source in sources)], ignore_index=True)
     version = register(predictor, metrics, Path(measurements), sources, domain_rows, tracking_uri)
     return {"target": target, "metric": metric, "version": version, "sources": sources, "features": features,
             **metrics, "seconds": round(time.monotonic() - started, 1)}
