@@ -94,10 +94,11 @@ def predict_features(
         for metric in metrics:
             predictor = loader.load_champion(champions[registry.model_name(target, metric)], uri)
             column = schema.metric_column(metric)
-            part[column] = predictor.predict(features)
-            part[f"{column}_low"], part[f"{column}_high"] = predictor.predict_interval(features, level=level)
+            answer = predictor.answer(features, level)
+            for name in (column, f"{column}_low", f"{column}_high"):
+                part[name] = answer[name]
             part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}"
-            domains.append(predictor.check_domain(features))
+            domains.append(answer[["in_domain", "outside"]])
         part["in_domain"], part["outside"] = _combined_domain(domains, features.index)
         parts.append(part)
     identity = [column for column in ("model", "input_width") if column in features.columns]

@@ -61,6 +61,22 @@ class Predictor:
         family, 'synthetic': a new synthetic CNN) calibrates on that domain's held-out rows; None on random splits.
         With `widen` (and a stored training domain) the log-width grows with how far a row lies outside it.
         """
+        predicted = self.predict(table)
+        widening = self.check_domain(table)["widening"].to_numpy("float64") if widen else np.ones(len(predicted))
+        return self._bounds(predicted, widening, level, domain)
+
+    def answer(self, table: pd.DataFrame, level: float = 0.9) -> pd.DataFrame:
+        """Per row: the point prediction (`column`), its widened `level` bounds (`<column>_low`, `<column>_high`),
+        `in_domain` and `outside`; the model and the domain check run once (predict and recommend call this)."""
+        predicted = self.predict(table)
+        checked = self.check_domain(table)
+        low, high = self._bounds(predicted, checked["widening"].to_numpy("float64"), level, None)
+        return pd.DataFrame({self.column: predicted, f"{self.column}_low": low, f"{self.column}_high": high,
+                             "in_domain": checked["in_domain"].to_numpy(), "outside": checked["outside"].to_numpy()},
+                            index=table.index)
+
+    def _bounds(self, predicted: np.ndarray, widening: np.ndarray, level: float, domain: str | None):
+        """(low, high): the calibration's `level` factors, their log-width scaled by `widening`, around `predicted`."""
         calibration = self.calibration
         if domain is not None:
             known = getattr(self, "domain_calibrations", None) or {}  # versions trained before domains have none
@@ -69,8 +85,6 @@ class Predictor:
                                  f"it has {', '.join(known) or 'none'} (retrain with `perfpred train`)")
             calibration = known[domain]
         low, high = sweep.interval_factors(calibration, level)
-        predicted = self.predict(table)
-        widening = self.check_domain(table)["widening"].to_numpy("float64") if widen else np.ones(len(predicted))
         return predicted * low**widening, predicted * high**widening
 
     def check_domain(self, table: pd.DataFrame) -> pd.DataFrame:

@@ -26,11 +26,8 @@ class PredictorModel(mlflow.pyfunc.PythonModel):
         """Point predictions in the metric's unit, the domain check, and `level` interval bounds when asked."""
         predictor = self.predictor
         column = predictor.column
-        answer = pd.DataFrame({column: predictor.predict(model_input)}, index=model_input.index)
-        domain = predictor.check_domain(model_input)
-        answer["in_domain"] = domain["in_domain"]
-        answer["outside"] = [",".join(names) for names in domain["outside"]]
         level = float((params or {}).get("level") or NO_INTERVAL)
-        if level != NO_INTERVAL:
-            answer[f"{column}_low"], answer[f"{column}_high"] = predictor.predict_interval(model_input, level=level)
-        return answer.reset_index(drop=True)
+        answer = predictor.answer(model_input, level if level != NO_INTERVAL else 0.9)
+        answer["outside"] = [",".join(names) for names in answer["outside"]]
+        order = [column, "in_domain", "outside"] + ([f"{column}_low", f"{column}_high"] if level != NO_INTERVAL else [])
+        return answer[order].reset_index(drop=True)
