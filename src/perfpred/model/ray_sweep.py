@@ -64,7 +64,9 @@ def seed_sweep_on_nodes(
     connect(address)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     blocks = seed_blocks(first_seed, seeds, tasks or TASKS_PER_CPU * cpus)
-    remote = ray.remote(num_cpus=1)(_sweep_block)
+    # SPREAD: the default policy packs tasks onto the driver's node while it has room (and the shared
+    # objects live there), so a small sweep could run on the head alone and leave the workers idle.
+    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_sweep_block)
     shared = [ray.put(estimator), ray.put(features), ray.put(np.asarray(target, dtype="float64"))]
     done = ray.get([remote.remote(*shared, start, count, test_size) for start, count in blocks])
     seeds_per_node: dict[str, int] = {}
