@@ -67,7 +67,9 @@ def test_champion_is_the_version_that_generalises_best(project, nano_subset):
         predictor.predict(nano_subset.drop(columns=["flops"]))
     # The registered version: a reader's tags only, the real feature columns as its signature, an input example.
     version = client.get_model_version("jetson-nano-latency", steady)
-    assert set(version.tags) == {"algorithm", "mape_mean", "mape_unseen_family", "data_version"}
+    assert set(version.tags) == {"algorithm", "mape_mean", "mape_unseen_family", "data_version", "kernel_terms"}
+    assert version.tags["kernel_terms"] == "false"  # descriptor-level features only: it is also @model-level
+    assert str(client.get_model_version_by_alias("jetson-nano-latency", registry.MODEL_LEVEL).version) == steady
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         served = mlflow.pyfunc.load_model("models:/jetson-nano-latency@champion")

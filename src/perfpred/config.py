@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from perfpred import atomic
+
 #: The repository this package was installed from (src layout: src/perfpred/config.py).
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = "params.yaml"
@@ -66,7 +68,9 @@ def write_params(path: Path | None = None, overrides: Sequence[str] = ()) -> Pat
     """Write the composition of conf/ to params.yaml (what DVC's Hydra integration does for `dvc exp run`)."""
     path = path or project_root() / PARAMS_FILE
     header = "# Generated from conf/ by `perfpred params`: edit conf/, not this file.\n"
-    path.write_text(header + yaml.safe_dump(composed_params(overrides), sort_keys=False))
+    text = header + yaml.safe_dump(composed_params(overrides), sort_keys=False)
+    # atomically: a job composing params.yaml meanwhile (a running sweep, `dvc exp run`) never reads half of it
+    atomic.replace_file(path, lambda temporary: Path(temporary).write_text(text))
     return path
 
 

@@ -24,7 +24,7 @@ def listing(model: str, target: str | None, input_size: int | None) -> dict:
         kernels = detector.detect(model, target, input_size)
     result = {"model": model, "target": target, "kernels": kernels, "totals": detector.totals(kernels)}
     if target is not None:
-        from perfpred.kernels.training import load_model, predictor_path
+        from perfpred.kernels.store import load_model, predictor_path
 
         if predictor_path(target).exists():
             fitted = load_model(target)

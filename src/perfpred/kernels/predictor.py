@@ -17,6 +17,9 @@ import pandas as pd
 from perfpred.kernels.detector import CONFIG_FIELDS, Kernel
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
+#: a model's kernel terms as feature columns of a measurement table (`model_terms` without its constant): what the
+#: kernel predictors say of the model, with no whole-model fit in them, so a model-level algorithm may read them
+TERM_COLUMNS = ("kernel_sum_ms", "kernel_count", "kernel_read_mb")
 VECTOR_FLOATS = 8  # float32 lanes of this CPU's 256-bit vectors (AVX2; its AVX-512 holds 16, a multiple)
 
 
@@ -105,6 +108,10 @@ class KernelModel:
         """The overhead's inputs: in-model kernel sum (ms), kernel count, MB the kernels read, 1."""
         total = float(self.kernel_latencies(kernels).sum())
         return model_terms(total, kernels)
+
+    def term_features(self, kernels: list[Kernel]) -> dict[str, float]:
+        """The model's TERM_COLUMNS: in-model kernel sum (ms), kernel count, MB the kernels read."""
+        return dict(zip(TERM_COLUMNS, (float(v) for v in self.terms(kernels)[:3]), strict=True))
 
     def model_latency(self, kernels: list[Kernel]) -> float:
         """Predicted whole-model latency (ms): the overhead function of the kernel sum, count and bytes read."""

@@ -21,21 +21,7 @@ import pandas as pd
 from perfpred import config
 from perfpred.kernels import detector, predictor
 from perfpred.kernels.measurement import kernels_dir
-
-
-def predictor_path(target: str, params: dict | None = None) -> Path:
-    """Where a target's fitted KernelModel is kept."""
-    return kernels_dir(params if params is not None else config.load_params()) / "predictors" / f"{target}.pkl"
-
-
-def load_model(target: str, params: dict | None = None) -> predictor.KernelModel:
-    """A target's fitted KernelModel (written by `perfpred kernel-train`, never a file from elsewhere)."""
-    path = predictor_path(target, params)
-    if not path.exists():
-        raise FileNotFoundError(f"no kernel predictor for {target} at {path}: run `perfpred kernel-train` "
-                                "(after `perfpred kernel-measure --target {target}`)")
-    with open(path, "rb") as handle:
-        return pickle.load(handle)
+from perfpred.kernels.store import features_path, predictor_path
 
 
 def model_rows(target: str, params: dict) -> pd.DataFrame:
@@ -147,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         model, metrics = fit_target(target, params)
         path = predictor_path(target, params)
         path.parent.mkdir(parents=True, exist_ok=True)
-        kernel_features(model).to_parquet(path.with_suffix(".features.parquet"), index=False)
+        kernel_features(model).to_parquet(features_path(target, params), index=False)
         model.zoo_terms = None  # the pickle is what `perfpred kernels` loads: keep it small
         path.write_bytes(pickle.dumps(model))
         if not args.no_track:

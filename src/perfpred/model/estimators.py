@@ -266,5 +266,57 @@ def training_table(target: str, metric: str) -> pd.DataFrame:
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
-    """The canonical features that every row of this table has (the Nano memory rows lack some)."""
-    return [c for c in schema.FEATURE_COLUMNS if table[c].notna().all()]
+    """The canonical features that every row of this table has (the Nano memory rows lack some), then the kernel
+    terms (perfpred.kernels.predictor.TERM_COLUMNS) where `with_kernel_terms` gave every row them."""
+    from perfpred.kernels.predictor import TERM_COLUMNS
+
+    canonical = [c for c in schema.FEATURE_COLUMNS if table[c].notna().all()]
+    return canonical + [c for c in TERM_COLUMNS if c in table.columns and table[c].notna().all()]
+
+
+def with_kernel_terms(table: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The table with each model's kernel terms on the target (written by `perfpred kernel-train`) joined on
+    (model, input_width); unchanged for a target without kernel predictors. A row whose model has no terms
+    (no descriptor in the zoo) leaves the columns incomplete, so `feature_columns` does not offer them."""
+    from perfpred.kernels import store
+    from perfpred.kernels.predictor import TERM_COLUMNS
+
+    path = store.features_path(target)
+    if not path.exists():
+        return table
+    terms = pd.read_parquet(path, columns=["model", "input_width", *TERM_COLUMNS])
+    terms["input_width"] = terms["input_width"].astype(table["input_width"].dtype)
+    joined = table.drop(columns=[c for c in TERM_COLUMNS if c in table.columns]).merge(
+        terms, on=["model", "input_width"], how="left", validate="many_to_one")
+    return joined.set_axis(table.index)
+
+
+class KernelOverhead(*_base_classes()):
+    """The `kernels` algorithm: a model's latency as the sum of its kernels' predicted latencies plus the overhead a
+    model pays beyond them (nn-Meter's method), fitted on the training rows.
+
+    latency = a * kernel_sum_ms + b * kernel_count + c * kernel_read_mb + d, every coefficient >= 0, least squares
+    on relative error (perfpred.kernels.predictor.fit_overhead). The kernel predictors behind the terms learnt from
+    single-kernel measurements only, so a seed's test rows taught this algorithm nothing but through the four
+    coefficients. It reads only the kernel terms of the features it is given.
+    """
+
+    def _terms(self, features: pd.DataFrame) -> np.ndarray:
+        from perfpred.kernels.predictor import TERM_COLUMNS
+
+        missing = [c for c in TERM_COLUMNS if c not in getattr(features, "columns", [])]
+        if missing:
+            raise ValueError(f"the kernels algorithm reads the kernel terms {list(TERM_COLUMNS)}; {missing} are not "
+                             "among the features: the target needs kernel predictors (`perfpred kernel-train`)")
+        return np.column_stack([features[list(TERM_COLUMNS)].to_numpy("float64"), np.ones(len(features))])
+
+    def fit(self, features: pd.DataFrame, target):
+        """The four non-negative coefficients."""
+        from perfpred.kernels.predictor import fit_overhead
+
+        self.coefficients_ = fit_overhead(self._terms(features), np.asarray(target, dtype="float64"))
+        return self
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Predicted latency in ms."""
+        return np.maximum(self._terms(features) @ self.coefficients_, 1e-3)

@@ -56,7 +56,7 @@ def _finite(metrics: dict) -> dict[str, float]:
 
 
 #: the registered version's tags: what a reader of the registry needs (everything else is on the run)
-VERSION_TAGS = ("algorithm", "champion_score", "mape_mean", "mape_unseen_family", "data_version")
+VERSION_TAGS = ("algorithm", "champion_score", "mape_mean", "mape_unseen_family", "data_version", "kernel_terms")
 
 
 def log_evaluation(cfg, evaluation) -> str | None:
@@ -133,6 +133,7 @@ def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id:
         mlflow_client.set_registered_model_tag(name, "target", predictor.target)
         mlflow_client.set_registered_model_tag(name, "metric", predictor.metric)
         values = {**tags, **{k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()}}
+        values["kernel_terms"] = str(bool(predictor.kernel_columns)).lower()  # registry.MODEL_LEVEL leaves these out
         for key in VERSION_TAGS:
             if key in values:
                 mlflow_client.set_model_version_tag(name, version, key, values[key])

@@ -20,6 +20,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
+from perfpred.kernels.predictor import TERM_COLUMNS as KERNEL_TERMS
 from perfpred.model import crossboard, domains, estimators, jobs, sweep
 from perfpred.serve.predictor import Predictor
 
@@ -86,7 +87,18 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         calibration=sweep.calibration(y, result.rows, result.predicted),
         domain_calibrations=domains.calibrations(y, held_domains),
     )
+    if any(c in features for c in KERNEL_TERMS):
+        attach_kernel_model(predictor)
     return Evaluation(metrics, predictor, result, unseen, table, held_domains)
+
+
+def attach_kernel_model(predictor: Predictor) -> None:
+    """Give a predictor that reads kernel terms the target's kernel predictors and fusion rules, so that it computes
+    a model's terms from its descriptor wherever it is loaded (perfpred.serve.predictor.Predictor.kernel_terms)."""
+    from perfpred.kernels import detector, store
+
+    predictor.kernel_model = store.load_model(predictor.target)
+    predictor.kernel_rules = detector.fusion_rules(predictor.target)
 
 
 def _refit(estimator, features, target):
@@ -144,6 +156,27 @@ def check_selection(cfg) -> tuple[str, str, str] | None:
     return target, metric, algorithm
 
 
+def kernel_terms_table(cfg, table: pd.DataFrame, target: str, metric: str) -> pd.DataFrame:
+    """The table an algorithm trains on: with the target's kernel terms joined when the algorithm reads them
+    (its `kernel_terms:`, else `train.kernel_terms`). An algorithm that names its `metrics:` or sets its own
+    `kernel_terms: true` (the `kernels` algorithm) cannot train without them: a ValueError says why."""
+    from perfpred.kernels.predictor import TERM_COLUMNS
+
+    algorithm_cfg, name = cfg.algorithm, str(cfg.algorithm.name)
+    metrics = algorithm_cfg.get("metrics")
+    if metrics and metric not in list(metrics):
+        raise ValueError(f"algorithm {name!r} predicts {', '.join(metrics)}, not {metric}")
+    own = algorithm_cfg.get("kernel_terms")
+    if not (own if own is not None else cfg.train.get("kernel_terms", False)):
+        return table
+    joined = estimators.with_kernel_terms(table, target)
+    if own and not all(c in joined.columns and joined[c].notna().all() for c in TERM_COLUMNS):
+        raise ValueError(f"algorithm {name!r} reads kernel terms, and target {target!r} has none for every row: "
+                         f"its kernel predictors come from `perfpred kernel-measure --target {target}` and "
+                         "`perfpred kernel-train` (params.yaml kernel_zoo.targets)")
+    return joined
+
+
 def train_job(cfg) -> dict | None:
     """One Hydra job: evaluate, log and register one (target, metric, algorithm); returns its metrics."""
     from omegaconf import OmegaConf
@@ -159,6 +192,13 @@ def train_job(cfg) -> dict | None:
     except FileNotFoundError:
         if cfg.train.skip_missing:
             log.info(f"skip: target {target!r} has no measurement table yet")
+            return None
+        raise
+    try:
+        table = kernel_terms_table(cfg, table, target, metric)
+    except ValueError as error:
+        if cfg.train.skip_missing:
+            log.info(f"skip: {error}")
             return None
         raise
     started = time.time()

@@ -30,6 +30,22 @@ def describe_model(model, input_width: int | None = None) -> dict:
     return describe(model, input_size=input_width)
 
 
+def model_graph(model):
+    """MODEL's parsed Keras descriptor, from which a kernel-level predictor detects its kernels; None for an ONNX
+    file (kernel detection reads Keras graphs). `app:NAME` is built without weights, a keras.Model serialised."""
+    from pathlib import Path
+
+    from perfpred.features import descriptors, onnx_loading
+
+    if applications.is_application(model):
+        model = applications.build_application(model)
+    if hasattr(model, "to_json") and not isinstance(model, str | os.PathLike):
+        return descriptors.parse(json.loads(model.to_json()), getattr(model, "name", "<keras.Model>"))
+    if isinstance(model, str | os.PathLike) and Path(model).is_file() and onnx_loading.is_onnx(Path(model)):
+        return None
+    return descriptors.load(model)
+
+
 def champion_targets(tracking_uri: str | None = None, champions=None) -> dict[str, list[str]]:
     """target -> the metrics that have a champion predictor in the registry."""
     from perfpred.serve import loader
@@ -73,8 +89,15 @@ def predict_features(
     targets: Sequence[str] | None = None,
     level: float = DEFAULT_LEVEL,
     tracking_uri: str | None = None,
+    model=None,
+    input_width: int | None = None,
 ) -> pd.DataFrame:
-    """Predict every row of a feature table on every selected target: one row per (input row, target)."""
+    """Predict every row of a feature table on every selected target: one row per (input row, target).
+
+    A kernel-level predictor (it reads kernel terms, perfpred.kernels) computes them from `model` (a single-row
+    table's descriptor, as for predict_model) where the table lacks them; without a Keras descriptor (an ONNX
+    file, a features table) the best version that reads descriptor-level features only (registry.MODEL_LEVEL)
+    answers for that metric, and the predictor column says so."""
     if not 0 < level < 1:
         raise ValueError(f"interval level must be between 0 and 1 (e.g. 0.9 for 90%), got {level}")
     from perfpred.serve import loader, registry
@@ -82,7 +105,7 @@ def predict_features(
     uri = registry.tracking_uri(tracking_uri)
     champions = loader.champions(uri)
     selected = select_targets(targets, uri, champions)
-    parts = []
+    parts, graphs = [], []
     for target, metrics in selected.items():
         part = pd.DataFrame(index=features.index)
         part["target"] = target
@@ -94,16 +117,33 @@ def predict_features(
         for metric in metrics:
             predictor = loader.load_champion(champions[registry.model_name(target, metric)], uri)
             column = schema.metric_column(metric)
-            answer = predictor.answer(features, level)
+            if not set(predictor.kernel_columns) <= set(features.columns) and not graphs:  # parsed once, on need
+                graphs.append(None if model is None or len(features) != 1 else model_graph(model))
+            answer = answer_rows(predictor, features, level, graphs[0] if graphs else None, input_width)
+            note = ""
+            if answer is None:  # a kernel-level champion, no Keras graph: the best model-level version answers
+                predictor = loader.load_predictor(target, metric, registry.MODEL_LEVEL, uri)
+                answer, note = predictor.answer(features, level), " (model-level: no Keras graph for the kernels)"
             for name in (column, f"{column}_low", f"{column}_high"):
                 part[name] = answer[name]
-            part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}"
+            part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}{note}"
             domains.append(answer[["in_domain", "outside"]])
         part["in_domain"], part["outside"] = _combined_domain(domains, features.index)
         parts.append(part)
     identity = [column for column in ("model", "input_width") if column in features.columns]
     table = features[identity].join(pd.concat(parts), how="right")
     return table[identity + [c for c in table.columns if c not in identity]].reset_index(drop=True)
+
+
+def answer_rows(predictor, features: pd.DataFrame, level: float, graph=None, input_width: int | None = None):
+    """predictor.answer on the feature rows, with the kernel terms computed from `graph` (a parsed Keras descriptor
+    of the single row) when the predictor reads them and the rows lack them; None when it reads them and no graph
+    gives them (an ONNX file, a features table)."""
+    if set(predictor.kernel_columns) <= set(features.columns):
+        return predictor.answer(features, level)
+    if graph is None:
+        return None
+    return predictor.answer(features.assign(**predictor.kernel_terms(graph, input_width)), level)
 
 
 def predict_model(
@@ -114,9 +154,12 @@ def predict_model(
     tracking_uri: str | None = None,
 ) -> pd.DataFrame:
     """Predicted latency_ms, memory_mb (and power_mw) of one CNN on each target with a champion, with intervals."""
-    features = describe_model(model, input_width)
     name = model if isinstance(model, str | os.PathLike) else getattr(model, "name", "keras.Model")
-    return predict_features(pd.DataFrame([{"model": str(name)} | features]), targets, level, tracking_uri)
+    if applications.is_application(model):  # built once: described, and its kernels detected if a predictor reads them
+        model, input_width = applications.build_application(model, input_width), None
+    features = describe_model(model, input_width)
+    return predict_features(pd.DataFrame([{"model": str(name)} | features]), targets, level, tracking_uri,
+                            model=model, input_width=input_width)
 
 
 def _combined_domain(domains: list[pd.DataFrame], index: pd.Index) -> tuple[list, list[list[str]]]:

@@ -31,6 +31,27 @@ class Predictor:
     #: per test domain ('sizes', 'architectures', 'synthetic'), the same quantiles from that domain's held-out rows
     domain_calibrations: dict[str, np.ndarray] | None = None
     domain: Domain | None = None
+    #: a predictor that reads kernel terms (perfpred.kernels.predictor.TERM_COLUMNS) carries the target's kernel
+    #: predictors and fusion rules, so that it computes them from a model's descriptor wherever it is loaded
+    kernel_model: object | None = None
+    kernel_rules: dict | None = None
+
+    @property
+    def kernel_columns(self) -> list[str]:
+        """The kernel terms among the features it reads (none for a model-level predictor)."""
+        from perfpred.kernels.predictor import TERM_COLUMNS
+
+        return [c for c in self.features if c in TERM_COLUMNS]
+
+    def kernel_terms(self, graph, input_width: int | None = None) -> dict[str, float]:
+        """The kernel terms of a parsed Keras descriptor (perfpred.features.descriptors.Graph) on this target."""
+        from perfpred.kernels import detector
+
+        if getattr(self, "kernel_model", None) is None:  # versions stored before kernel terms existed
+            raise ValueError(f"{self.target}-{self.metric} predictor ({self.algorithm}) reads {self.kernel_columns} "
+                             "but carries no kernel predictors: retrain it with `perfpred train`")
+        kernels = detector.detect_graph(graph, self.kernel_rules or {}, input_width)
+        return self.kernel_model.term_features(kernels)
 
     def _features(self, table: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in self.features if c not in table.columns]
@@ -38,6 +59,8 @@ class Predictor:
             raise ValueError(
                 f"{self.target}-{self.metric} predictor needs feature columns {missing}, missing from the input "
                 f"(it reads {', '.join(self.features)})"
+                + (f"; the kernel terms come from the model's descriptor: `perfpred kernels MODEL --target {self.target} "
+                   "--json`, or predict from the descriptor" if set(missing) & set(self.kernel_columns) else "")
             )
         features = table[self.features].apply(pd.to_numeric, errors="coerce").astype("float64")
         incomplete = features.columns[features.isna().any()].tolist()

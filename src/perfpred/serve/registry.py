@@ -20,6 +20,9 @@ from perfpred import config
 
 #: the alias of the version that `perfpred predict` serves (the only place this name is written)
 CHAMPION = "champion"
+#: the alias of the best version that reads descriptor-level features only (no kernel terms): what `perfpred
+#: predict` serves where a kernel-level champion cannot see the model's kernels (an ONNX file)
+MODEL_LEVEL = "model-level"
 DB_FILE = "mlflow.db"
 #: seconds to wait for a tracking server before saying it cannot be reached
 REACH_TIMEOUT_S = 5
@@ -163,6 +166,10 @@ def choose_champion(target: str, metric: str, unseen_weight: float = 0.5, uri: s
         if best is None:
             return None
         mlflow_client.set_registered_model_alias(name, CHAMPION, str(best))
+        model_level = best_candidate({v: tags for v, tags in versions.items() if tags.get("kernel_terms") != "true"},
+                                     unseen_weight)
+        if model_level is not None:
+            mlflow_client.set_registered_model_alias(name, MODEL_LEVEL, str(model_level))
         again = _latest_versions(mlflow_client, name)
         if again == versions:
             return str(best)

@@ -1,0 +1,169 @@
+"""The kernel-level method as a model-level algorithm: kernel terms joined to a target's table, the `kernels`
+algorithm (estimators.KernelOverhead), and predictors that compute a model's kernel terms from its descriptor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfpred.kernels import detector, predictor, store
+from perfpred.model import estimators, train
+from perfpred.serve import predict
+from perfpred.serve.predictor import Predictor
+
+RULES = {"BatchNormalization": ["conv", "depthwise"], "Activation": ["conv", "depthwise", "dense"]}
+
+
+def _terms(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"kernel_sum_ms": rng.uniform(0.1, 50, rows), "kernel_count": rng.integers(5, 300, rows).astype(float),
+                         "kernel_read_mb": rng.uniform(0.5, 200, rows), "flops": rng.uniform(1e6, 1e10, rows)})
+
+
+def test_kernel_overhead_recovers_the_overhead_and_reads_only_the_terms():
+    table = _terms(60)
+    truth = 1.3 * table["kernel_sum_ms"] + 0.004 * table["kernel_count"] + 0.01 * table["kernel_read_mb"] + 0.2
+    model = estimators.KernelOverhead().fit(table, truth)
+    np.testing.assert_allclose(model.coefficients_, [1.3, 0.004, 0.01, 0.2], rtol=1e-6, atol=1e-9)
+    shuffled = table.assign(flops=table["flops"][::-1].to_numpy())  # a column it must not read
+    np.testing.assert_allclose(model.predict(shuffled), truth, rtol=1e-6)
+    with pytest.raises(ValueError, match="kernel-train"):
+        estimators.KernelOverhead().fit(table.drop(columns=["kernel_count"]), truth)
+
+
+def test_kernel_terms_join_the_table_and_only_complete_ones_become_features(tmp_path, monkeypatch):
+    table = pd.DataFrame({"model": ["a_32", "a_64", "b_32"], "input_width": [32, 64, 32], "flops": [1.0, 4.0, 2.0]})
+    for column in estimators.schema.FEATURE_COLUMNS:
+        if column not in table:
+            table[column] = 1.0
+    path = tmp_path / "t.features.parquet"
+    monkeypatch.setattr(store, "features_path", lambda target, params=None: path)
+    assert estimators.with_kernel_terms(table, "t") is table  # no kernel predictors: unchanged
+    terms = pd.DataFrame({"model": ["a_32", "a_64", "b_32"], "input_width": [32, 64, 32], "kernel_sum_ms": [1.0, 2.0, 3.0],
+                          "kernel_count": [4.0, 5.0, 6.0], "kernel_read_mb": [7.0, 8.0, 9.0], "kernel_latency_ms": 0.0})
+    terms.iloc[::-1].to_parquet(path)  # order must not matter: the join is on (model, input_width)
+    joined = estimators.with_kernel_terms(table, "t")
+    assert joined["kernel_sum_ms"].tolist() == [1.0, 2.0, 3.0] and "kernel_latency_ms" not in joined  # no model-level fit
+    assert estimators.feature_columns(joined)[-3:] == list(predictor.TERM_COLUMNS)
+    terms[terms["model"] != "b_32"].to_parquet(path)  # a model without a descriptor: the terms are incomplete
+    assert not set(predictor.TERM_COLUMNS) & set(estimators.feature_columns(estimators.with_kernel_terms(table, "t")))
+
+
+def test_the_kernels_algorithm_needs_kernel_terms_and_the_latency_metric():
+    cfg, _ = train.tuned_config("jetson-nano", "latency", "kernels", use_tuned=False)
+    table = pd.DataFrame({"model": ["a_32"], "input_width": [32]})
+    with pytest.raises(ValueError, match="kernel-measure --target jetson-nano"):  # boards' rows have no descriptors
+        train.kernel_terms_table(cfg, table, "jetson-nano", "latency")
+    cfg, _ = train.tuned_config("jetson-nano", "memory", "kernels", use_tuned=False)
+    with pytest.raises(ValueError, match="predicts latency, not memory"):
+        train.kernel_terms_table(cfg, table, "jetson-nano", "memory")
+    cfg, _ = train.tuned_config("jetson-nano", "latency", "svr", use_tuned=False)
+    assert train.kernel_terms_table(cfg, table, "jetson-nano", "latency") is table  # train.kernel_terms is off
+
+
+def _small_net():
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((24, 24, 3))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(image)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(image, layers.Dense(5)(x), name="small_net")
+
+
+def _kernel_predictor() -> Predictor:
+    """A kernels predictor whose kernel model is a roofline per kind (no forest), and its training rows."""
+    kernel_model = predictor.KernelModel("t")
+    for kind in detector.KINDS:
+        regressor = predictor.KernelRegressor()
+        regressor.coefficients = np.array([0.05, 0.002, 0.01])  # ms per call, per MFLOP, per MB moved
+        kernel_model.regressors[kind] = regressor
+    rows = _terms(30, seed=1)
+    latency = 1.1 * rows["kernel_sum_ms"] + 0.01 * rows["kernel_count"] + 0.3
+    columns = list(predictor.TERM_COLUMNS)
+    return Predictor(estimator=estimators.KernelOverhead().fit(rows[columns], latency), target="t", metric="latency",
+                     column="latency_ms", algorithm="kernels", features=columns, calibration=np.zeros(401),
+                     kernel_model=kernel_model, kernel_rules=RULES)
+
+
+def test_a_kernel_level_predictor_computes_the_terms_from_the_descriptor(tmp_path):
+    net = _small_net()
+    path = tmp_path / "small_net.json"
+    path.write_text(net.to_json())
+    fitted = _kernel_predictor()
+    graph = predict.model_graph(str(path))
+    kernels = detector.detect_graph(graph, RULES)
+    expected = fitted.kernel_model.term_features(kernels)
+    assert fitted.kernel_terms(graph) == expected and expected["kernel_count"] == len(kernels) == 4
+    row = pd.DataFrame([{"model": "small_net"}])
+    answer = predict.answer_rows(fitted, row, 0.9, graph)
+    assert answer["latency_ms"].iloc[0] == pytest.approx(fitted.estimator.predict(pd.DataFrame([expected]))[0])
+    assert predict.model_graph(net) is not None  # a keras.Model is serialised
+    assert predict.answer_rows(fitted, row, 0.9, None) is None  # no descriptor (an ONNX file): no kernel terms
+    with pytest.raises(ValueError, match="perfpred kernels MODEL --target t"):
+        fitted.predict(row)
+    given = row.assign(**expected)  # terms given as columns (the served model's input): no descriptor needed
+    assert predict.answer_rows(fitted, given, 0.9, None)["latency_ms"].iloc[0] == answer["latency_ms"].iloc[0]
+    json.dumps(expected)  # plain floats
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_a_kernel_level_champion_answers_for_keras_models_and_the_model_level_version_for_the_rest(tmp_path):
+    """`perfpred train` of `kernels` and `poly` on a target with kernel terms; `perfpred predict` of a Keras JSON
+    runs the kernel-level champion on the model's own kernels, a features table (no graph) gets `@model-level`."""
+    import pickle
+    import subprocess
+    import sys
+
+    import trained_store
+
+    project = tmp_path / "project"
+    project.mkdir()
+    trained_store.make_project(project, {"host-cpu-tf": "nano"}, train_fraction=0.25)
+    table = pd.read_parquet(project / "data/measurements/host-cpu-tf.parquet")
+    table = table[table["latency_ms"].notna()]
+    rng = np.random.default_rng(0)
+    count, read_mb = rng.integers(10, 60, len(table)).astype(float), rng.uniform(0.1, 2.0, len(table))
+    kernel_sum = (table["latency_ms"].to_numpy() - 0.002 * count - 0.01 * read_mb - 0.1) / 1.2  # the overhead law, exactly
+    assert (kernel_sum > 0).all()
+    folder = project / "data/kernels/predictors"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"model": table["model"], "input_width": table["input_width"], "kernel_sum_ms": kernel_sum,
+                  "kernel_count": count, "kernel_read_mb": read_mb}).to_parquet(folder / "host-cpu-tf.features.parquet")
+    (folder / "host-cpu-tf.pkl").write_bytes(pickle.dumps(_kernel_predictor().kernel_model))
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    trained_store.perfpred(project, "train", "-m", "target=host-cpu-tf", "metric=latency", "algorithm=kernels,poly",
+                           *trained_store.TRAIN_SETTINGS, tracking_uri=uri)
+    net = project / "small_net.json"
+    net.write_text(_small_net().to_json())
+    predicted = json.loads(trained_store.perfpred(project, "predict", str(net), "--target", "host-cpu-tf", "--json",
+                                                  tracking_uri=uri).stdout)[0]
+    assert predicted["latency_predictor"].startswith("kernels v") and "model-level" not in predicted["latency_predictor"]
+    expected = _kernel_predictor()  # the same kernel model the version carries: its terms of small_net
+    from perfpred.serve import registry
+
+    version = registry.client(uri).get_model_version_by_alias("host-cpu-tf-latency", "champion")
+    script = ("import json, sys; import pandas as pd; from perfpred.serve import predict, loader; "
+              "p = loader.load_predictor('host-cpu-tf', 'latency'); "
+              "g = predict.model_graph(sys.argv[1]); terms = p.kernel_terms(g); "
+              "rows = pd.DataFrame([{'model': 'small_net'} | predict.describe_model(sys.argv[1])]); "
+              "kernel = float(p.estimator.predict(rows.assign(**terms)[p.features])[0]); "
+              "table = predict.predict_features(rows, ['host-cpu-tf']); "
+              "print(json.dumps({'kernel': kernel, 'terms': terms, 'fallback': table['latency_predictor'][0], "
+              "'value': float(table['latency_ms'][0])}))")
+    env = trained_store.environment(project, uri)
+    done = subprocess.run([sys.executable, "-c", script, str(net)], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=300, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["terms"] == pytest.approx(expected.kernel_terms(predict.model_graph(str(net))))
+    assert predicted["latency_ms"] == pytest.approx(found["kernel"])
+    assert found["fallback"].startswith("poly v") and "model-level" in found["fallback"] and found["value"] > 0
+    assert registry.client(uri).get_model_version(version.name, version.version).tags["kernel_terms"] == "true"
