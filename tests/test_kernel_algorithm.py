@@ -19,17 +19,26 @@ RULES = {"BatchNormalization": ["conv", "depthwise"], "Activation": ["conv", "de
 
 def _terms(rows: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"kernel_sum_ms": rng.uniform(0.1, 50, rows), "kernel_count": rng.integers(5, 300, rows).astype(float),
-                         "kernel_read_mb": rng.uniform(0.5, 200, rows), "flops": rng.uniform(1e6, 1e10, rows)})
+    groups = pd.DataFrame(rng.uniform(0.02, 10, (rows, len(predictor.GROUP_COLUMNS))), columns=list(predictor.GROUP_COLUMNS))
+    return groups.assign(kernel_sum_ms=groups.sum(axis=1), kernel_count=rng.integers(5, 300, rows).astype(float),
+                         kernel_read_mb=rng.uniform(0.5, 200, rows), flops=rng.uniform(1e6, 1e10, rows))
 
 
-def test_kernel_overhead_recovers_the_overhead_and_reads_only_the_terms():
+def _law(table: pd.DataFrame) -> pd.Series:
+    """Latency as a target's runtime might pay it: conv 0.6x and depthwise 2.5x as alone, the rest 1.3x."""
+    factors = dict.fromkeys(predictor.GROUP_COLUMNS, 1.3) | {"kernel_conv_ms": 0.6, "kernel_depthwise_ms": 2.5}
+    kernels = sum(factor * table[column] for column, factor in factors.items())
+    return kernels + 0.004 * table["kernel_count"] + 0.01 * table["kernel_read_mb"] + 0.2
+
+
+def test_kernel_overhead_learns_each_groups_factor_and_reads_only_the_terms():
     table = _terms(60)
-    truth = 1.3 * table["kernel_sum_ms"] + 0.004 * table["kernel_count"] + 0.01 * table["kernel_read_mb"] + 0.2
+    truth = _law(table)
     model = estimators.KernelOverhead().fit(table, truth)
-    np.testing.assert_allclose(model.coefficients_, [1.3, 0.004, 0.01, 0.2], rtol=1e-6, atol=1e-9)
-    shuffled = table.assign(flops=table["flops"][::-1].to_numpy())  # a column it must not read
-    np.testing.assert_allclose(model.predict(shuffled), truth, rtol=1e-6)
+    np.testing.assert_allclose(model.predict(table), truth, rtol=0.02)
+    assert model.coefficients_[1] > 2 * model.coefficients_[0]  # depthwise against conv, as the law has them
+    shuffled = table.assign(flops=table["flops"][::-1].to_numpy(), kernel_sum_ms=0.0)  # columns it must not read
+    np.testing.assert_allclose(model.predict(shuffled), model.predict(table))
     with pytest.raises(ValueError, match="kernel-train"):
         estimators.KernelOverhead().fit(table.drop(columns=["kernel_count"]), truth)
 
@@ -44,10 +53,12 @@ def test_kernel_terms_join_the_table_and_only_complete_ones_become_features(tmp_
     assert estimators.with_kernel_terms(table, "t") is table  # no kernel predictors: unchanged
     terms = pd.DataFrame({"model": ["a_32", "a_64", "b_32"], "input_width": [32, 64, 32], "kernel_sum_ms": [1.0, 2.0, 3.0],
                           "kernel_count": [4.0, 5.0, 6.0], "kernel_read_mb": [7.0, 8.0, 9.0], "kernel_latency_ms": 0.0})
+    terms = terms.assign(**dict.fromkeys(predictor.GROUP_COLUMNS, 0.5))
     terms.iloc[::-1].to_parquet(path)  # order must not matter: the join is on (model, input_width)
     joined = estimators.with_kernel_terms(table, "t")
     assert joined["kernel_sum_ms"].tolist() == [1.0, 2.0, 3.0] and "kernel_latency_ms" not in joined  # no model-level fit
-    assert estimators.feature_columns(joined)[-3:] == list(predictor.TERM_COLUMNS)
+    assert estimators.feature_columns(joined)[-4:] == ["neurons", *predictor.TERM_COLUMNS]  # what ens_kernels reads
+    assert estimators.feature_columns(joined, kernel_groups=True)[-9:] == list(predictor.TERM_COLUMNS + predictor.GROUP_COLUMNS)
     terms[terms["model"] != "b_32"].to_parquet(path)  # a model without a descriptor: the terms are incomplete
     assert not set(predictor.TERM_COLUMNS) & set(estimators.feature_columns(estimators.with_kernel_terms(table, "t")))
 
@@ -86,8 +97,8 @@ def _kernel_predictor() -> Predictor:
         regressor.coefficients = np.array([0.05, 0.002, 0.01])  # ms per call, per MFLOP, per MB moved
         kernel_model.regressors[kind] = regressor
     rows = _terms(30, seed=1)
-    latency = 1.1 * rows["kernel_sum_ms"] + 0.01 * rows["kernel_count"] + 0.3
-    columns = list(predictor.TERM_COLUMNS)
+    latency = _law(rows)
+    columns = list(predictor.TERM_COLUMNS + predictor.GROUP_COLUMNS)
     return Predictor(estimator=estimators.KernelOverhead().fit(rows[columns], latency), target="t", metric="latency",
                      column="latency_ms", algorithm="kernels", features=columns, calibration=np.zeros(401),
                      kernel_model=kernel_model, kernel_rules=RULES)
@@ -134,10 +145,13 @@ def test_a_kernel_level_champion_answers_for_keras_models_and_the_model_level_ve
     count, read_mb = rng.integers(10, 60, len(table)).astype(float), rng.uniform(0.1, 2.0, len(table))
     kernel_sum = (table["latency_ms"].to_numpy() - 0.002 * count - 0.01 * read_mb - 0.1) / 1.2  # the overhead law, exactly
     assert (kernel_sum > 0).all()
+    shares = rng.dirichlet(np.ones(len(predictor.GROUP_COLUMNS)), len(table))
     folder = project / "data/kernels/predictors"
     folder.mkdir(parents=True)
-    pd.DataFrame({"model": table["model"], "input_width": table["input_width"], "kernel_sum_ms": kernel_sum,
-                  "kernel_count": count, "kernel_read_mb": read_mb}).to_parquet(folder / "host-cpu-tf.features.parquet")
+    terms = pd.DataFrame({"model": table["model"], "input_width": table["input_width"], "kernel_sum_ms": kernel_sum,
+                          "kernel_count": count, "kernel_read_mb": read_mb})
+    terms.assign(**{c: kernel_sum * shares[:, i] for i, c in enumerate(predictor.GROUP_COLUMNS)}).to_parquet(
+        folder / "host-cpu-tf.features.parquet")
     (folder / "host-cpu-tf.pkl").write_bytes(pickle.dumps(_kernel_predictor().kernel_model))
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     trained_store.perfpred(project, "train", "-m", "target=host-cpu-tf", "metric=latency", "algorithm=kernels,poly",

@@ -141,12 +141,30 @@ def test_worst_configurations_names_the_outlier():
 
 def test_overhead_fit_recovers_its_coefficients():
     cases = ((1.0, 10, 3e5), (5.0, 40, 1e5), (20.0, 90, 2e6), (3.0, 30, 4e6), (9.0, 12, 5e5), (2.0, 2, 7e6))
-    terms = np.array([predictor.model_terms(total, [detector.Kernel("conv", ["c"], (8, 8, 4), (8, 8, 4), 4, 4,
-                                                                    bytes_read=int(read))] * count)
+    terms = np.array([predictor.model_terms([total], [detector.Kernel("conv", ["c"], (8, 8, 4), (8, 8, 4), 4, 4,
+                                                                      bytes_read=int(read))] * count)
                       for total, count, read in cases])
     assert terms[2].tolist() == [20.0, 90.0, 90 * 2.0, 1.0]
     coefficients = np.array([1.1, 0.01, 0.02, 0.3])
     assert predictor.fit_overhead(terms, terms @ coefficients) == pytest.approx(coefficients)
+
+
+def test_kernels_are_summed_per_group_and_each_group_gets_its_own_factor():
+    kinds = ["conv", "depthwise", "conv", "maxpool", "add", "resize", "dense"]
+    kernels = [detector.Kernel(kind, [kind], (8, 8, 4), (8, 8, 4), 4, 4) for kind in kinds]
+    sums = predictor.group_sums(kernels, np.arange(1.0, 8.0))
+    assert dict(zip(predictor.KIND_GROUPS, sums, strict=True)) == {
+        "conv": 1 + 3, "depthwise": 2, "dense": 7, "pool": 4, "elementwise": 5, "rest": 6}  # resize: the rest
+    rng = np.random.default_rng(0)
+    groups = len(predictor.KIND_GROUPS)
+    terms = np.column_stack([rng.uniform(0.1, 10, (80, groups)), rng.integers(5, 200, 80), rng.uniform(1, 50, 80),
+                             np.ones(80)])
+    truth = np.r_[0.5, 2.6, 1.0, 1.0, 1.0, 1.0, 0.004, 0.01, 0.2]  # in-model conv 0.5x, depthwise 2.6x as alone
+    folds = np.arange(80) % 5
+    fitted = predictor.fit_overhead_shrunk(terms, terms @ truth, folds)
+    assert fitted == pytest.approx(truth, rel=0.05, abs=0.002)  # exact data: the weakest pull wins
+    pooled = predictor.fit_overhead_shrunk(terms, terms @ truth, folds, grid=(1e9,))  # an infinite pull: one factor
+    assert np.ptp(pooled[:groups]) < 1e-3
 
 
 @pytest.mark.slow

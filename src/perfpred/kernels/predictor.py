@@ -17,9 +17,20 @@ import pandas as pd
 from perfpred.kernels.detector import CONFIG_FIELDS, Kernel
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
+#: kinds whose in-model latencies are summed into one overhead term each (None: every kind not named before). A
+#: kind's cost inside a model differs from its cost alone by a factor of its own (caches, layouts, the runtime's
+#: scheduling: TensorFlow runs a depthwise convolution inside a model ~2.6x slower than alone here, a convolution
+#: ~0.5x), which the overhead fit learns per group, shrunk toward one common factor (fit_overhead_shrunk)
+KIND_GROUPS: dict[str, tuple[str, ...] | None] = {
+    "conv": ("conv",), "depthwise": ("depthwise",), "dense": ("dense",), "pool": ("maxpool", "avgpool", "globalpool"),
+    "elementwise": ("add", "unary", "concat"), "rest": None,
+}
+GROUP_COLUMNS = tuple(f"kernel_{group}_ms" for group in KIND_GROUPS)
 #: a model's kernel terms as feature columns of a measurement table (`model_terms` without its constant): what the
 #: kernel predictors say of the model, with no whole-model fit in them, so a model-level algorithm may read them
 TERM_COLUMNS = ("kernel_sum_ms", "kernel_count", "kernel_read_mb")
+#: strengths of the pull of each group's factor toward the common one, chosen by cross-validation
+SHRINK_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 VECTOR_FLOATS = 8  # float32 lanes of this CPU's 256-bit vectors (AVX2; its AVX-512 holds 16, a multiple)
 
 
@@ -87,7 +98,7 @@ class KernelModel:
 
     target: str
     regressors: dict[str, KernelRegressor] = field(default_factory=dict)
-    overhead: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0, 0.0]))
+    overhead: np.ndarray = field(default_factory=lambda: np.r_[np.ones(len(KIND_GROUPS)), 0.0, 0.0, 0.0])
     log_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # log(measured / predicted), left-out families
     zoo_terms: pd.DataFrame | None = None  # the zoo models' terms while training (perfpred.kernels.training)
 
@@ -105,13 +116,15 @@ class KernelModel:
         return out
 
     def terms(self, kernels: list[Kernel]) -> np.ndarray:
-        """The overhead's inputs: in-model kernel sum (ms), kernel count, MB the kernels read, 1."""
-        total = float(self.kernel_latencies(kernels).sum())
-        return model_terms(total, kernels)
+        """The overhead's inputs: in-model kernel sums per group (ms, KIND_GROUPS), kernel count, MB read, 1."""
+        return model_terms(group_sums(kernels, self.kernel_latencies(kernels)), kernels)
 
     def term_features(self, kernels: list[Kernel]) -> dict[str, float]:
-        """The model's TERM_COLUMNS: in-model kernel sum (ms), kernel count, MB the kernels read."""
-        return dict(zip(TERM_COLUMNS, (float(v) for v in self.terms(kernels)[:3]), strict=True))
+        """The model's TERM_COLUMNS (in-model kernel sum in ms, kernel count, MB the kernels read) and GROUP_COLUMNS."""
+        terms = self.terms(kernels)
+        groups = len(KIND_GROUPS)
+        values = [float(terms[:groups].sum()), float(terms[groups]), float(terms[groups + 1]), *map(float, terms[:groups])]
+        return dict(zip(TERM_COLUMNS + GROUP_COLUMNS, values, strict=True))
 
     def model_latency(self, kernels: list[Kernel]) -> float:
         """Predicted whole-model latency (ms): the overhead function of the kernel sum, count and bytes read."""
@@ -158,14 +171,59 @@ def worst_configurations(table: pd.DataFrame, per_kind: int, seed: int = 0) -> l
     return [name for _, rows in ranked.groupby("kind") for name in rows["name"].head(per_kind)]
 
 
-def model_terms(kernel_sum_ms: float, kernels: list[Kernel]) -> np.ndarray:
-    """What a model costs beyond its kernels measured alone: per kernel (dispatch) and per byte read.
+def group_sums(kernels: list[Kernel], latencies_ms: np.ndarray) -> np.ndarray:
+    """The in-model latencies of a model's kernels summed per KIND_GROUPS group."""
+    kinds = np.array([k.kind for k in kernels])
+    sums, named = [], set()
+    for members in KIND_GROUPS.values():
+        chosen = ~np.isin(kinds, list(named)) if members is None else np.isin(kinds, list(members))
+        named |= set(members or ())
+        sums.append(float(np.asarray(latencies_ms, float)[chosen].sum()) if len(kernels) else 0.0)
+    return np.array(sums)
+
+
+def model_terms(group_sums_ms: np.ndarray, kernels: list[Kernel]) -> np.ndarray:
+    """What a model costs: its kernels per group (group_sums), and beyond them per kernel (dispatch) and per byte read.
 
     A kernel timed alone over and over keeps its weights and input in cache; inside a model the layers
     before it have evicted them, so a model pays for the bytes its kernels read.
     """
     read_mb = sum(k.bytes_read for k in kernels) / 1e6
-    return np.array([kernel_sum_ms, float(len(kernels)), read_mb, 1.0])
+    return np.r_[np.asarray(group_sums_ms, float), float(len(kernels)), read_mb, 1.0]
+
+
+def _shrunk(terms: np.ndarray, measured_ms: np.ndarray, strength: float) -> np.ndarray:
+    """fit_overhead with each group's factor pulled toward the common factor of the pooled kernel sum by `strength`."""
+    from scipy.optimize import nnls
+
+    groups = terms.shape[1] - 3
+    pooled = fit_overhead(np.column_stack([terms[:, :groups].sum(axis=1), terms[:, groups:]]), measured_ms)
+    weights = 1.0 / measured_ms
+    penalty = np.zeros((groups, terms.shape[1]))
+    penalty[np.arange(groups), np.arange(groups)] = np.sqrt(strength)
+    design = np.vstack([terms * weights[:, None], penalty])
+    wanted = np.r_[measured_ms * weights, np.full(groups, np.sqrt(strength) * pooled[0])]
+    return nnls(design, wanted)[0]
+
+
+def fit_overhead_shrunk(terms: np.ndarray, measured_ms: np.ndarray, folds: np.ndarray,
+                        grid: tuple[float, ...] = SHRINK_GRID) -> np.ndarray:
+    """Non-negative overhead coefficients (rows of `model_terms`) on relative error, each group's factor shrunk toward
+    the common one; the strength is the grid's best at predicting each fold (e.g. a family) from the others."""
+    measured_ms = np.asarray(measured_ms, float)
+    folds = np.asarray(folds)
+    if len(np.unique(folds)) < 3:
+        return _shrunk(terms, measured_ms, max(grid))
+
+    def error(strength: float) -> float:
+        relative = []
+        for fold in np.unique(folds):
+            held = folds == fold
+            coefficients = _shrunk(terms[~held], measured_ms[~held], strength)
+            relative.append(np.abs(np.maximum(terms[held] @ coefficients, 1e-3) / measured_ms[held] - 1))
+        return float(np.concatenate(relative).mean())
+
+    return _shrunk(terms, measured_ms, min(grid, key=error))
 
 
 def fit_overhead(terms: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:

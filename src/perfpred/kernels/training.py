@@ -50,17 +50,19 @@ def model_rows(target: str, params: dict) -> pd.DataFrame:
 
 
 def model_terms(models: pd.DataFrame, model: predictor.KernelModel) -> np.ndarray:
-    """Each model's overhead terms (predictor.model_terms): in-model kernel sum, count, MB read, 1."""
+    """Each model's overhead terms (predictor.model_terms): in-model kernel sums per group, count, MB read, 1."""
     return np.array([model.terms(kernels) for kernels in models["kernels"]])
 
 
 def family_residuals(models: pd.DataFrame, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted latency of every model with its family left out of the overhead fit, and log(measured / predicted)."""
+    """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength chosen
+    by leave-family-out among the other families: nested), and log(measured / predicted)."""
     measured = models["latency_ms"].to_numpy()
+    families = models["family"].to_numpy()
     predicted = np.zeros(len(models))
     for family in models["family"].unique():
-        held = (models["family"] == family).to_numpy()
-        coefficients = predictor.fit_overhead(terms[~held], measured[~held])
+        held = families == family
+        coefficients = predictor.fit_overhead_shrunk(terms[~held], measured[~held], families[~held])
         predicted[held] = np.maximum(terms[held] @ coefficients, 1e-3)
     return predicted, np.log(measured / predicted)
 
@@ -77,15 +79,17 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     metrics["kernel_mape"] = 100 * float(errors.mean())
     models = model_rows(target, params)
     terms = model_terms(models, model)
-    model.overhead = predictor.fit_overhead(terms, models["latency_ms"].to_numpy())
+    model.overhead = predictor.fit_overhead_shrunk(terms, models["latency_ms"].to_numpy(), models["family"].to_numpy())
     predicted, residuals = family_residuals(models, terms)
     model.log_residuals = residuals
     relative = np.abs(predicted - models["latency_ms"].to_numpy()) / models["latency_ms"].to_numpy()
     metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()),
                 "model_within_10pct_unseen_family": 100 * float((relative <= 0.10).mean()),
                 "models": float(len(models)), "kernels_measured": float(len(kernels))}
+    groups = len(predictor.KIND_GROUPS)
     model.zoo_terms = models[["model", "input_width"]].assign(
-        kernel_sum_ms=terms[:, 0], kernel_count=terms[:, 1], kernel_read_mb=terms[:, 2],
+        kernel_sum_ms=terms[:, :groups].sum(axis=1), kernel_count=terms[:, groups], kernel_read_mb=terms[:, groups + 1],
+        **{column: terms[:, i] for i, column in enumerate(predictor.GROUP_COLUMNS)},
         kernel_latency_ms=np.maximum(terms @ model.overhead, 1e-3))
     return model, metrics
 

@@ -265,13 +265,15 @@ def training_table(target: str, metric: str) -> pd.DataFrame:
     return table
 
 
-def feature_columns(table: pd.DataFrame) -> list[str]:
+def feature_columns(table: pd.DataFrame, kernel_groups: bool = False) -> list[str]:
     """The canonical features that every row of this table has (the Nano memory rows lack some), then the kernel
-    terms (perfpred.kernels.predictor.TERM_COLUMNS) where `with_kernel_terms` gave every row them."""
-    from perfpred.kernels.predictor import TERM_COLUMNS
+    terms (perfpred.kernels.predictor.TERM_COLUMNS) where `with_kernel_terms` gave every row them, and with
+    `kernel_groups` the kernel sums per group (GROUP_COLUMNS, what the `kernels` algorithm reads)."""
+    from perfpred.kernels.predictor import GROUP_COLUMNS, TERM_COLUMNS
 
     canonical = [c for c in schema.FEATURE_COLUMNS if table[c].notna().all()]
-    return canonical + [c for c in TERM_COLUMNS if c in table.columns and table[c].notna().all()]
+    kernel = TERM_COLUMNS + (GROUP_COLUMNS if kernel_groups else ())
+    return canonical + [c for c in kernel if c in table.columns and table[c].notna().all()]
 
 
 def with_kernel_terms(table: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -279,14 +281,19 @@ def with_kernel_terms(table: pd.DataFrame, target: str) -> pd.DataFrame:
     (model, input_width); unchanged for a target without kernel predictors. A row whose model has no terms
     (no descriptor in the zoo) leaves the columns incomplete, so `feature_columns` does not offer them."""
     from perfpred.kernels import store
-    from perfpred.kernels.predictor import TERM_COLUMNS
+    from perfpred.kernels.predictor import GROUP_COLUMNS, TERM_COLUMNS
 
     path = store.features_path(target)
     if not path.exists():
         return table
-    terms = pd.read_parquet(path, columns=["model", "input_width", *TERM_COLUMNS])
+    columns = TERM_COLUMNS + GROUP_COLUMNS
+    terms = pd.read_parquet(path)
+    missing = [c for c in columns if c not in terms.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the kernel terms {missing}: written by an older perfpred, run `perfpred kernel-train`")
+    terms = terms[["model", "input_width", *columns]].copy()
     terms["input_width"] = terms["input_width"].astype(table["input_width"].dtype)
-    joined = table.drop(columns=[c for c in TERM_COLUMNS if c in table.columns]).merge(
+    joined = table.drop(columns=[c for c in columns if c in table.columns]).merge(
         terms, on=["model", "input_width"], how="left", validate="many_to_one")
     return joined.set_axis(table.index)
 
@@ -295,26 +302,36 @@ class KernelOverhead(*_base_classes()):
     """The `kernels` algorithm: a model's latency as the sum of its kernels' predicted latencies plus the overhead a
     model pays beyond them (nn-Meter's method), fitted on the training rows.
 
-    latency = a * kernel_sum_ms + b * kernel_count + c * kernel_read_mb + d, every coefficient >= 0, least squares
-    on relative error (perfpred.kernels.predictor.fit_overhead). The kernel predictors behind the terms learnt from
-    single-kernel measurements only, so a seed's test rows taught this algorithm nothing but through the four
-    coefficients. It reads only the kernel terms of the features it is given.
+    latency = sum_g a_g * kernel_<g>_ms + b * kernel_count + c * kernel_read_mb + d over the kind groups g of
+    perfpred.kernels.predictor.KIND_GROUPS, every coefficient >= 0, least squares on relative error, each a_g shrunk
+    toward one common factor by a strength chosen over `folds` random folds of the training rows
+    (predictor.fit_overhead_shrunk). The kernel predictors behind the terms learnt from single-kernel measurements
+    only, so a seed's test rows taught this algorithm nothing but through these coefficients. It reads only the
+    kernel terms of the features it is given.
     """
 
-    def _terms(self, features: pd.DataFrame) -> np.ndarray:
-        from perfpred.kernels.predictor import TERM_COLUMNS
+    def __init__(self, folds: int = 5, seed: int = 0):
+        self.folds = folds
+        self.seed = seed
 
-        missing = [c for c in TERM_COLUMNS if c not in getattr(features, "columns", [])]
+    def _terms(self, features: pd.DataFrame) -> np.ndarray:
+        from perfpred.kernels.predictor import GROUP_COLUMNS, TERM_COLUMNS
+
+        missing = [c for c in GROUP_COLUMNS + TERM_COLUMNS[1:] if c not in getattr(features, "columns", [])]
         if missing:
-            raise ValueError(f"the kernels algorithm reads the kernel terms {list(TERM_COLUMNS)}; {missing} are not "
-                             "among the features: the target needs kernel predictors (`perfpred kernel-train`)")
-        return np.column_stack([features[list(TERM_COLUMNS)].to_numpy("float64"), np.ones(len(features))])
+            raise ValueError(f"the kernels algorithm reads the kernel terms {list(GROUP_COLUMNS + TERM_COLUMNS[1:])}; "
+                             f"{missing} are not among the features: the target needs kernel predictors "
+                             "(`perfpred kernel-train`)")
+        columns = list(GROUP_COLUMNS + TERM_COLUMNS[1:])
+        return np.column_stack([features[columns].to_numpy("float64"), np.ones(len(features))])
 
     def fit(self, features: pd.DataFrame, target):
-        """The four non-negative coefficients."""
-        from perfpred.kernels.predictor import fit_overhead
+        """The non-negative coefficients, per-group factors shrunk by cross-validation on the training rows."""
+        from perfpred.kernels.predictor import fit_overhead_shrunk
 
-        self.coefficients_ = fit_overhead(self._terms(features), np.asarray(target, dtype="float64"))
+        target = np.asarray(target, dtype="float64")
+        folds = np.random.default_rng(self.seed).permutation(len(target)) % max(int(self.folds), 1)
+        self.coefficients_ = fit_overhead_shrunk(self._terms(features), target, folds)
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:

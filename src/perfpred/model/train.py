@@ -46,7 +46,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
     """Seed sweep (seeds first_seed..), leave-family-out, synthetic-from-real, the three test domains, interval
     calibration and coverage, the champion score, then a refit."""
     column = schema.metric_column(metric)
-    features = estimators.feature_columns(table)
+    features = estimators.feature_columns(table, bool(algorithm_cfg.get("kernel_groups", False)))
     if not features:
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
     estimator = build_estimator(algorithm_cfg, target, metric, bool(settings.get("use_tuned", True)))
@@ -87,7 +87,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         calibration=sweep.calibration(y, result.rows, result.predicted),
         domain_calibrations=domains.calibrations(y, held_domains),
     )
-    if any(c in features for c in KERNEL_TERMS):
+    if any(c.startswith("kernel_") for c in features):  # TERM_COLUMNS or GROUP_COLUMNS
         attach_kernel_model(predictor)
     return Evaluation(metrics, predictor, result, unseen, table, held_domains)
 
@@ -160,8 +160,6 @@ def kernel_terms_table(cfg, table: pd.DataFrame, target: str, metric: str) -> pd
     """The table an algorithm trains on: with the target's kernel terms joined when the algorithm reads them
     (its `kernel_terms:`, else `train.kernel_terms`). An algorithm that names its `metrics:` or sets its own
     `kernel_terms: true` (the `kernels` algorithm) cannot train without them: a ValueError says why."""
-    from perfpred.kernels.predictor import TERM_COLUMNS
-
     algorithm_cfg, name = cfg.algorithm, str(cfg.algorithm.name)
     metrics = algorithm_cfg.get("metrics")
     if metrics and metric not in list(metrics):
@@ -170,7 +168,7 @@ def kernel_terms_table(cfg, table: pd.DataFrame, target: str, metric: str) -> pd
     if not (own if own is not None else cfg.train.get("kernel_terms", False)):
         return table
     joined = estimators.with_kernel_terms(table, target)
-    if own and not all(c in joined.columns and joined[c].notna().all() for c in TERM_COLUMNS):
+    if own and not all(c in joined.columns and joined[c].notna().all() for c in KERNEL_TERMS):
         raise ValueError(f"algorithm {name!r} reads kernel terms, and target {target!r} has none for every row: "
                          f"its kernel predictors come from `perfpred kernel-measure --target {target}` and "
                          "`perfpred kernel-train` (params.yaml kernel_zoo.targets)")

@@ -39,9 +39,9 @@ class Predictor:
     @property
     def kernel_columns(self) -> list[str]:
         """The kernel terms among the features it reads (none for a model-level predictor)."""
-        from perfpred.kernels.predictor import TERM_COLUMNS
+        from perfpred.kernels.predictor import GROUP_COLUMNS, TERM_COLUMNS
 
-        return [c for c in self.features if c in TERM_COLUMNS]
+        return [c for c in self.features if c in TERM_COLUMNS + GROUP_COLUMNS]
 
     def kernel_terms(self, graph, input_width: int | None = None) -> dict[str, float]:
         """The kernel terms of a parsed Keras descriptor (perfpred.features.descriptors.Graph) on this target."""
