@@ -6,7 +6,8 @@ Writes the descriptors to data/kernels/novel/, measures each with the harness `p
 (perfpred.measure.stage.measure_many, the configured settings, a journal per target so that a rerun
 resumes) and compares with the target's kernel model (`perfpred kernel-train`): MAPE, share within
 +-10%, and how many measurements fall inside the 90% intervals. With --champion it also prints the
-model-level champion's figures (needs the MLflow store of a trained pipeline).
+registered latency champion's figures as `perfpred predict` gives them (needs the MLflow store of a trained
+pipeline: MLFLOW_TRACKING_URI or the local store).
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def main() -> int:
     parser.add_argument("--target", action="append", required=True)
     parser.add_argument("--folder", type=Path, default=Path("data/kernels/novel"))
     parser.add_argument("--json", type=Path, help="also write the per-model figures here")
+    parser.add_argument("--champion", action="store_true",
+                        help="also predict with the registered latency champion, as `perfpred predict` does")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from perfpred.kernels import detector
@@ -142,20 +145,35 @@ def main() -> int:
             low, high = model.interval(predicted)
             rows.append({"model": name, "measured_ms": latency_ms, "predicted_ms": predicted, "low_ms": low,
                          "high_ms": high})
-        errors = np.array([abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows])
-        covered = np.array([r["low_ms"] <= r["measured_ms"] <= r["high_ms"] for r in rows])
-        print(f"\n{target}: {len(rows)} models measured")
-        print(f"{'model':<18} {'measured ms':>12} {'kernels ms':>11} {'error':>7}  90% interval")
-        for r, e in zip(rows, errors, strict=True):
-            print(f"{r['model']:<18} {r['measured_ms']:12.2f} {r['predicted_ms']:11.2f} {100 * e:6.1f}%  "
-                  f"{r['low_ms']:.2f} - {r['high_ms']:.2f}")
-        print(f"MAPE {100 * errors.mean():.1f}%, within 10%: {100 * (errors <= 0.1).mean():.0f}%, "
-              f"90% intervals cover {100 * covered.mean():.0f}%")
-        report[target] = {"mape": 100 * errors.mean(), "within_10": 100 * (errors <= 0.1).mean(),
-                          "coverage_90": 100 * covered.mean(), "rows": rows}
+        report[target] = summarise(f"{target}: kernel model (perfpred kernels)", rows)
+        if args.champion:
+            from perfpred.serve.predict import predict_model
+
+            rows = []
+            for name, latency_ms in measured.items():
+                answer = predict_model(str(paths[name]), targets=[target]).iloc[0]
+                rows.append({"model": name, "measured_ms": latency_ms, "predicted_ms": float(answer["latency_ms"]),
+                             "low_ms": float(answer["latency_ms_low"]), "high_ms": float(answer["latency_ms_high"]),
+                             "predictor": answer["latency_predictor"]})
+            report[f"{target} champion"] = summarise(f"{target}: champion {rows[0]['predictor']} (perfpred predict)", rows)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
+
+
+def summarise(title: str, rows: list[dict]) -> dict:
+    """Print the per-model table and the figures of one predictor; return them."""
+    errors = np.array([abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows])
+    covered = np.array([r["low_ms"] <= r["measured_ms"] <= r["high_ms"] for r in rows])
+    print(f"\n{title}: {len(rows)} models measured")
+    print(f"{'model':<18} {'measured ms':>12} {'predicted ms':>12} {'error':>7}  90% interval")
+    for r, e in zip(rows, errors, strict=True):
+        print(f"{r['model']:<18} {r['measured_ms']:12.2f} {r['predicted_ms']:12.2f} {100 * e:6.1f}%  "
+              f"{r['low_ms']:.2f} - {r['high_ms']:.2f}")
+    print(f"MAPE {100 * errors.mean():.1f}%, within 10%: {100 * (errors <= 0.1).mean():.0f}%, "
+          f"90% intervals cover {100 * covered.mean():.0f}%")
+    return {"mape": 100 * errors.mean(), "within_10": 100 * (errors <= 0.1).mean(),
+            "coverage_90": 100 * covered.mean(), "rows": rows}
 
 
 if __name__ == "__main__":
