@@ -116,16 +116,19 @@ class _Detector(_Count):
             if value.name not in self.constants and dims and len(dims) == 4:
                 layout[value.name] = "NHWC" if _spatial_axes(list(dims)) == {1, 2} else "NCHW"
         for node in self.graph.node:
+            found = None  # unknown: a reshaped tensor, or one whose rank changed
             if node.op_type in CHANNELS_FIRST:
                 found = "NCHW"
             elif node.op_type == "Transpose":
-                perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [0, 3, 2, 1])
-                before = layout.get(node.input[0], "NCHW")
-                found = "".join(before[axis] for axis in perm) if len(perm) == 4 else "NCHW"
-            else:
-                found = next((layout[name] for name in node.input if name in layout), "NCHW")
+                perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [3, 2, 1, 0])
+                # of a tensor of unknown layout, the two transposes exporters write between NHWC and NCHW
+                before = layout.get(node.input[0], {(0, 3, 1, 2): "NHWC", (0, 2, 3, 1): "NCHW"}.get(tuple(perm)))
+                found = "".join(before[axis] for axis in perm) if before and len(perm) == 4 else None
+            elif node.op_type not in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Tile", "Expand"):
+                found = next((layout[name] for name in node.input if name in layout), None)
             for name in node.output:
-                layout[name] = found
+                if found is not None and len(self.shapes.get(name) or ()) == 4:
+                    layout[name] = found
         return layout
 
     def is_float(self, name: str) -> bool:
@@ -250,6 +253,10 @@ class _Detector(_Count):
             return _Unit("unary", RULE_CLASS.get(op, op), [name], tensors[:1], output, flops, params)
         if op == "Concat":
             return _Unit("concat", "Concatenate", [name], tensors, output)
+        if op == "Tile" and node.input[0] in self.index_of and nodes[self.index_of[node.input[0]]].op_type == "Unsqueeze":
+            # tf2onnx's UpSampling2D (nearest): a repeat per axis, Unsqueeze -> Tile -> Reshape, twice
+            repeats = self.values.get(node.input[1]) or [1]
+            return _Unit("resize", "Repeat", [name], tensors[:1], output, config={"kernel_size": max(repeats)})
         if op in ("Resize", "Upsample"):
             before, after = self.hwc(tensors[0], node), self.hwc(output, node)
             return _Unit("resize", "UpSampling2D", [name], tensors[:1], output,
@@ -322,6 +329,11 @@ class _Detector(_Count):
         node = self.graph.node[self.index_of[unit.output]]
         first = self.hwc(unit.sources[0], node) if unit.sources else self.hwc(unit.output, node)
         out = self.hwc(unit.output, node)
+        if unit.cls == "Repeat":  # the first axis' repeat of an upsampling: its 4-D input, height repeated
+            source = self.graph.node[self.index_of[unit.sources[0]]].input[0]
+            first = self.hwc(source, node)
+            out = (first[0] * unit.config["kernel_size"], *first[1:]) if len(first) == 3 else first
+            unit = _Unit(unit.kind, unit.cls, unit.names, [source], unit.output, unit.flops, unit.params, unit.config)
         if unit.config.get("pooled"):
             out = out[-1:]
         read = sum(shapes.elements(self.hwc(name, node)) for name in unit.sources) + unit.params
@@ -347,6 +359,18 @@ class _Detector(_Count):
                     last_of[unit.output] = last_of[unit.sources[0]]
                 continue
             producer = last_of.get(unit.sources[0]) if len(unit.sources) == 1 else None
+            if (unit.cls == "Repeat" and producer is not None and producer.classes == ["Repeat"]
+                    and readers.get(unit.sources[0]) == 1 and len(producer.output_shape) == 3):
+                # the width's repeat after the height's: one upsampling kernel (not a fusion rule: one Keras layer)
+                height, width, channels = producer.output_shape
+                producer.output_shape = (height, width * unit.config["kernel_size"], channels)
+                producer.kernel_size = max(producer.kernel_size, unit.config["kernel_size"])
+                producer.layers.extend(unit.names)
+                producer.classes = ["UpSampling2D"]
+                producer.flops = shapes.elements(producer.output_shape)
+                producer.bytes_written = producer.flops * BYTES_PER_ELEMENT
+                last_of[unit.output] = producer
+                continue
             if producer is not None and producer.kind in rules.get(unit.cls, ()) and readers.get(unit.sources[0]) == 1:
                 producer.layers.extend(unit.names)
                 producer.classes.append(unit.cls)
