@@ -2,7 +2,8 @@
 
 For each ONNX export in a folder (the measure stage's cache, `<model>-<hash>.onnx`) whose Keras descriptor is
 in the zoo folder, detect the kernels of both under each target's fusion rules and compare: the kinds in
-order, the counts per kind, total FLOPs and bytes. Prints one line per (model, target) and a summary; reads
+order, the counts per kind, each kernel's configuration (shapes, channels, kernel size, strides, groups,
+inputs) where the order agrees, total FLOPs and bytes. Prints one line per (model, target) and a summary; reads
 the files only.
 
     python benchmarks/kernels_onnx_agreement.py --onnx /work/main/.cache/onnx/host-cpu-onnxruntime \\
@@ -18,13 +19,21 @@ from pathlib import Path
 from perfpred.kernels import detector
 
 
+def _configuration(kernel) -> tuple:
+    return (kernel.kind, tuple(kernel.input_shape), tuple(kernel.output_shape), kernel.cin, kernel.cout,
+            kernel.kernel_size, kernel.strides, kernel.groups, kernel.inputs)
+
+
 def compare(onnx_path: Path, descriptor: Path, target: str) -> dict:
     """Agreement figures of one export under one target's rules."""
     exported, original = detector.detect(onnx_path, target), detector.detect(descriptor, target)
     counts_onnx, counts_keras = detector.totals(exported), detector.totals(original)
     differing = {kind: [counts_onnx[kind], counts_keras[kind]] for kind in detector.KINDS
                  if counts_onnx[kind] != counts_keras[kind]}
-    return {"model": descriptor.stem, "target": target, "same_order": [k.kind for k in exported] == [k.kind for k in original],
+    same_order = [k.kind for k in exported] == [k.kind for k in original]
+    configured = sum(_configuration(mine) == _configuration(theirs) for mine, theirs in zip(exported, original, strict=False))
+    return {"model": descriptor.stem, "target": target, "same_order": same_order,
+            "same_configurations": same_order and configured == len(original),
             "same_counts": not differing, "differing": differing, "kernels": [len(exported), len(original)],
             "flops_ratio": counts_onnx["flops"] / max(counts_keras["flops"], 1),
             "bytes_ratio": counts_onnx["bytes"] / max(counts_keras["bytes"], 1)}
@@ -60,7 +69,8 @@ def main() -> None:
         flops = max(abs(row["flops_ratio"] - 1) for row in mine)
         byte = max(abs(row["bytes_ratio"] - 1) for row in mine)
         print(f"{target}: {len(mine)} models; same kinds in the same order {sum(r['same_order'] for r in mine)}, "
-              f"same counts per kind {sum(r['same_counts'] for r in mine)}; FLOPs within {100 * flops:.2f}%, "
+              f"same counts per kind {sum(r['same_counts'] for r in mine)}, every kernel's configuration the same "
+              f"{sum(r['same_configurations'] for r in mine)}; FLOPs within {100 * flops:.2f}%, "
               f"bytes within {100 * byte:.2f}%; errors {sum(r['target'] == target for r in rows) - len(mine)}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

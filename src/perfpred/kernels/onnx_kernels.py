@@ -24,7 +24,8 @@ perfpred.kernels.detector with the same kinds, configurations and cost conventio
   bias instead (its FLOPs gain one per output element, its bytes one weight per channel, where the Keras kernel
   counts the fused batch norm's 1 per element and 2 per channel and reads its 4 vectors).
 - Shapes are Keras-like: without the batch axis, channels last ((H, W, C) whatever the ONNX layout; the layout of
-  each 4-D tensor is followed through Transposes from the input's), a global pooling's output is (C,).
+  each 4-D tensor is followed through Transposes from the input's); a global pooling's output is (C,) when it
+  is flattened next (Keras' default), (1, 1, C) when kept (keepdims).
 """
 
 from __future__ import annotations
@@ -221,8 +222,12 @@ class _Detector(_Count):
             return _Unit(POOLS[op], op, [name], tensors, output, elements * math.prod(kernel),
                          config={"kernel_size": max(kernel), "strides": max(attributes.get("strides") or [1])})
         if op in GLOBAL_POOLS or (op in ("ReduceMean", "ReduceMax") and self._spatial_reduction(node)):
+            # as Keras' keepdims: a ReduceMean's as it says, a GlobalAveragePool's (1, C, 1, 1) kept unless flattened
+            keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1) if op not in GLOBAL_POOLS else not all(
+                r.op_type in ("Squeeze", "Flatten") or (r.op_type == "Reshape" and len(self.shapes.get(r.output[0]) or ()) == 2)
+                for r in self.readers(output))
             return _Unit("globalpool", op, [name], tensors[:1], output, math.prod(self.shape(tensors[0], node)[1:]),
-                         config={"pooled": True})
+                         config={"pooled": not keep})
         if op in ELEMENTWISE and len(tensors) >= 2:
             return _Unit("add", {"Mul": "Multiply", "Sub": "Subtract"}.get(op, "Add"), [name], tensors, output,
                          (len(tensors) - 1) * elements)
