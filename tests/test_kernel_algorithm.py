@@ -117,12 +117,67 @@ def test_a_kernel_level_predictor_computes_the_terms_from_the_descriptor(tmp_pat
     answer = predict.answer_rows(fitted, row, 0.9, graph)
     assert answer["latency_ms"].iloc[0] == pytest.approx(fitted.estimator.predict(pd.DataFrame([expected]))[0])
     assert predict.model_graph(net) is not None  # a keras.Model is serialised
-    assert predict.answer_rows(fitted, row, 0.9, None) is None  # no descriptor (an ONNX file): no kernel terms
+    assert predict.answer_rows(fitted, row, 0.9, None) is None  # no model graph (a features table): no kernel terms
     with pytest.raises(ValueError, match="perfpred kernels MODEL --target t"):
         fitted.predict(row)
     given = row.assign(**expected)  # terms given as columns (the served model's input): no descriptor needed
     assert predict.answer_rows(fitted, given, 0.9, None)["latency_ms"].iloc[0] == answer["latency_ms"].iloc[0]
     json.dumps(expected)  # plain floats
+
+
+def _small_onnx(path):
+    """small_net written as an exporter writes it (channels first, the batch norm folded into the convolution's
+    bias): Conv 3x3 -> Sigmoid -> depthwise Conv 3x3 / 2 -> GlobalAveragePool -> Flatten -> Gemm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def weight(name, *dims):
+        return numpy_helper.from_array(rng.standard_normal(dims).astype("float32"), name)
+
+    nodes = [helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Sigmoid", ["c1"], ["r1"], name="sigmoid"),  # an Activation, as RULES know it
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], group=8, strides=[2, 2], pads=[1, 1, 1, 1],
+                              name="depthwise"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["out"], transB=1, name="dense")]
+    graph = helper.make_graph(nodes, "small_net", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 24, 24])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              [weight("w1", 8, 3, 3, 3), weight("b1", 8), weight("w2", 8, 1, 3, 3), weight("b2", 8),
+                               weight("w3", 5, 8), weight("b3", 5)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_kernel_level_predictor_computes_the_terms_from_an_onnx_file(tmp_path):
+    from perfpred.kernels.onnx_kernels import detect_onnx
+
+    path = _small_onnx(tmp_path / "small_net.onnx")
+    fitted = _kernel_predictor()
+    graph = predict.model_graph(str(path))
+    assert graph == path  # the kernel source of an ONNX file is the file
+    kernels = detect_onnx(path, RULES)
+    assert [k.kind for k in kernels] == ["conv", "depthwise", "globalpool", "dense"]  # the predictor's own rules
+    assert [k.kind for k in detect_onnx(path, {})] == ["conv", "unary", "depthwise", "globalpool", "dense"]
+    expected = fitted.kernel_model.term_features(kernels)
+    assert fitted.kernel_terms(graph) == expected and expected["kernel_count"] == 4
+    keras_terms = fitted.kernel_terms(predict.model_graph(_small_net_json(tmp_path)))
+    assert expected["kernel_count"] == keras_terms["kernel_count"]  # the Keras original has the same kernels
+    assert expected["kernel_read_mb"] == pytest.approx(keras_terms["kernel_read_mb"], rel=0.03)
+    row = pd.DataFrame([{"model": "small_net"}])
+    answer = predict.answer_rows(fitted, row, 0.9, graph)
+    assert answer is not None  # no fallback to @model-level: the terms come from the ONNX kernels
+    assert answer["latency_ms"].iloc[0] == pytest.approx(fitted.estimator.predict(pd.DataFrame([expected]))[0])
+    resized = fitted.kernel_terms(graph, 48)  # --input-size re-targets the ONNX input as describe does
+    assert resized["kernel_read_mb"] > expected["kernel_read_mb"]
+
+
+def _small_net_json(tmp_path):
+    path = tmp_path / "small_net.json"
+    path.write_text(_small_net().to_json())
+    return str(path)
 
 
 @pytest.mark.slow

@@ -46,6 +46,12 @@ GLOBAL_POOLS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMea
 
 def describe_onnx(source, input_size: int | None = None) -> dict:
     """Model-level features (schema.FEATURE_COLUMNS + description.EXTRA_COLUMNS) of an ONNX file or ModelProto."""
+    return _Count(*inferred(source, input_size)).features()
+
+
+def inferred(source, input_size: int | None = None) -> tuple:
+    """(graph with inferred shapes, origin, input width, detached weights) of an ONNX file or ModelProto: what
+    describe and kernel detection (perfpred.kernels.onnx_kernels) read; a DescriptorError if inference fails."""
     import onnx
 
     if isinstance(source, str | Path):
@@ -57,10 +63,10 @@ def describe_onnx(source, input_size: int | None = None) -> dict:
     input_width = fix_inputs(model, input_size, origin)
     weights = detach_weights(model.graph)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        result = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as error:  # onnx raises InferenceError, ValidationError, RuntimeError
         raise DescriptorError(f"{origin}: ONNX shape inference failed: {str(error).splitlines()[0][:200]}") from None
-    return _Count(inferred.graph, origin, input_width, weights).features()
+    return result.graph, origin, input_width, weights
 
 
 class _Count:

@@ -11,7 +11,7 @@ from perfpred.kernels import detector
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `perfpred kernels`."""
-    parser.add_argument("model", help="Keras model descriptor: a .json (Keras 2 or 3) or a .keras file")
+    parser.add_argument("model", help="Keras model descriptor (a .json, Keras 2 or 3, or a .keras file) or an ONNX file")
     parser.add_argument("--target", help="apply this target's fusion rules (conf/kernels/) and its kernel predictors")
     parser.add_argument("--input-size", type=int, default=None, metavar="N", help="re-target the input to N x N")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

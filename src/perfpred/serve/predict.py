@@ -31,8 +31,9 @@ def describe_model(model, input_width: int | None = None) -> dict:
 
 
 def model_graph(model):
-    """MODEL's parsed Keras descriptor, from which a kernel-level predictor detects its kernels; None for an ONNX
-    file (kernel detection reads Keras graphs). `app:NAME` is built without weights, a keras.Model serialised."""
+    """MODEL's kernel source, from which a kernel-level predictor detects its kernels (Predictor.kernel_terms): its
+    parsed Keras descriptor, or for an ONNX file its path (perfpred.kernels.onnx_kernels reads the ONNX graph).
+    `app:NAME` is built without weights, a keras.Model serialised."""
     from pathlib import Path
 
     from perfpred.features import descriptors, onnx_loading
@@ -42,7 +43,7 @@ def model_graph(model):
     if hasattr(model, "to_json") and not isinstance(model, str | os.PathLike):
         return descriptors.parse(json.loads(model.to_json()), getattr(model, "name", "<keras.Model>"))
     if isinstance(model, str | os.PathLike) and Path(model).is_file() and onnx_loading.is_onnx(Path(model)):
-        return None
+        return Path(model)
     return descriptors.load(model)
 
 
@@ -95,9 +96,9 @@ def predict_features(
     """Predict every row of a feature table on every selected target: one row per (input row, target).
 
     A kernel-level predictor (it reads kernel terms, perfpred.kernels) computes them from `model` (a single-row
-    table's descriptor, as for predict_model) where the table lacks them; without a Keras descriptor (an ONNX
-    file, a features table) the best version that reads descriptor-level features only (registry.MODEL_LEVEL)
-    answers for that metric, and the predictor column says so."""
+    table's descriptor or ONNX file, as for predict_model) where the table lacks them; without a model graph (a
+    features table) the best version that reads descriptor-level features only (registry.MODEL_LEVEL) answers for
+    that metric, and the predictor column says so."""
     if not 0 < level < 1:
         raise ValueError(f"interval level must be between 0 and 1 (e.g. 0.9 for 90%), got {level}")
     from perfpred.serve import loader, registry
@@ -121,9 +122,9 @@ def predict_features(
                 graphs.append(None if model is None or len(features) != 1 else model_graph(model))
             answer = answer_rows(predictor, features, level, graphs[0] if graphs else None, input_width)
             note = ""
-            if answer is None:  # a kernel-level champion, no Keras graph: the best model-level version answers
+            if answer is None:  # a kernel-level champion, no model graph: the best model-level version answers
                 predictor = loader.load_predictor(target, metric, registry.MODEL_LEVEL, uri)
-                answer, note = predictor.answer(features, level), " (model-level: no Keras graph for the kernels)"
+                answer, note = predictor.answer(features, level), " (model-level: no model graph for the kernels)"
             for name in (column, f"{column}_low", f"{column}_high"):
                 part[name] = answer[name]
             part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}{note}"
@@ -136,9 +137,9 @@ def predict_features(
 
 
 def answer_rows(predictor, features: pd.DataFrame, level: float, graph=None, input_width: int | None = None):
-    """predictor.answer on the feature rows, with the kernel terms computed from `graph` (a parsed Keras descriptor
-    of the single row) when the predictor reads them and the rows lack them; None when it reads them and no graph
-    gives them (an ONNX file, a features table)."""
+    """predictor.answer on the feature rows, with the kernel terms computed from `graph` (model_graph of the single
+    row's model: a parsed Keras descriptor or an ONNX file's path) when the predictor reads them and the rows lack
+    them; None when it reads them and no graph gives them (a features table)."""
     if set(predictor.kernel_columns) <= set(features.columns):
         return predictor.answer(features, level)
     if graph is None:
@@ -214,7 +215,7 @@ def json_records(table: pd.DataFrame) -> list[dict]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `perfpred predict`."""
-    parser.add_argument("model", metavar="MODEL", help="Keras JSON descriptor (Keras 3 or 2), .keras file, or app:NAME (keras.applications)")
+    parser.add_argument("model", metavar="MODEL", help="Keras JSON descriptor (Keras 3 or 2), .keras file, ONNX file, or app:NAME (keras.applications)")
     parser.add_argument("--input-size", type=int, metavar="N", help="input width N of an N x N x 3 image (default: the descriptor's; 224 for app:)")
     parser.add_argument("--target", action="append", metavar="T", help="a target to predict (repeatable; default: every target with a champion)")
     parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help=f"level of the prediction intervals (default {DEFAULT_LEVEL})")

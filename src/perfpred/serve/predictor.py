@@ -44,13 +44,22 @@ class Predictor:
         return [c for c in self.features if c in TERM_COLUMNS + GROUP_COLUMNS]
 
     def kernel_terms(self, graph, input_width: int | None = None) -> dict[str, float]:
-        """The kernel terms of a parsed Keras descriptor (perfpred.features.descriptors.Graph) on this target."""
+        """The kernel terms on this target of a parsed Keras descriptor (perfpred.features.descriptors.Graph) or an
+        ONNX file (its path: perfpred.kernels.onnx_kernels), under this predictor's own fusion rules."""
+        import os
+        from pathlib import Path
+
         from perfpred.kernels import detector
 
         if getattr(self, "kernel_model", None) is None:  # versions stored before kernel terms existed
             raise ValueError(f"{self.target}-{self.metric} predictor ({self.algorithm}) reads {self.kernel_columns} "
                              "but carries no kernel predictors: retrain it with `perfpred train`")
-        kernels = detector.detect_graph(graph, self.kernel_rules or {}, input_width)
+        if isinstance(graph, str | os.PathLike):
+            from perfpred.kernels.onnx_kernels import detect_onnx
+
+            kernels = detect_onnx(Path(graph), self.kernel_rules or {}, input_width)
+        else:
+            kernels = detector.detect_graph(graph, self.kernel_rules or {}, input_width)
         return self.kernel_model.term_features(kernels)
 
     def _features(self, table: pd.DataFrame) -> pd.DataFrame:
