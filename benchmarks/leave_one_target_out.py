@@ -6,8 +6,8 @@ For each left-out target (every Jetson board and host toolchain with a table) an
 other targets is fitted once; then for k in {0, 5, 10, 20, 50, 100} (k < rows - 10) and each draw it scores, on the
 left-out target's rows that were not given:
   adapt_random    adapt on k random rows (draw d: numpy seed d)
-  adapt_selected  adapt on k rows chosen by k-center greedy (perfpred.model.select), started from a random row
-                  per draw so that the draws differ (the `select` command starts from the row nearest the centre)
+  adapt_selected  adapt on k rows chosen by k-medoids (perfpred.model.select), k-means seeded with the draw so that
+                  the draws differ (the `select` command uses seed 0)
   per_target      the target's tuned svr (as `perfpred train` builds it) fitted on the same k random rows alone
   champion        the full per-target champion's mean MAPE on 80/20 splits (metrics/<target>-<metric>.json)
   coverage_90     share of those rows inside the 90 % interval calibrated on the k rows' out-of-fold predictions
@@ -79,8 +79,7 @@ def one_draw(source_model, descriptor, table, features, measured, k, draw, svr, 
     everything = np.arange(len(table))
     result = {}
     random_rows = rng.choice(len(table), k, replace=False)
-    start = int(rng.integers(len(table)))
-    selected_rows = np.asarray(select.k_center(table[features], k, start=start))
+    selected_rows = np.asarray(select.k_medoids(table[features], k, seed=draw))
     for name, rows in (("adapt_random", random_rows), ("adapt_selected", selected_rows)):
         rest = np.setdiff1d(everything, rows)
         adapted = transfer.AdaptedRegressor(source_model, descriptor).fit(table.iloc[rows][features], measured[rows])

@@ -1,9 +1,11 @@
 """`perfpred select`: the K zoo models whose measurement on a new target teaches `perfpred adapt` the most.
 
-Rule (k-center greedy, written once here and used by the benchmark): in the space of standardized log1p features,
-start from the network nearest the centre of the candidates, then repeatedly add the candidate farthest from every
-network chosen so far. The K chosen cover the feature space evenly: the map from the source targets to the new one
-is then fitted across the whole range of sizes and shapes instead of where random draws happen to cluster.
+Rule (k-medoids, written once here and used by the benchmark): in the space of standardized log1p features, cluster
+the candidates into K groups (k-means, one seed) and take from each group the network nearest its centre, the groups
+with the most networks first. The K chosen are typical of the networks the new target will be asked about, spread
+over the whole range of sizes and shapes: the map from the source targets to the new one is then fitted where the
+networks are, instead of where random draws happen to cluster or, as k-center greedy did, on the outliers at the
+edges of the space (on the Jetson boards k-center's picks taught adapt less than random ones; k-medoids' more).
 
     perfpred select --target jetson-orin-nano -k 20
     perfpred measure ... (those 20 models) ; perfpred adapt --target jetson-orin-nano --measurements FILE
@@ -33,21 +35,25 @@ def selection_space(features: pd.DataFrame) -> np.ndarray:
     return (logged[:, keep] - logged[:, keep].mean(axis=0)) / spread[keep]
 
 
-def k_center(features: pd.DataFrame, k: int, start: int | None = None) -> list[int]:
-    """Positions of k rows chosen by k-center greedy in selection_space, from row `start` (None: nearest the centre)."""
+def k_medoids(features: pd.DataFrame, k: int, seed: int = 0) -> list[int]:
+    """Positions of k distinct rows: the row nearest each k-means centre in selection_space, biggest cluster first."""
+    from sklearn.cluster import KMeans
+
     if k < 1:
         raise ValueError(f"-k must be at least 1, got {k}")
     if k > len(features):
         raise ValueError(f"-k {k} is more than the {len(features)} candidate models")
     space = selection_space(features)
-    if start is None:
-        start = int(np.argmin(np.linalg.norm(space - space.mean(axis=0), axis=1)))
-    chosen = [int(start)]
-    distance = np.linalg.norm(space - space[chosen[0]], axis=1)
-    while len(chosen) < k:
-        farthest = int(np.argmax(distance))
-        chosen.append(farthest)
-        distance = np.minimum(distance, np.linalg.norm(space - space[farthest], axis=1))
+    clusters = KMeans(k, n_init=1, random_state=seed).fit(space)
+    sizes = np.bincount(clusters.labels_, minlength=k)
+    chosen: list[int] = []
+    for centre in np.argsort(-sizes, kind="stable"):
+        distance = np.linalg.norm(space - clusters.cluster_centers_[centre], axis=1)
+        members = np.flatnonzero(clusters.labels_ == centre)
+        free = [int(i) for i in members[np.argsort(distance[members], kind="stable")] if int(i) not in chosen]
+        if not free:  # its members taken already (rows with the same features): the nearest free row anywhere
+            free = [int(i) for i in np.argsort(distance, kind="stable") if int(i) not in chosen]
+        chosen.append(free[0])
     return chosen
 
 
@@ -76,7 +82,7 @@ def select(target: str, k: int, path: str | None = None) -> pd.DataFrame:
         done = set(zip(measured["model"], measured["input_width"], strict=True))
         table = table[[(m, w) not in done for m, w in zip(table["model"], table.get("input_width", 0), strict=True)]]
         table = table.reset_index(drop=True)
-    chosen = k_center(table, k)
+    chosen = k_medoids(table, k)
     identity = [c for c in ("model", "family", "input_width") if c in table.columns]
     picked = table.iloc[chosen][identity].copy()
     picked.insert(0, "order", range(1, len(chosen) + 1))
