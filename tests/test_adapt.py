@@ -205,3 +205,29 @@ def test_select_command_proposes_models_not_yet_measured(project, board_tables, 
     measured = set(zip(already["model"], already["input_width"], strict=True))
     assert len(picked) == 5 and not {(p["model"], p["input_width"]) for p in picked} & measured
     assert [p["order"] for p in picked] == [1, 2, 3, 4, 5]
+
+
+def test_adapt_bends_the_map_where_a_saturating_metric_reaches_its_cap(board_tables, monkeypatch):
+    from perfpred.model import hardware, transfer
+
+    features = ["input_size", "params", "flops", "layers", "activations"]
+    sources = {name: board_tables[name] for name in ("jetson-nano", "jetson-agx-xavier")}
+    source_model = transfer.fit_sources(list(sources), "latency", features, tables=sources, n_estimators=150)
+    board = board_tables["jetson-tx2"]
+    cap = float(np.quantile(board["latency_ms"], 0.5))
+    capped = np.minimum(board["latency_ms"].to_numpy(), cap)  # a board that never exceeds its cap (a power mode)
+    given = np.random.default_rng(0).choice(len(board), 40, replace=False)
+    rest = np.setdiff1d(np.arange(len(board)), given)
+
+    def mape(saturating: tuple[str, ...], rows: int = 40) -> tuple[float, object]:
+        monkeypatch.setattr(transfer, "SATURATING_METRICS", saturating)
+        adapted = transfer.AdaptedRegressor(source_model, hardware.descriptor("jetson-tx2"), use_residuals=False)
+        adapted.fit(board.iloc[given[:rows]][features], capped[given[:rows]])
+        predicted = adapted.predict(board.iloc[rest][features])
+        return 100 * float(np.mean(np.abs(predicted - capped[rest]) / capped[rest])), adapted
+
+    bent, adapted = mape(("latency",))
+    straight, plain = mape(())
+    assert adapted.knots_ is not None and plain.knots_ is None
+    assert bent < 0.8 * straight
+    assert mape(("latency",), rows=5)[1].knots_ is None  # too few rows to fit a bend: the straight map
