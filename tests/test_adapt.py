@@ -191,6 +191,22 @@ def test_select_gives_distinct_rows_when_candidates_repeat(board_tables):
     assert len(chosen) == 20 and len(set(chosen)) == 20
 
 
+def test_select_places_networks_by_what_the_sources_measure_too(board_tables):
+    from perfpred.model import select
+
+    table = board_tables["jetson-tx2"].head(60)
+    twice = pd.concat([table, table], ignore_index=True)  # the same features twice: only the sources tell them apart
+    rng = np.random.default_rng(0)
+    sources = np.vstack([np.full((60, 2), 1.0), np.full((60, 2), 6.0)]) + rng.normal(0, 0.01, (120, 2))
+    space = select.selection_space(twice, sources)
+    features_only = select.selection_space(twice)
+    assert space.shape == (120, features_only.shape[1] + 3)
+    assert np.allclose(np.square(space[:, features_only.shape[1]:]).sum(axis=1).mean(), features_only.shape[1], rtol=0.05)
+    for seed in range(3):
+        chosen = select.k_medoids(twice, 2, seed=seed, source_logs=sources)
+        assert {row // 60 for row in chosen} == {0, 1}  # one network of each copy: the source block splits them
+
+
 def test_select_command_proposes_models_not_yet_measured(project, board_tables, capsys):
     from perfpred import cli
     from perfpred.data import measurements
