@@ -6,8 +6,8 @@ For each left-out target (every Jetson board and host toolchain with a table) an
 other targets is fitted once; then for k in {0, 5, 10, 20, 50, 100} (k < rows - 10) and each draw it scores, on the
 left-out target's rows that were not given:
   adapt_random    adapt on k random rows (draw d: numpy seed d)
-  adapt_selected  adapt on k rows chosen by k-center greedy (perfpred.model.select), started from a random row
-                  per draw so that the draws differ (the `select` command starts from the row nearest the centre)
+  adapt_selected  adapt on k rows chosen by k-medoids (perfpred.model.select: features and source predictions),
+                  k-means seeded with the draw so that the draws differ (the `select` command uses seed 0)
   per_target      the target's tuned svr (as `perfpred train` builds it) fitted on the same k random rows alone
   champion        the full per-target champion's mean MAPE on 80/20 splits (metrics/<target>-<metric>.json)
   coverage_90     share of those rows inside the 90 % interval calibrated on the k rows' out-of-fold predictions
@@ -42,7 +42,14 @@ def mape(measured, predicted) -> float:
 
 
 def champion_mape(target: str, metric: str) -> float:
-    """The committed per-target champion's mean MAPE over train's seed splits (NaN without a metrics file)."""
+    """The committed per-target champion's mean MAPE over train's seed splits (NaN without a metrics file).
+
+    metrics/champions/<target>-<metric>.json since the train stage's MAPE-only summary; metrics/<target>-<metric>.json
+    (with every algorithm's figures) before it.
+    """
+    champions = config.path("metrics") / "champions" / f"{target}-{metric}.json"
+    if champions.exists():
+        return float(json.loads(champions.read_text())["mape_mean"])
     path = config.path("metrics") / f"{target}-{metric}.json"
     if not path.exists():
         return float("nan")
@@ -71,7 +78,8 @@ class CachedSources:
         return self.model.predict_as(features, name, descriptor)
 
 
-def one_draw(source_model, descriptor, table, features, measured, k, draw, svr, coverage: bool) -> dict:
+def one_draw(source_model, descriptor, table, features, measured, k, draw, svr, coverage: bool,
+             source_logs=None) -> dict:
     """Scores of one draw of k rows."""
     from sklearn.base import clone
 
@@ -79,8 +87,7 @@ def one_draw(source_model, descriptor, table, features, measured, k, draw, svr, 
     everything = np.arange(len(table))
     result = {}
     random_rows = rng.choice(len(table), k, replace=False)
-    start = int(rng.integers(len(table)))
-    selected_rows = np.asarray(select.k_center(table[features], k, start=start))
+    selected_rows = np.asarray(select.k_medoids(table[features], k, seed=draw, source_logs=source_logs))
     for name, rows in (("adapt_random", random_rows), ("adapt_selected", selected_rows)):
         rest = np.setdiff1d(everything, rows)
         adapted = transfer.AdaptedRegressor(source_model, descriptor).fit(table.iloc[rows][features], measured[rows])
@@ -111,6 +118,7 @@ def leave_out(target: str, metric: str, draws: int) -> list[dict]:
     svr = train.build_estimator(train.tuned_config(target, metric, "svr")[0].algorithm, target, metric)
     champion = champion_mape(target, metric)
     zero_shot = transfer.AdaptedRegressor(source_model, descriptor).fit(None)
+    source_logs = transfer.source_predictions(source_model, table[features])  # what select places the rows by
     records = [{"target": target, "metric": metric, "k": 0, "draw": 0, "sources": ",".join(sources), "champion": champion,
                 "adapt_random": mape(measured, zero_shot.predict(table[features]))}]
     for k in KS[1:]:
@@ -118,7 +126,7 @@ def leave_out(target: str, metric: str, draws: int) -> list[dict]:
             continue
         for draw in range(draws):
             scores = one_draw(source_model, descriptor, table, features, measured, k, draw, svr,
-                              coverage=k >= 10 and draw < COVERAGE_DRAWS)
+                              coverage=k >= 10 and draw < COVERAGE_DRAWS, source_logs=source_logs)
             records.append({"target": target, "metric": metric, "k": k, "draw": draw, "sources": ",".join(sources),
                             "champion": champion, **scores})
         done = [r for r in records if r["k"] == k]

@@ -164,21 +164,47 @@ def test_an_unknown_target_without_hardware_says_what_to_give(project, board_tab
     assert "unknown target 'mystery': give its specifications with --hardware" in capsys.readouterr().err
 
 
-def test_select_covers_the_feature_space_better_than_random_picks(board_tables):
+def test_select_picks_networks_more_typical_than_random_picks(board_tables):
     from perfpred.model import select
 
     table = board_tables["jetson-tx2"]
     space = select.selection_space(table)
-    chosen = select.k_center(table, 12)
-    assert len(set(chosen)) == 12 and chosen == select.k_center(table, 12)
+    chosen = select.k_medoids(table, 12)
+    assert len(set(chosen)) == 12 and chosen == select.k_medoids(table, 12)
+    assert chosen != select.k_medoids(table, 12, seed=1)  # the seed draws other clusters (the benchmark's draws)
 
-    def radius(rows) -> float:  # the farthest any network is from its nearest chosen one
-        return float(np.max(np.min(np.linalg.norm(space[:, None, :] - space[None, rows, :], axis=2), axis=1)))
+    def spread(rows) -> float:  # how far, on average, a network is from its nearest chosen one
+        return float(np.mean(np.min(np.linalg.norm(space[:, None, :] - space[None, rows, :], axis=2), axis=1)))
 
-    random_radii = [radius(np.random.default_rng(seed).choice(len(table), 12, replace=False)) for seed in range(20)]
-    assert radius(chosen) < min(random_radii)
+    random_spreads = [spread(np.random.default_rng(seed).choice(len(table), 12, replace=False)) for seed in range(20)]
+    assert spread(chosen) < min(random_spreads)
     with pytest.raises(ValueError, match="more than the"):
-        select.k_center(table, len(table) + 1)
+        select.k_medoids(table, len(table) + 1)
+
+
+def test_select_gives_distinct_rows_when_candidates_repeat(board_tables):
+    from perfpred.model import select
+
+    table = board_tables["jetson-tx2"].head(8)
+    doubled = pd.concat([table, table, table], ignore_index=True)  # each network three times: clusters of equal rows
+    chosen = select.k_medoids(doubled, 20)
+    assert len(chosen) == 20 and len(set(chosen)) == 20
+
+
+def test_select_places_networks_by_what_the_sources_measure_too(board_tables):
+    from perfpred.model import select
+
+    table = board_tables["jetson-tx2"].head(60)
+    twice = pd.concat([table, table], ignore_index=True)  # the same features twice: only the sources tell them apart
+    rng = np.random.default_rng(0)
+    sources = np.vstack([np.full((60, 2), 1.0), np.full((60, 2), 6.0)]) + rng.normal(0, 0.01, (120, 2))
+    space = select.selection_space(twice, sources)
+    features_only = select.selection_space(twice)
+    assert space.shape == (120, features_only.shape[1] + 3)
+    assert np.allclose(np.square(space[:, features_only.shape[1]:]).sum(axis=1).mean(), features_only.shape[1], rtol=0.05)
+    for seed in range(3):
+        chosen = select.k_medoids(twice, 2, seed=seed, source_logs=sources)
+        assert {row // 60 for row in chosen} == {0, 1}  # one network of each copy: the source block splits them
 
 
 def test_select_command_proposes_models_not_yet_measured(project, board_tables, capsys):
@@ -195,3 +221,29 @@ def test_select_command_proposes_models_not_yet_measured(project, board_tables, 
     measured = set(zip(already["model"], already["input_width"], strict=True))
     assert len(picked) == 5 and not {(p["model"], p["input_width"]) for p in picked} & measured
     assert [p["order"] for p in picked] == [1, 2, 3, 4, 5]
+
+
+def test_adapt_bends_the_map_where_a_saturating_metric_reaches_its_cap(board_tables, monkeypatch):
+    from perfpred.model import hardware, transfer
+
+    features = ["input_size", "params", "flops", "layers", "activations"]
+    sources = {name: board_tables[name] for name in ("jetson-nano", "jetson-agx-xavier")}
+    source_model = transfer.fit_sources(list(sources), "latency", features, tables=sources, n_estimators=150)
+    board = board_tables["jetson-tx2"]
+    cap = float(np.quantile(board["latency_ms"], 0.5))
+    capped = np.minimum(board["latency_ms"].to_numpy(), cap)  # a board that never exceeds its cap (a power mode)
+    given = np.random.default_rng(0).choice(len(board), 40, replace=False)
+    rest = np.setdiff1d(np.arange(len(board)), given)
+
+    def mape(saturating: tuple[str, ...], rows: int = 40) -> tuple[float, object]:
+        monkeypatch.setattr(transfer, "SATURATING_METRICS", saturating)
+        adapted = transfer.AdaptedRegressor(source_model, hardware.descriptor("jetson-tx2"), use_residuals=False)
+        adapted.fit(board.iloc[given[:rows]][features], capped[given[:rows]])
+        predicted = adapted.predict(board.iloc[rest][features])
+        return 100 * float(np.mean(np.abs(predicted - capped[rest]) / capped[rest])), adapted
+
+    bent, adapted = mape(("latency",))
+    straight, plain = mape(())
+    assert adapted.knots_ is not None and plain.knots_ is None
+    assert bent < 0.8 * straight
+    assert mape(("latency",), rows=5)[1].knots_ is None  # too few rows to fit a bend: the straight map
