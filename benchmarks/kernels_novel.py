@@ -131,7 +131,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from perfpred.kernels import detector
-    from perfpred.kernels.training import load_model
+    from perfpred.kernels.store import load_model
 
     paths = descriptors(args.folder)
     report = {}
