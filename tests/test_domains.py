@@ -230,3 +230,11 @@ def test_jetson_latency_svr_leaves_out_the_layer_counts_of_conv_and_fc(target):
     table = estimators.training_table(target, "latency").head(50)
     columns = pipeline.steps[0][1].fit(table[estimators.feature_columns(table)]).get_feature_names_out()
     assert not {"fc_params", "fc_layers", "conv_layers"} & set(columns) and "flops/layers" in columns
+
+
+def test_agx_xavier_memory_xgb_is_monotone_in_params_input_size_and_activations():
+    from perfpred.model import train
+
+    cfg, tuned = train.tuned_config("jetson-agx-xavier", "memory", "xgb")
+    assert tuned and dict(cfg.algorithm.estimator.regressor.monotone_constraints) == {"activations": 1, "input_size": 1, "params": 1}
+    assert list(cfg.algorithm.estimator.ratios) == ["params/layers", "activations/input_size"]
