@@ -217,3 +217,25 @@ def test_crossboard_keeps_a_board_without_siblings_as_it_is(nano_subset):
 
     estimator = object()
     assert crossboard.wrap(estimator, "host-cpu-tf", "memory", nano_subset, ["jetson-nano", "jetson-tx2"]) is estimator
+
+
+@pytest.mark.parametrize(("target", "metric"), [("jetson-nano", "latency"), ("jetson-tx2", "latency"), ("jetson-agx-xavier", "latency"),
+                                             ("jetson-tx2", "memory"), ("jetson-agx-xavier", "memory"), ("jetson-tx2", "power")])
+def test_jetson_svr_leaves_out_the_layer_counts_of_conv_and_fc(target, metric):
+    # conf/tuned (README.md): e.g. the domain-2 figure of latency svr 7.25/5.65/5.65 -> 5.99/5.09/5.16 % (seeds 1000-1019)
+    from perfpred.model import estimators, train
+
+    cfg, tuned = train.tuned_config(target, metric, "svr")
+    assert tuned and set(cfg.algorithm.estimator.drop) == {"fc_params", "fc_layers", "conv_layers"}
+    pipeline = estimators.build(cfg.algorithm).regressor  # LogTargetRegressor -> pipeline
+    table = estimators.training_table(target, metric).head(50)
+    columns = pipeline.steps[0][1].fit(table[estimators.feature_columns(table)]).get_feature_names_out()
+    assert not {"fc_params", "fc_layers", "conv_layers"} & set(columns) and "flops/layers" in columns
+
+
+def test_agx_xavier_memory_xgb_is_monotone_in_params_input_size_and_activations():
+    from perfpred.model import train
+
+    cfg, tuned = train.tuned_config("jetson-agx-xavier", "memory", "xgb")
+    assert tuned and dict(cfg.algorithm.estimator.regressor.monotone_constraints) == {"activations": 1, "input_size": 1, "params": 1}
+    assert list(cfg.algorithm.estimator.ratios) == ["params/layers", "activations/input_size"]
