@@ -59,7 +59,9 @@ def test_every_group_option_composes_with_its_values(group, option):
         target, metric, algorithm = next((t, m, option[len(t) + len(m) + 2:]) for t in config.group_options("target")
                                          for m in config.group_options("metric") if option.startswith(f"{t}-{m}-"))
         node = config.compose("train", [f"target={target}", f"metric={metric}", f"algorithm={algorithm}"]).algorithm.estimator
-    elif group in ("algorithm", "metric", "store"):  # groups of the job config (conf/train.yaml)
+    elif group == "algorithm":  # as written: without the default target's conf/tuned/ file for it
+        node = config.compose("train", [f"{group}={option}", "~tuned"])[group]
+    elif group in ("metric", "store"):  # groups of the job config (conf/train.yaml)
         node = config.compose("train", [f"{group}={option}"])[group]
     else:
         node = config.compose("config", [f"{group}={option}"])[group]
