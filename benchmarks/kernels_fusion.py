@@ -91,14 +91,18 @@ def main() -> int:
     for target in args.target:
         target_cfg, settings = harness.target_settings(target, params)
         with runners.ForkServer(harness.parallel_workers(settings)) as server:
-            latency = {name: row["latency_ms"] for (name, _, _), row in
-                       harness.measure_many(entries, target_cfg, settings, server)}
+            rows = {name: row for (name, _, _), row in harness.measure_many(entries, target_cfg, settings, server)}
+        latency = {name: row["latency_ms"] for name, row in rows.items()}
         base = latency["floor"]
         print(f"\n{target}: per-call floor {base:.3f} ms")
         print(f"{'A':<11} {'B':<19} {'t(A) ms':>8} {'t(B) ms':>8} {'t(A+B) ms':>9} {'B share':>8}  fused")
         rules: dict[str, list[str]] = {}
         for kind, cls in PAIRS:
             t_a, t_b, t_ab = (latency[f"{kind}+{cls}-{part}"] for part in ("A", "B", "AB"))
+            if None in (t_a, t_b, t_ab):  # a part the target could not run (e.g. an exporter without the op)
+                reasons = {rows[f"{kind}+{cls}-{part}"].get("reason") for part in ("A", "B", "AB")} - {None}
+                print(f"{kind:<11} {cls:<19} not measured: {'; '.join(str(r)[:120] for r in reasons)}")
+                continue
             share = (t_ab - t_a) / max(t_b - base, 1e-6)
             fused = share < 0.5
             if fused:
