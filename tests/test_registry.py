@@ -106,3 +106,26 @@ def test_tracking_uri_defaults_to_the_project_store(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     assert registry.tracking_uri() == "sqlite:///elsewhere.db"
     assert registry.tracking_uri("sqlite:///given.db") == "sqlite:///given.db"
+
+
+def test_a_registry_write_that_lost_an_insert_race_is_tried_again():
+    """A team store's SQL store inserts a tag or alias after finding no row: a concurrent insert makes it fail once."""
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def write(name, key, value):
+        calls.append((name, key, value))
+        if len(calls) < 3:
+            raise MlflowException('BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique '
+                                  'constraint "registered_model_tag_pk"')
+        return "written"
+
+    assert registry.write_retrying(write, "jetson-nano-memory", "target", "jetson-nano") == "written"
+    assert calls == [("jetson-nano-memory", "target", "jetson-nano")] * 3
+
+    def refused(*args):
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: registered model 'x' not found")
+
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):  # other errors are not retried
+        registry.write_retrying(refused, "x", "target", "t")

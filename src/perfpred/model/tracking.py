@@ -130,13 +130,13 @@ def register(predictor, metrics: dict, tags: dict, unseen_weight: float, run_id:
             await_registration_for=60,
         )
         version = str(info.registered_model_version)
-        mlflow_client.set_registered_model_tag(name, "target", predictor.target)
-        mlflow_client.set_registered_model_tag(name, "metric", predictor.metric)
+        registry.write_retrying(mlflow_client.set_registered_model_tag, name, "target", predictor.target)
+        registry.write_retrying(mlflow_client.set_registered_model_tag, name, "metric", predictor.metric)
         values = {**tags, **{k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()}}
         values["kernel_terms"] = str(bool(predictor.kernel_columns)).lower()  # registry.MODEL_LEVEL leaves these out
         for key in VERSION_TAGS:
             if key in values:
-                mlflow_client.set_model_version_tag(name, version, key, values[key])
+                registry.write_retrying(mlflow_client.set_model_version_tag, name, version, key, values[key])
         champion = registry.choose_champion(predictor.target, predictor.metric, unseen_weight)
     print(f"{name}: version {version} ({predictor.algorithm}); champion is version {champion}")
     return version

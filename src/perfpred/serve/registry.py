@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import random
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -125,6 +127,29 @@ def locked(name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: what a tracking server's SQL store answers when two writers insert the same tag or alias at once
+_WRITE_RACE = ("UniqueViolation", "duplicate key", "UNIQUE constraint failed", "IntegrityError")
+
+
+def write_retrying(call, *args, attempts: int = 6):
+    """Run an idempotent registry write (a tag, an alias), again when a concurrent writer inserted the same key first.
+
+    MLflow's SQL store upserts a tag or an alias by looking for the row, then inserting it: two jobs on a team store
+    (PostgreSQL) can both find none, and the second insert fails with a unique violation. Tried again, the row is
+    there and the write becomes an update.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return call(*args)
+        except MlflowException as error:
+            if attempt == attempts - 1 or not any(text in str(error) for text in _WRITE_RACE):
+                raise
+            time.sleep(0.05 * (attempt + 1) * (1.0 + random.random()))
+    return None
+
+
 def model_name(target: str, metric: str) -> str:
     """The registered model of a (target, metric), e.g. 'jetson-nano-latency'."""
     return f"{target}-{metric}"
@@ -165,11 +190,11 @@ def choose_champion(target: str, metric: str, unseen_weight: float = 0.5, uri: s
         best = best_candidate(versions, unseen_weight)
         if best is None:
             return None
-        mlflow_client.set_registered_model_alias(name, CHAMPION, str(best))
+        write_retrying(mlflow_client.set_registered_model_alias, name, CHAMPION, str(best))
         model_level = best_candidate({v: tags for v, tags in versions.items() if tags.get("kernel_terms") != "true"},
                                      unseen_weight)
         if model_level is not None:
-            mlflow_client.set_registered_model_alias(name, MODEL_LEVEL, str(model_level))
+            write_retrying(mlflow_client.set_registered_model_alias, name, MODEL_LEVEL, str(model_level))
         again = _latest_versions(mlflow_client, name)
         if again == versions:
             return str(best)
