@@ -29,7 +29,7 @@ BYTES_PER_PARAM = 4  # float32 weights
 def describe(source, input_size: int | None = None) -> dict:
     """Model-level features (schema.FEATURE_COLUMNS + EXTRA_COLUMNS) of a Keras JSON, .keras file, keras.Model or ONNX file."""
     table = None
-    if isinstance(source, str | Path) and Path(source).is_file() and onnx_loading.is_onnx(Path(source)):
+    if onnx_loading.is_onnx_file(source):
         return onnx_graph.describe_onnx(source, input_size)
     if hasattr(source, "to_json") and not isinstance(source, str | Path):
         graph = descriptors.parse(json.loads(source.to_json()), getattr(source, "name", "<keras.Model>"))

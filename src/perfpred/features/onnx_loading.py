@@ -9,6 +9,13 @@ from perfpred.features.descriptors import DescriptorError
 FLOAT_BYTES = {1: 4, 10: 2, 11: 8, 16: 2}  # onnx TensorProto: FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
+def is_onnx_file(source) -> bool:
+    """Whether `source` is a path (str or os.PathLike) to an existing ONNX file (is_onnx: the suffix, or a protobuf)."""
+    import os
+
+    return isinstance(source, str | os.PathLike) and Path(source).is_file() and is_onnx(Path(source))
+
+
 def is_onnx(path: Path) -> bool:
     """Whether a file is an ONNX model: by its .onnx suffix, or a protobuf whose graph has nodes."""
     if path.suffix.lower() == ".onnx":

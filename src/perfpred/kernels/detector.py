@@ -185,21 +185,22 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
 def detect(source, target: str | None = None, input_size: int | None = None) -> list[Kernel]:
     """The kernels of a Keras descriptor (path, JSON dict or string) or an ONNX file (perfpred.kernels.onnx_kernels)
     under a target's fusion rules."""
-    if isinstance(source, str) and source.lstrip().startswith("{"):
-        source = json.loads(source)
-    if is_onnx_file(source):
-        from perfpred.kernels.onnx_kernels import detect_onnx
-
-        return detect_onnx(Path(source), fusion_rules(target), input_size)
-    graph = descriptors.load(source if isinstance(source, dict) else Path(source))
-    return detect_graph(graph, fusion_rules(target), input_size)
+    return detect_with_rules(source, fusion_rules(target), input_size)
 
 
-def is_onnx_file(source) -> bool:
-    """Whether `source` is a path to an existing ONNX file (onnx_loading.is_onnx: the suffix, or a protobuf graph)."""
+def detect_with_rules(source, rules: dict[str, list[str]], input_size: int | None = None) -> list[Kernel]:
+    """The kernels of a parsed Graph, an ONNX file or a Keras descriptor (path, JSON dict or string) under fusion rules."""
     from perfpred.features import onnx_loading
 
-    return isinstance(source, str | Path) and Path(source).is_file() and onnx_loading.is_onnx(Path(source))
+    if isinstance(source, descriptors.Graph):
+        return detect_graph(source, rules, input_size)
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        source = json.loads(source)
+    if onnx_loading.is_onnx_file(source):
+        from perfpred.kernels.onnx_kernels import detect_onnx
+
+        return detect_onnx(Path(source), rules, input_size)
+    return detect_graph(descriptors.load(source if isinstance(source, dict) else Path(source)), rules, input_size)
 
 
 def totals(kernels: list[Kernel]) -> dict:

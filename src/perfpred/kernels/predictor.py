@@ -192,17 +192,22 @@ def model_terms(group_sums_ms: np.ndarray, kernels: list[Kernel]) -> np.ndarray:
     return np.r_[np.asarray(group_sums_ms, float), float(len(kernels)), read_mb, 1.0]
 
 
-def _shrunk(terms: np.ndarray, measured_ms: np.ndarray, strength: float) -> np.ndarray:
-    """fit_overhead with each group's factor pulled toward the common factor of the pooled kernel sum by `strength`."""
+def _common_factor(terms: np.ndarray, measured_ms: np.ndarray) -> float:
+    """The one factor of the pooled kernel sum (every group summed), from fit_overhead."""
+    groups = terms.shape[1] - 3
+    return float(fit_overhead(np.column_stack([terms[:, :groups].sum(axis=1), terms[:, groups:]]), measured_ms)[0])
+
+
+def _shrunk(terms: np.ndarray, measured_ms: np.ndarray, strength: float, common: float) -> np.ndarray:
+    """fit_overhead with each group's factor pulled toward the `common` factor (_common_factor) by `strength`."""
     from scipy.optimize import nnls
 
     groups = terms.shape[1] - 3
-    pooled = fit_overhead(np.column_stack([terms[:, :groups].sum(axis=1), terms[:, groups:]]), measured_ms)
     weights = 1.0 / measured_ms
     penalty = np.zeros((groups, terms.shape[1]))
     penalty[np.arange(groups), np.arange(groups)] = np.sqrt(strength)
     design = np.vstack([terms * weights[:, None], penalty])
-    wanted = np.r_[measured_ms * weights, np.full(groups, np.sqrt(strength) * pooled[0])]
+    wanted = np.r_[measured_ms * weights, np.full(groups, np.sqrt(strength) * common)]
     return nnls(design, wanted)[0]
 
 
@@ -213,17 +218,18 @@ def fit_overhead_shrunk(terms: np.ndarray, measured_ms: np.ndarray, folds: np.nd
     measured_ms = np.asarray(measured_ms, float)
     folds = np.asarray(folds)
     if len(np.unique(folds)) < 3:
-        return _shrunk(terms, measured_ms, max(grid))
+        return _shrunk(terms, measured_ms, max(grid), _common_factor(terms, measured_ms))
+    held_out = [folds == fold for fold in np.unique(folds)]
+    commons = [_common_factor(terms[~held], measured_ms[~held]) for held in held_out]  # the same for every strength
 
     def error(strength: float) -> float:
         relative = []
-        for fold in np.unique(folds):
-            held = folds == fold
-            coefficients = _shrunk(terms[~held], measured_ms[~held], strength)
+        for held, common in zip(held_out, commons, strict=True):
+            coefficients = _shrunk(terms[~held], measured_ms[~held], strength, common)
             relative.append(np.abs(np.maximum(terms[held] @ coefficients, 1e-3) / measured_ms[held] - 1))
         return float(np.concatenate(relative).mean())
 
-    return _shrunk(terms, measured_ms, min(grid, key=error))
+    return _shrunk(terms, measured_ms, min(grid, key=error), _common_factor(terms, measured_ms))
 
 
 def fit_overhead(terms: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:

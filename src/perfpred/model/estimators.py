@@ -317,12 +317,11 @@ class KernelOverhead(*_base_classes()):
     def _terms(self, features: pd.DataFrame) -> np.ndarray:
         from perfpred.kernels.predictor import GROUP_COLUMNS, TERM_COLUMNS
 
-        missing = [c for c in GROUP_COLUMNS + TERM_COLUMNS[1:] if c not in getattr(features, "columns", [])]
+        columns = list(GROUP_COLUMNS + TERM_COLUMNS[1:])  # the layout of predictor.model_terms, less its constant
+        missing = [c for c in columns if c not in getattr(features, "columns", [])]
         if missing:
-            raise ValueError(f"the kernels algorithm reads the kernel terms {list(GROUP_COLUMNS + TERM_COLUMNS[1:])}; "
-                             f"{missing} are not among the features: the target needs kernel predictors "
-                             "(`perfpred kernel-train`)")
-        columns = list(GROUP_COLUMNS + TERM_COLUMNS[1:])
+            raise ValueError(f"the kernels algorithm reads the kernel terms {columns}; {missing} are not among the "
+                             "features: the target needs kernel predictors (`perfpred kernel-train`)")
         return np.column_stack([features[columns].to_numpy("float64"), np.ones(len(features))])
 
     def fit(self, features: pd.DataFrame, target):

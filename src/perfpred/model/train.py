@@ -87,7 +87,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         calibration=sweep.calibration(y, result.rows, result.predicted),
         domain_calibrations=domains.calibrations(y, held_domains),
     )
-    if any(c.startswith("kernel_") for c in features):  # TERM_COLUMNS or GROUP_COLUMNS
+    if predictor.kernel_columns:
         attach_kernel_model(predictor)
     return Evaluation(metrics, predictor, result, unseen, table, held_domains)
 

@@ -42,7 +42,7 @@ def model_graph(model):
         model = applications.build_application(model)
     if hasattr(model, "to_json") and not isinstance(model, str | os.PathLike):
         return descriptors.parse(json.loads(model.to_json()), getattr(model, "name", "<keras.Model>"))
-    if isinstance(model, str | os.PathLike) and Path(model).is_file() and onnx_loading.is_onnx(Path(model)):
+    if onnx_loading.is_onnx_file(model):
         return Path(model)
     return descriptors.load(model)
 

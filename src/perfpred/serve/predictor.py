@@ -46,21 +46,12 @@ class Predictor:
     def kernel_terms(self, graph, input_width: int | None = None) -> dict[str, float]:
         """The kernel terms on this target of a parsed Keras descriptor (perfpred.features.descriptors.Graph) or an
         ONNX file (its path: perfpred.kernels.onnx_kernels), under this predictor's own fusion rules."""
-        import os
-        from pathlib import Path
-
         from perfpred.kernels import detector
 
         if getattr(self, "kernel_model", None) is None:  # versions stored before kernel terms existed
             raise ValueError(f"{self.target}-{self.metric} predictor ({self.algorithm}) reads {self.kernel_columns} "
                              "but carries no kernel predictors: retrain it with `perfpred train`")
-        if isinstance(graph, str | os.PathLike):
-            from perfpred.kernels.onnx_kernels import detect_onnx
-
-            kernels = detect_onnx(Path(graph), self.kernel_rules or {}, input_width)
-        else:
-            kernels = detector.detect_graph(graph, self.kernel_rules or {}, input_width)
-        return self.kernel_model.term_features(kernels)
+        return self.kernel_model.term_features(detector.detect_with_rules(graph, self.kernel_rules or {}, input_width))
 
     def _features(self, table: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in self.features if c not in table.columns]

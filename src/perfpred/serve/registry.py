@@ -147,7 +147,6 @@ def write_retrying(call, *args, attempts: int = 6):
             if attempt == attempts - 1 or not any(text in str(error) for text in _WRITE_RACE):
                 raise
             time.sleep(0.05 * (attempt + 1) * (1.0 + random.random()))
-    return None
 
 
 def model_name(target: str, metric: str) -> str:
