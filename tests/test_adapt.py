@@ -92,16 +92,22 @@ def test_pooled_never_trains_on_a_network_held_out_of_its_target(project, board_
     assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)
 
 
-def test_pooled_competes_for_the_champion_through_train(project):
+@pytest.mark.parametrize("algorithm, overrides", [("pooled", ["algorithm.estimator.n_estimators=60"]),
+                                                   ("pooled_svr", [])])
+def test_pooled_competes_for_the_champion_through_train(project, algorithm, overrides):
     from perfpred.model import train
     from perfpred.serve import loader, registry
 
-    train.main(["target=jetson-tx2", "metric=latency", "algorithm=pooled", "train.seeds=2", "train.n_jobs=1",
-                "train.outputs=false", "train.family_folds=2", "algorithm.estimator.n_estimators=60"])
+    train.main(["target=jetson-tx2", "metric=latency", f"algorithm={algorithm}", "train.seeds=2", "train.n_jobs=1",
+                "train.outputs=false", "train.family_folds=2", *overrides])
     versions = registry.client().search_model_versions("name='jetson-tx2-latency'")
-    assert [v.tags["algorithm"] for v in versions] == ["pooled"]
+    assert [v.tags["algorithm"] for v in versions] == [algorithm]
     assert float(versions[0].tags["mape_mean"]) < 60
-    assert loader.load_predictor("jetson-tx2", "latency").algorithm == "pooled"
+    served = loader.load_predictor("jetson-tx2", "latency")
+    assert served.algorithm == algorithm
+    tx2 = pd.read_parquet(project / "data/measurements/jetson-tx2.parquet")
+    predicted = served.estimator.predict(tx2[served.features])
+    assert np.all(np.isfinite(predicted)) and np.median(np.abs(predicted / tx2["latency_ms"] - 1)) < 0.5
 
 
 def _write_rows(table: pd.DataFrame, path: Path) -> Path:
@@ -247,3 +253,55 @@ def test_adapt_bends_the_map_where_a_saturating_metric_reaches_its_cap(board_tab
     assert adapted.knots_ is not None and plain.knots_ is None
     assert bent < 0.8 * straight
     assert mape(("latency",), rows=5)[1].knots_ is None  # too few rows to fit a bend: the straight map
+
+
+def test_pooled_svr_learns_a_family_the_board_never_measured_from_the_other_boards(project, board_tables):
+    """A family the Nano's table lacks: the pooled SVR, taught by the boards that measured it, beats svr on the
+    Nano's rows alone; each board keeps its own level; a split's held-out networks are in no source."""
+    from perfpred.data import measurements
+    from perfpred.model import estimators, pooled, sweep
+
+    nano = board_tables["jetson-nano"]
+    features = [c for c in nano.columns if c in pooled.schema.FEATURE_COLUMNS and nano[c].notna().all()]
+    families = nano["family"].value_counts()
+    errors = {}
+    for family in [f for f in families.index if f != "basic_model" and families[f] >= 5][:4]:
+        missing = nano["family"] == family
+        measurements.write_table(nano[~missing], project / "data/measurements/jetson-nano.parquet")
+        pooled._table.cache_clear()
+        own = nano[~missing]
+        estimator = pooled.PooledSVR(target="jetson-nano", metric="latency", baseline=["flops", "activations"])
+        assert estimator.default_sources() == ["jetson-agx-xavier", "jetson-tx2"]  # the same kind of device
+        estimator.fit(own[features], own["latency_ms"])
+        alone = estimators.BaselineRatioRegressor(estimators.regression_pipeline(pooled_svr_regressor()),
+                                                  ["flops", "activations"]).fit(own[features], own["latency_ms"])
+        measured = nano.loc[missing, "latency_ms"].to_numpy()
+        errors[family] = (sweep.mape_pct(measured, estimator.predict(nano.loc[missing, features])),
+                          sweep.mape_pct(measured, alone.predict(nano.loc[missing, features])))
+    assert np.mean([p for p, _ in errors.values()]) < 0.8 * np.mean([a for _, a in errors.values()]), errors
+    # a split's held-out networks (here: 30 rows of the full table) reach the fit through no source
+    measurements.write_table(nano, project / "data/measurements/jetson-nano.parquet")
+    pooled._table.cache_clear()
+    train_rows = nano.sample(len(nano) - 30, random_state=0)
+    estimator = pooled.PooledSVR(target="jetson-nano", metric="latency").fit(train_rows[features], train_rows["latency_ms"])
+    held_keys = set(pooled.network_keys(nano.drop(train_rows.index)[features]))
+    assert not any(set(pooled.network_keys(f)) & held_keys for _, f, _ in estimator.source_rows(train_rows[features]))
+    assert estimator.borrowed_rows_ > 0
+    # each board keeps its level: the same networks are predicted slower on the Nano than on the AGX Xavier
+    agx_table = board_tables["jetson-agx-xavier"]
+    agx = pooled.PooledSVR(target="jetson-agx-xavier", metric="latency").fit(agx_table[features], agx_table["latency_ms"])
+    assert np.median(estimator.predict(nano[features]) / agx.predict(nano[features])) > 2
+
+
+def pooled_svr_regressor():
+    from sklearn.svm import SVR
+
+    return SVR(C=10.0, epsilon=0.02, tol=0.01)
+
+
+def test_pooled_svr_refuses_a_floor_outside_zero_to_one(project, board_tables):
+    from perfpred.model import pooled
+
+    nano = board_tables["jetson-nano"]
+    with pytest.raises(ValueError, match=r"target_offset must be in \[0, 1\)"):
+        pooled.PooledSVR(target="jetson-nano", target_offset=1.5).fit(nano[["flops", "params"]], nano["latency_ms"])

@@ -83,10 +83,14 @@ class PooledRegressor(*_base_classes()):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    def default_sources(self) -> list[str]:
+        """The sources when none are named: every other target with a table of the metric."""
+        return targets_with_table(self.metric, (self.target,) if self.target else ())
+
     def source_rows(self, training_features: pd.DataFrame | None) -> list[tuple[str, pd.DataFrame, np.ndarray]]:
         """(name, features, measured) of each source target, without the networks held out of the own target."""
         column = schema.metric_column(self.metric)
-        names = self.sources if self.sources is not None else targets_with_table(self.metric, (self.target,) if self.target else ())
+        names = self.sources if self.sources is not None else self.default_sources()
         held = held_out_keys(self.target, self.metric, training_features) if self.target and training_features is not None else set()
         rows = []
         for name in names:
@@ -155,3 +159,117 @@ class PooledRegressor(*_base_classes()):
         if self.target is None:
             raise ValueError("a PooledRegressor without a target predicts with predict_as(features, target_name)")
         return self.predict_as(features, self.target)
+
+
+def same_kind_sources(target: str, metric: str, descriptor: dict[str, float] | None = None) -> list[str]:
+    """Every other target with a table of the metric on the same kind of device (GPU or CPU) as `target`, if there
+    are two or more; else every other one. On the Jetson boards the CPU tables only added noise (AGX Xavier latency
+    adapted from k = 20 rows: 9.8 % with them, 8.9 % without, 4 draws)."""
+    available = targets_with_table(metric, exclude=(target,))
+    is_gpu = (descriptor if descriptor is not None else hardware.descriptor(target))["cuda_cores"] > 0
+    same_kind = [name for name in available if (hardware.descriptor(name)["cuda_cores"] > 0) == is_gpu]
+    return same_kind if len(same_kind) >= 2 else available
+
+
+class PooledSVR(PooledRegressor):
+    """Support vector regression on the union of the targets' tables of a metric, target identity as input.
+
+    Each target keeps its own linear prior on the metric's `baseline` features (as `svr` learns measured / prior:
+    a Nano and an AGX Xavier differ by a factor of 3-5 in level) and its own floor (`target_offset`, a fraction of
+    its smallest value, as LogTargetRegressor). What is pooled is the shape: one RBF SVR on the log of each row's
+    ratio to its target's prior, over the scaled log features (with `svr`'s ratios and drops) and a one-hot of the
+    target scaled by `identity_scale`: two rows of the same network on two targets are exp(-gamma * 2 *
+    identity_scale**2) as similar as two rows of one target, so the sources teach what the own rows do not cover
+    and the own rows set the level. Sources default to the other targets of the same kind of device
+    (`same_kind_sources`); rows of networks a split holds out of the own target are left out of every source, and
+    source rows lacking one of the own target's features are dropped.
+    """
+
+    def __init__(self, target: str | None = None, metric: str = "latency", sources: list[str] | None = None,
+                 C: float = 10.0, epsilon: float = 0.02, gamma: float | str = "scale", tol: float = 0.01,
+                 ratios: list[str] | None = None, drop: list[str] | None = None, baseline: list[str] | None = None,
+                 target_offset: float = 0.0, identity_scale: float = 1.0, own_weight: float = 2.0):
+        self.target = target
+        self.metric = metric
+        self.sources = sources
+        self.C = C
+        self.epsilon = epsilon
+        self.gamma = gamma
+        self.tol = tol
+        self.ratios = ratios
+        self.drop = drop
+        self.baseline = baseline
+        self.target_offset = target_offset
+        self.identity_scale = identity_scale
+        self.own_weight = own_weight
+
+    def default_sources(self) -> list[str]:
+        """The other targets of the same kind of device (same_kind_sources)."""
+        return same_kind_sources(self.target, self.metric)
+
+    def _prior_design(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.column_stack([frame[list(self.baseline)].to_numpy("float64"), np.ones(len(frame))])
+
+    def _fit_level(self, frame: pd.DataFrame, values: np.ndarray) -> tuple:
+        """One target's floor and prior: (shift, prior regression or None, prior floor)."""
+        from sklearn.linear_model import LinearRegression
+
+        shift = float(self.target_offset) * float(values.min())
+        if not self.baseline:
+            return shift, None, 0.0
+        prior = LinearRegression(positive=True, fit_intercept=False).fit(self._prior_design(frame), values - shift)
+        return shift, prior, 1e-3 * float((values - shift).min())
+
+    def _level(self, name: str, frame: pd.DataFrame) -> tuple[float, np.ndarray]:
+        shift, prior, floor = self.levels_[name]
+        scale = np.ones(len(frame)) if prior is None else np.maximum(prior.predict(self._prior_design(frame)), floor)
+        return shift, scale
+
+    def _features(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.log1p(self.ratios_.transform(frame[self.columns_]).to_numpy("float64"))
+
+    def _svr_design(self, frame: pd.DataFrame, name: str) -> np.ndarray:
+        identity = [self.identity_scale * float(name == other) for other in self.targets_]
+        return np.hstack([self.scaler_.transform(self._features(frame)), np.tile(identity, (len(frame), 1))])
+
+    def fit(self, features: pd.DataFrame, target) -> PooledSVR:
+        """Fit on the own target's rows (weighted `own_weight`) and the sources' complete rows."""
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVR
+
+        from perfpred.model.estimators import FeatureRatios
+
+        if self.target is None:
+            raise ValueError("PooledSVR needs its own target (the one it predicts)")
+        if not 0.0 <= float(self.target_offset) < 1.0:
+            raise ValueError(f"target_offset must be in [0, 1) (a fraction of the smallest value), got {self.target_offset}")
+        features = pd.DataFrame(features)
+        self.columns_ = list(features.columns)
+        parts = []
+        for name, frame, values in self.source_rows(features):
+            complete = frame.reindex(columns=self.columns_).notna().all(axis=1).to_numpy() & (values > 0)
+            if complete.any():
+                parts.append((name, frame.loc[complete, self.columns_], values[complete]))
+        parts.append((self.target, features, np.asarray(target, dtype="float64")))
+        self.targets_ = [name for name, _, _ in parts]
+        self.ratios_ = FeatureRatios(list(self.ratios or []), list(self.drop or [])).fit(features)
+        self.scaler_ = StandardScaler().fit(np.vstack([self._features(frame) for _, frame, _ in parts]))
+        self.levels_ = {name: self._fit_level(frame, values) for name, frame, values in parts}
+        designs, logs, weights = [], [], []
+        for name, frame, values in parts:
+            shift, scale = self._level(name, frame)
+            designs.append(self._svr_design(frame, name))
+            logs.append(np.log(np.maximum(values - shift, 1e-12) / scale))
+            weights.append(np.full(len(values), self.own_weight if name == self.target else 1.0))
+        logs_all = np.concatenate(logs)
+        self.log_range_ = (logs[-1].min() - np.log(4.0), logs[-1].max() + np.log(4.0))  # LogTargetRegressor's margin
+        self.model_ = SVR(C=self.C, epsilon=self.epsilon, gamma=self.gamma, tol=self.tol).fit(
+            np.vstack(designs), logs_all, sample_weight=np.concatenate(weights))
+        self.borrowed_rows_ = int(len(logs_all) - len(logs[-1]))
+        return self
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Predictions on the own target, in the metric's unit."""
+        frame = pd.DataFrame(features)
+        shift, scale = self._level(self.target, frame)
+        return shift + scale * np.exp(np.clip(self.model_.predict(self._svr_design(frame, self.target)), *self.log_range_))

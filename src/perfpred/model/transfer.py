@@ -54,15 +54,10 @@ def fit_sources(sources: list[str], metric: str, columns: list[str], tables: dic
 
 
 def default_sources(target: str, metric: str, descriptor: dict[str, float]) -> list[str]:
-    """Every other target with a table of the metric on the same kind of device (GPU or CPU) as `target`, if there
-    are two or more; else every other one. On the Jetson boards the CPU tables only added noise to the map (AGX
-    Xavier latency at k = 20: 9.8 % with them, 8.9 % without, 4 draws)."""
-    from perfpred.model.pooled import targets_with_table
+    """The sources `adapt` learns from when none are named: perfpred.model.pooled.same_kind_sources."""
+    from perfpred.model.pooled import same_kind_sources
 
-    available = targets_with_table(metric, exclude=(target,))
-    is_gpu = descriptor["cuda_cores"] > 0
-    same_kind = [name for name in available if (hardware.descriptor(name)["cuda_cores"] > 0) == is_gpu]
-    return same_kind if len(same_kind) >= 2 else available
+    return same_kind_sources(target, metric, descriptor)
 
 
 def source_predictions(model: PooledRegressor, features: pd.DataFrame) -> np.ndarray:
