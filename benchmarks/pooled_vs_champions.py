@@ -2,7 +2,8 @@
 
     python benchmarks/pooled_vs_champions.py [--metrics-dir metrics/algorithms]
 
-For each (target, metric): the best pooled algorithm (pooled_svr, pooled_ens) and the best per-target one (every
+For each (target, metric): the best pooled algorithm (a name starting with `pooled`: pooled_svr, pooled_ens,
+pooled_ens_kernels) and the best per-target one (every
 other algorithm of the train stage), each by the champion rule's score, with random-split accuracy (mean over the
 train stage's seeds; seed splits are by network across targets for the pooled ones), the three test domains and
 the score. Reads only what `dvc repro train` wrote: nothing is refitted here.
@@ -13,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-POOLED = ("pooled_svr", "pooled_ens", "pooled")
 
 
 def best(algorithms: dict, names) -> tuple[str, dict] | None:
@@ -37,8 +36,8 @@ def main() -> int:
     for path in sorted(Path(args.metrics_dir).glob("*.json")):
         summary = json.loads(path.read_text())
         algorithms = summary["algorithms"]
-        pooled = best(algorithms, POOLED)
-        own = best(algorithms, [n for n in algorithms if n not in POOLED])
+        pooled = best(algorithms, [n for n in algorithms if n.startswith("pooled")])
+        own = best(algorithms, [n for n in algorithms if not n.startswith("pooled")])
         if pooled is None or own is None:
             continue
         print(f"| {summary.get('target', path.stem)} | {summary['metric']} | {pooled[0]} | {cells(pooled[1])} | "

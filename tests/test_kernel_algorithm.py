@@ -236,3 +236,53 @@ def test_a_kernel_level_champion_answers_for_keras_models_and_the_model_level_ve
     assert predicted["latency_ms"] == pytest.approx(found["kernel"])
     assert found["fallback"].startswith("poly v") and "model-level" in found["fallback"] and found["value"] > 0
     assert registry.client(uri).get_model_version(version.name, version.version).tags["kernel_terms"] == "true"
+
+
+def test_pooled_sources_bring_their_own_kernel_terms(tmp_path, monkeypatch):
+    """A pooled model that reads kernel terms joins to each source's rows the terms of that source's own kernel
+    predictors (a kernel sum on TFLite is not one on TensorFlow), and fits on them."""
+    import shutil
+    from pathlib import Path
+
+    from perfpred.data import measurements
+    from perfpred.model import pooled
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "conf", tmp_path / "conf")
+    monkeypatch.setenv("PERFPRED_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    rows = 40
+    base = _terms(rows).assign(model=[f"net{i}_{32 * (1 + i % 3)}" for i in range(rows)],
+                               input_width=[32 * (1 + i % 3) for i in range(rows)])
+    for column in estimators.schema.FEATURE_COLUMNS:
+        if column not in base:
+            base[column] = rng.uniform(1e3, 1e7, rows)
+    base["input_size"] = base["input_width"].astype(float) ** 2 * 3
+    slower = {"host-cpu-tf": 1.0, "host-cpu-tflite": 3.0}  # the source runs every kernel 3x slower
+    for target, factor in slower.items():
+        terms = base[["model", "input_width"]].assign(**{c: factor * base[c] for c in predictor.TERM_COLUMNS + predictor.GROUP_COLUMNS})
+        store.features_path(target).parent.mkdir(parents=True, exist_ok=True)
+        terms.assign(kernel_latency_ms=0.0).to_parquet(store.features_path(target))
+        table = base.drop(columns=list(predictor.TERM_COLUMNS + predictor.GROUP_COLUMNS)).assign(
+            family="net", source="test", synthetic=False, latency_ms=factor * _law(base))
+        measurements.write_table(table, tmp_path / f"data/measurements/{target}.parquet")
+    pooled._table.cache_clear()
+    try:
+        own = estimators.with_kernel_terms(estimators.training_table("host-cpu-tf", "latency"), "host-cpu-tf")
+        features = estimators.feature_columns(own)
+        assert "kernel_sum_ms" in features
+        model = pooled.PooledSVR(target="host-cpu-tf", metric="latency", sources=["host-cpu-tflite"])
+        train_rows = own.iloc[:30]
+        [(name, source, measured)] = model.source_rows(train_rows[features])
+        assert name == "host-cpu-tflite"
+        by_model = source.set_index("model")["kernel_sum_ms"]
+        mine = own.set_index("model")["kernel_sum_ms"]
+        np.testing.assert_allclose(by_model.to_numpy(), 3 * mine.loc[by_model.index].to_numpy())  # its own terms
+        assert not set(source["model"]) & set(own["model"].iloc[30:])  # held-out networks are in no source
+        model.fit(train_rows[features], train_rows["latency_ms"])
+        assert model.borrowed_rows_ == len(source)
+        predicted = model.predict(own.iloc[30:][features])
+        assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)
+    finally:
+        pooled._table.cache_clear()

@@ -15,8 +15,12 @@ import numpy as np
 import pandas as pd
 
 from perfpred.data import schema
+from perfpred.kernels.predictor import GROUP_COLUMNS, TERM_COLUMNS
 from perfpred.model import hardware
-from perfpred.model.estimators import _base_classes
+from perfpred.model.estimators import _base_classes, with_kernel_terms
+
+#: Kernel-term columns (perfpred.kernels): per target, so a source's are joined from its own kernel predictors.
+KERNEL_COLUMNS: tuple[str, ...] = TERM_COLUMNS + GROUP_COLUMNS
 
 #: Columns that name a network across tables (the Jetson files and the zoo describe the same CNN with the same numbers).
 NETWORK_KEY: tuple[str, ...] = ("input_size", "params")
@@ -93,10 +97,13 @@ class PooledRegressor(*_base_classes()):
         names = self.sources if self.sources is not None else self.default_sources()
         held = held_out_keys(self.target, self.metric, training_features) if self.target and training_features is not None else set()
         rows = []
+        kernel_terms = training_features is not None and bool(set(training_features.columns) & set(KERNEL_COLUMNS))
         for name in names:
             if name == self.target:
                 continue
             table = _table(name, self.metric)
+            if kernel_terms:  # each source with its own kernel terms (its kernel predictors), as the own rows have theirs
+                table = with_kernel_terms(table, name)
             if held:
                 table = table[~network_keys(table).isin(held)]
             rows.append((name, table, table[column].to_numpy("float64")))
