@@ -133,6 +133,22 @@ def test_the_prior_recovers_a_roofline_and_predicts_held_out_kernels():
     assert error.max() < 0.02
 
 
+def test_inside_a_model_a_kernel_sheds_the_call_and_what_feeding_and_fetching_its_tensors_cost():
+    """A one-kernel model pays its call (the prior's constant) and moves its tensors in and out; per MB, what an
+    element-wise (`unary`) kernel costs alone says how much. Inside a model neither is paid per kernel."""
+    conv = _roofline_table(30, 0)
+    unary = _roofline_table(30, 3).assign(kind="unary")
+    unary["latency_ms"] = 0.02 + (unary["bytes_read"] + unary["bytes_written"]) / 1e6 * 0.03  # moving tensors only
+    model = predictor.KernelModel("t", predictor.fit_kinds(pd.concat([conv, unary], ignore_index=True)))
+    assert model.io_ms_per_mb == pytest.approx(0.03, rel=1e-3)
+    kernel = detector.Kernel("conv", ["c"], (32, 32, 16), (32, 32, 16), 16, 16, flops=4_000_000, bytes_read=600_000,
+                             bytes_written=400_000)
+    alone = model.regressors["conv"].predict(pd.DataFrame([kernel.features()]))[0]
+    inside = model.kernel_latencies([kernel])[0]
+    assert inside == pytest.approx(alone - 0.02 - 0.03 * 1.0, rel=1e-2)  # 1 MB moved
+    assert predictor.KernelModel("t", predictor.fit_kinds(conv)).io_ms_per_mb == 0.0  # no unary kernels: nothing
+
+
 def test_worst_configurations_names_the_outlier():
     table = _roofline_table(20, 2)
     table.loc[5, "latency_ms"] *= 5
