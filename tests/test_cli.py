@@ -53,7 +53,7 @@ def test_train_and_tune_help_name_their_overrides(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "algorithm=lasso"], "unknown algorithm 'lasso': known algorithms are ens, ens_kernels, kernels, mlp, poly, pooled, pooled_ens, pooled_ens_kernels, pooled_svr, rf, svr, xgb"),
+        (["train", "algorithm=lasso"], "unknown algorithm 'lasso': known algorithms are blend_kernels, ens, ens_kernels, kernels, mlp, poly, pooled, pooled_ens, pooled_ens_kernels, pooled_svr, rf, svr, xgb"),
         (["train", "-m", "metric=latency,energy"], "unknown metric 'energy'"),
         (["train", "train.sedes=2"], "unknown setting 'train.sedes': known train settings are"),
         (["tune", "colour=red"], "unknown setting 'colour'"),

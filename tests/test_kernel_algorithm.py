@@ -286,3 +286,40 @@ def test_pooled_sources_bring_their_own_kernel_terms(tmp_path, monkeypatch):
         assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)
     finally:
         pooled._table.cache_clear()
+
+
+def test_a_geometric_blend_averages_relative_errors_and_feeds_each_member_its_columns():
+    from sklearn.linear_model import LinearRegression
+
+    table = _terms(60)
+    truth = _law(table)
+    class Scaled:  # a member off by a constant factor: `factor` times the law
+        def __init__(self, factor):
+            self.factor = factor
+
+        def get_params(self, deep=True):
+            return {"factor": self.factor}
+
+        def fit(self, features, target):
+            return self
+
+        def predict(self, features):
+            return self.factor * _law(features).to_numpy()
+
+    blend = estimators.GeometricBlend([("fast", Scaled(0.8), []), ("slow", Scaled(1.25), [])]).fit(table, truth)
+    np.testing.assert_allclose(blend.predict(table), truth, rtol=1e-9)  # sqrt(0.8 x 1.25) = 1: the truth, not 1.025 x
+    groups = list(predictor.GROUP_COLUMNS)
+    blend = estimators.GeometricBlend([("model-level", LinearRegression(), groups), ("kernels", estimators.KernelOverhead(), [])],
+                                      [1, 3]).fit(table, truth)
+    assert blend.fitted_[0][1].n_features_in_ == len(table.columns) - len(groups)  # the group sums never reached it
+    assert blend.weights_.tolist() == [0.25, 0.75]
+    with pytest.raises(ValueError, match="non-negative weights"):
+        estimators.GeometricBlend([("a", LinearRegression(), [])], [1, 2]).fit(table, truth)
+
+
+def test_blend_kernels_is_built_from_its_members_as_each_trains_alone():
+    blend = train.build_estimator(train.tuned_config("host-cpu-tf", "latency", "blend_kernels")[0].algorithm,
+                                  "host-cpu-tf", "latency")
+    assert [name for name, _, _ in blend.members] == ["ens_kernels", "kernels"]
+    assert blend.members[0][2] == list(predictor.GROUP_COLUMNS) and blend.members[1][2] == []
+    assert type(blend.members[1][1]).__name__ == "KernelOverhead"

@@ -114,6 +114,8 @@ def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = T
     members = algorithm_cfg.get("members")
     if not members:
         return estimators.build(algorithm_cfg, baseline)
+    if algorithm_cfg.get("mean") == "geometric":
+        return geometric_blend(algorithm_cfg, target, metric, use_tuned)
     from sklearn.ensemble import VotingRegressor
 
     built = []
@@ -126,6 +128,23 @@ def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = T
     if weights is not None and len(weights) != len(built):
         raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: {len(weights)} weights for {len(built)} members {list(members)}")
     return VotingRegressor(built, weights=[float(w) for w in weights] if weights is not None else None)
+
+
+def geometric_blend(algorithm_cfg, target: str, metric: str, use_tuned: bool = True):
+    """An algorithm with `mean: geometric`: its members (algorithms, ensembles among them) each built as `perfpred
+    train` builds it alone and fitted on the columns it would read alone (the per-group kernel sums only for a
+    member that sets `kernel_groups`), their predictions averaged geometrically (estimators.GeometricBlend)."""
+    from perfpred.kernels.predictor import GROUP_COLUMNS
+
+    built = []
+    for member in algorithm_cfg["members"]:
+        cfg, _ = tuned_config(target, metric, str(member), use_tuned=use_tuned)
+        if cfg.algorithm.get("mean") == "geometric":
+            raise ValueError(f"blend {algorithm_cfg.get('name')!r}: member {member!r} is a geometric blend itself")
+        dropped = [] if cfg.algorithm.get("kernel_groups", False) else list(GROUP_COLUMNS)
+        built.append((str(member), build_estimator(cfg.algorithm, target, metric, use_tuned), dropped))
+    weights = algorithm_cfg.get("weights")
+    return estimators.GeometricBlend(built, [float(w) for w in weights] if weights is not None else None)
 
 
 def tuned_config(target: str, metric: str, algorithm: str, overrides=(), use_tuned: bool = True):
