@@ -121,12 +121,13 @@ class KernelModel:
         frame = pd.DataFrame([k.features() for k in kernels], columns=list(CONFIG_FIELDS))
         kinds = np.array([k.kind for k in kernels])
         out = np.zeros(len(kernels))
+        io_ms_per_mb = self.io_ms_per_mb
         for kind in set(kinds):
             regressor = self.regressors.get(kind) or self.regressors.get("other")
             if regressor is None:
                 raise ValueError(f"no kernel predictor for kind {kind!r} on {self.target}: measure its kernel zoo")
             mask = kinds == kind
-            out[mask] = regressor.predict_in_model(frame[mask], self.io_ms_per_mb)
+            out[mask] = regressor.predict_in_model(frame[mask], io_ms_per_mb)
         return out
 
     def terms(self, kernels: list[Kernel]) -> np.ndarray:

@@ -193,14 +193,21 @@ class BaselineRatioRegressor(*_base_classes()):
     def _prior(self, features: pd.DataFrame) -> np.ndarray:
         return np.maximum(self.prior_.predict(self._design(features)), self.floor_)
 
-    def fit(self, features: pd.DataFrame, target):
-        """Fit the prior, then the regressor on measured / prior."""
-        from sklearn.base import clone
+    def fit_prior(self, features: pd.DataFrame, target) -> BaselineRatioRegressor:
+        """Fit the prior alone (non-negative least squares on the `columns` and a constant)."""
         from sklearn.linear_model import LinearRegression
 
         target = np.asarray(target, dtype="float64")
         self.prior_ = LinearRegression(positive=True, fit_intercept=False).fit(self._design(features), target)
         self.floor_ = 1e-3 * float(target.min())  # a prior of 0 (every coefficient 0) would divide by 0
+        return self
+
+    def fit(self, features: pd.DataFrame, target):
+        """Fit the prior, then the regressor on measured / prior."""
+        from sklearn.base import clone
+
+        target = np.asarray(target, dtype="float64")
+        self.fit_prior(features, target)
         self.regressor_ = clone(self.regressor).fit(features, target / self._prior(features))
         return self
 
@@ -358,19 +365,22 @@ class GeometricBlend(*_base_classes()):
                              f"not {list(weights)}")
         return weights / weights.sum()
 
+    @staticmethod
+    def _columns(features: pd.DataFrame, dropped: list[str]) -> pd.DataFrame:
+        """The features a member reads: all but the ones it leaves out."""
+        return features.drop(columns=[c for c in dropped if c in features.columns])
+
     def fit(self, features: pd.DataFrame, target):
         """Fit every member on the features it reads."""
         from sklearn.base import clone
 
         self.weights_ = self._weights()
-        self.fitted_ = [(name, clone(estimator).fit(features.drop(columns=[c for c in dropped if c in features.columns]),
-                                                    target), list(dropped))
+        self.fitted_ = [(name, clone(estimator).fit(self._columns(features, dropped), target), list(dropped))
                         for name, estimator, dropped in self.members]
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """exp(sum_i w_i log(prediction_i)), in the metric's unit."""
-        logs = [np.log(np.maximum(np.asarray(estimator.predict(features.drop(
-                    columns=[c for c in dropped if c in features.columns])), dtype="float64"), 1e-12))
+        logs = [np.log(np.maximum(np.asarray(estimator.predict(self._columns(features, dropped)), dtype="float64"), 1e-12))
                 for _, estimator, dropped in self.fitted_]
         return np.exp(np.average(np.vstack(logs), axis=0, weights=self.weights_))

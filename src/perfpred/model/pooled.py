@@ -33,9 +33,12 @@ def network_keys(features: pd.DataFrame) -> pd.Series:
 
 
 @lru_cache(maxsize=32)
-def _table(target: str, metric: str) -> pd.DataFrame:
+def _table(target: str, metric: str, kernel_terms: bool = False) -> pd.DataFrame:
+    """A target's training table of the metric, read once; with `kernel_terms`, joined with its own kernel terms."""
     from perfpred.model import estimators
 
+    if kernel_terms:
+        return with_kernel_terms(_table(target, metric), target)
     return estimators.training_table(target, metric)
 
 
@@ -101,9 +104,7 @@ class PooledRegressor(*_base_classes()):
         for name in names:
             if name == self.target:
                 continue
-            table = _table(name, self.metric)
-            if kernel_terms:  # each source with its own kernel terms (its kernel predictors), as the own rows have theirs
-                table = with_kernel_terms(table, name)
+            table = _table(name, self.metric, kernel_terms)  # with terms: each source's own, as the own rows have theirs
             if held:
                 table = table[~network_keys(table).isin(held)]
             rows.append((name, table, table[column].to_numpy("float64")))
@@ -214,23 +215,18 @@ class PooledSVR(PooledRegressor):
         """The other targets of the same kind of device (same_kind_sources)."""
         return same_kind_sources(self.target, self.metric)
 
-    def _prior_design(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.column_stack([frame[list(self.baseline)].to_numpy("float64"), np.ones(len(frame))])
-
     def _fit_level(self, frame: pd.DataFrame, values: np.ndarray) -> tuple:
-        """One target's floor and prior: (shift, prior regression or None, prior floor)."""
-        from sklearn.linear_model import LinearRegression
+        """One target's floor and prior: (shift, the `svr` prior fitted on values less the shift, or None)."""
+        from perfpred.model.estimators import BaselineRatioRegressor
 
         shift = float(self.target_offset) * float(values.min())
         if not self.baseline:
-            return shift, None, 0.0
-        prior = LinearRegression(positive=True, fit_intercept=False).fit(self._prior_design(frame), values - shift)
-        return shift, prior, 1e-3 * float((values - shift).min())
+            return shift, None
+        return shift, BaselineRatioRegressor(None, list(self.baseline)).fit_prior(frame, values - shift)
 
     def _level(self, name: str, frame: pd.DataFrame) -> tuple[float, np.ndarray]:
-        shift, prior, floor = self.levels_[name]
-        scale = np.ones(len(frame)) if prior is None else np.maximum(prior.predict(self._prior_design(frame)), floor)
-        return shift, scale
+        shift, prior = self.levels_[name]
+        return shift, np.ones(len(frame)) if prior is None else prior._prior(frame)
 
     def _features(self, frame: pd.DataFrame) -> np.ndarray:
         return np.log1p(self.ratios_.transform(frame[self.columns_]).to_numpy("float64"))
