@@ -305,3 +305,33 @@ def test_pooled_svr_refuses_a_floor_outside_zero_to_one(project, board_tables):
     nano = board_tables["jetson-nano"]
     with pytest.raises(ValueError, match=r"target_offset must be in \[0, 1\)"):
         pooled.PooledSVR(target="jetson-nano", target_offset=1.5).fit(nano[["flops", "params"]], nano["latency_ms"])
+
+
+def test_a_train_run_fits_a_pooled_svr_once_for_its_own_job_and_an_ensemble_member(project, board_tables):
+    """Inside a run (fitcache.scoped) a second fit on the same rows and parameters reads the first one's state and
+    predicts the same; other rows or parameters fit anew; the folder is gone after the run; outside one, no file."""
+    from sklearn.base import clone
+    from sklearn.ensemble import VotingRegressor
+    from sklearn.linear_model import LinearRegression
+
+    from perfpred.model import fitcache, pooled
+
+    nano = board_tables["jetson-nano"]
+    features = [c for c in nano.columns if c in pooled.schema.FEATURE_COLUMNS and nano[c].notna().all()]
+    rows = nano.sample(len(nano) - 20, random_state=1)
+    svr = pooled.PooledSVR(target="jetson-nano", metric="latency", baseline=["flops"])
+    alone = clone(svr).fit(rows[features], rows["latency_ms"])
+    with fitcache.scoped() as folder:
+        first = clone(svr).fit(rows[features], rows["latency_ms"])
+        assert len(list(folder.glob("*.pkl"))) == 1
+        member = VotingRegressor([("pooled_svr", clone(svr)), ("linear", LinearRegression())], weights=[1, 0])
+        member.fit(rows[features], rows["latency_ms"])
+        assert len(list(folder.glob("*.pkl"))) == 1  # the ensemble's member read the job's fit
+        np.testing.assert_allclose(member.named_estimators_["pooled_svr"].predict(nano[features]),
+                                   first.predict(nano[features]))
+        clone(svr).set_params(C=3.0).fit(rows[features], rows["latency_ms"])
+        clone(svr).fit(rows[features].iloc[1:], rows["latency_ms"].iloc[1:])
+        assert len(list(folder.glob("*.pkl"))) == 3
+    assert not folder.exists() and fitcache.ENV not in os.environ
+    np.testing.assert_allclose(first.predict(nano[features]), alone.predict(nano[features]))
+    assert fitcache.key(svr, rows[features], rows["latency_ms"]) is None  # no run open: nothing is kept

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from perfpred import config
 from perfpred.cli import one_line
-from perfpred.model import store
+from perfpred.model import fitcache, store
 
 log = logging.getLogger("perfpred")
 
@@ -158,7 +158,11 @@ def run_hydra(argv: list[str], job: Callable, name: str) -> int:
     saved = sys.argv
     sys.argv = [f"perfpred-{name}", *arguments]
     try:
-        app()
+        if name == "train":  # the run's jobs share slow fits (an ensemble's member refits its own job's rows)
+            with fitcache.scoped():
+                app()
+        else:
+            app()
     finally:
         sys.argv = saved
     return 0

@@ -16,7 +16,7 @@ import pandas as pd
 
 from perfpred.data import schema
 from perfpred.kernels.predictor import GROUP_COLUMNS, TERM_COLUMNS
-from perfpred.model import hardware
+from perfpred.model import fitcache, hardware
 from perfpred.model.estimators import _base_classes, with_kernel_terms
 
 #: Kernel-term columns (perfpred.kernels): per target, so a source's are joined from its own kernel predictors.
@@ -247,6 +247,9 @@ class PooledSVR(PooledRegressor):
         if not 0.0 <= float(self.target_offset) < 1.0:
             raise ValueError(f"target_offset must be in [0, 1) (a fraction of the smallest value), got {self.target_offset}")
         features = pd.DataFrame(features)
+        digest = fitcache.key(self, features, target)  # an ensemble's member refits what its own job fitted
+        if fitcache.lookup(self, digest):
+            return self
         self.columns_ = list(features.columns)
         parts = []
         for name, frame, values in self.source_rows(features):
@@ -269,6 +272,7 @@ class PooledSVR(PooledRegressor):
         self.model_ = SVR(C=self.C, epsilon=self.epsilon, gamma=self.gamma, tol=self.tol).fit(
             np.vstack(designs), logs_all, sample_weight=np.concatenate(weights))
         self.borrowed_rows_ = int(len(logs_all) - len(logs[-1]))
+        fitcache.keep(self, digest)
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
