@@ -7,6 +7,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
+from perfpred.model import fitcache
 
 #: Fewer rows than this leave no meaningful 80/20 split.
 MIN_ROWS = 10
@@ -150,6 +151,7 @@ class LogTargetRegressor(*_base_classes()):
         self.margin = margin
         self.offset = offset
 
+    @fitcache.shared  # an ensemble's member refits what its own algorithm's job fitted
     def fit(self, features, target):
         """Fit on the logarithm of a positive target less the offset."""
         from sklearn.base import clone
@@ -202,6 +204,7 @@ class BaselineRatioRegressor(*_base_classes()):
         self.floor_ = 1e-3 * float(target.min())  # a prior of 0 (every coefficient 0) would divide by 0
         return self
 
+    @fitcache.shared  # an ensemble's member refits what its own algorithm's job fitted
     def fit(self, features: pd.DataFrame, target):
         """Fit the prior, then the regressor on measured / prior."""
         from sklearn.base import clone
@@ -331,6 +334,7 @@ class KernelOverhead(*_base_classes()):
                              "features: the target needs kernel predictors (`perfpred kernel-train`)")
         return np.column_stack([features[columns].to_numpy("float64"), np.ones(len(features))])
 
+    @fitcache.shared  # an ensemble's member refits what its own algorithm's job fitted
     def fit(self, features: pd.DataFrame, target):
         """The non-negative coefficients, per-group factors shrunk by cross-validation on the training rows."""
         from perfpred.kernels.predictor import fit_overhead_shrunk

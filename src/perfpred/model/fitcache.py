@@ -1,14 +1,16 @@
 """Fits shared by the jobs of one `perfpred train` run: an estimator whose fit is slow and deterministic fits once.
 
-An ensemble refits its members on the same rows as the members' own jobs (`pooled_ens` holds `pooled_svr`), so
-over one run the same fit (same class, parameters, rows, order, values) comes back for every seed, family fold and
-test domain. `perfpred train` opens a cache folder for the run (`scoped`) and removes it at the end; estimators
-look their fitted state up by a hash of what their fit reads (`lookup`, `keep`). Nothing outlives the run, so a
+An ensemble refits its members on the same rows as the members' own jobs (`ens` holds `svr` and `xgb`, `pooled_ens`
+holds `pooled_svr`, `blend_kernels` holds `ens_kernels` and `kernels`), so over one run the same fit (same class,
+parameters, rows, order, values) comes back for every seed, family fold and test domain. `perfpred train` opens a
+cache folder for the run (`scoped`) and removes it at the end; an estimator whose `fit` is decorated with `shared`
+looks its fitted state up by a hash of what its fit reads (`key`: class, parameters, rows). Nothing outlives the run, so a
 changed table or code can never be read back; outside a run (no folder open) nothing is cached.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -42,17 +44,67 @@ def scoped(parent: Path | None = None) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def key(estimator, features: pd.DataFrame, target) -> str | None:
-    """The hash of an estimator's class, parameters and training rows (index, columns, values); None outside a run."""
+class Uncacheable(Exception):
+    """A parameter whose value has no stable text (an object known only by its address): the fit is not cached."""
+
+
+def signature(value) -> object:
+    """A canonical, exact description of a parameter value: estimators by class and parameters (recursively, not
+    scikit-learn's repr, which elides the middle of long ones), containers item by item, arrays and tables by hash."""
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        params = value.get_params(deep=False)
+        return (f"{type(value).__module__}.{type(value).__qualname__}",
+                tuple((name, signature(params[name])) for name in sorted(params)))
+    if isinstance(value, pd.DataFrame | pd.Series):
+        return ("table", tuple(map(str, value.columns if isinstance(value, pd.DataFrame) else [value.name])),
+                pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes().hex())
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest())
+    if isinstance(value, dict):
+        return ("dict", tuple((repr(k), signature(value[k])) for k in sorted(value, key=repr)))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(signature(item) for item in value))
+    if callable(value) and hasattr(value, "__qualname__") or isinstance(value, np.ufunc):
+        return ("callable", getattr(value, "__module__", None), getattr(value, "__qualname__", value.__name__))
+    text = repr(value)
+    if " at 0x" in text:
+        raise Uncacheable(text)
+    return text
+
+
+def key(estimator, features, target) -> str | None:
+    """The hash of an estimator's class, parameters and training rows (index, columns, values); None outside a run or
+    for an estimator with a parameter that has no stable description."""
     if not os.environ.get(ENV):
         return None
-    digest = hashlib.sha256()
-    digest.update(f"{type(estimator).__module__}.{type(estimator).__qualname__}".encode())
-    digest.update(repr(sorted(estimator.get_params(deep=False).items())).encode())
+    try:
+        described = repr(signature(estimator))
+    except Uncacheable:
+        return None
+    features = features if isinstance(features, pd.DataFrame) else pd.DataFrame(np.asarray(features))
+    digest = hashlib.sha256(described.encode())
     digest.update(repr([(str(c), str(t)) for c, t in features.dtypes.items()]).encode())
     digest.update(pd.util.hash_pandas_object(features, index=True).to_numpy().tobytes())
     digest.update(np.ascontiguousarray(np.asarray(target, dtype="float64")).tobytes())
     return digest.hexdigest()
+
+
+def shared(fit):
+    """Decorate an estimator's `fit(features, target)`: inside a run, a fit already done on the same rows with the
+    same parameters is read back instead of done again (a fit with other arguments, e.g. sample weights, is done)."""
+
+    @functools.wraps(fit)
+    def wrapper(self, features, target, *args, **kwargs):
+        if args or kwargs:
+            return fit(self, features, target, *args, **kwargs)
+        digest = key(self, features, target)
+        if lookup(self, digest):
+            return self
+        fitted = fit(self, features, target)
+        keep(self, digest)
+        return fitted
+
+    return wrapper
 
 
 def _path(digest: str) -> Path:

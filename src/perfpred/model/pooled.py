@@ -235,6 +235,7 @@ class PooledSVR(PooledRegressor):
         identity = [self.identity_scale * float(name == other) for other in self.targets_]
         return np.hstack([self.scaler_.transform(self._features(frame)), np.tile(identity, (len(frame), 1))])
 
+    @fitcache.shared  # pooled_ens's member refits what pooled_svr's own job fitted
     def fit(self, features: pd.DataFrame, target) -> PooledSVR:
         """Fit on the own target's rows (weighted `own_weight`) and the sources' complete rows."""
         from sklearn.preprocessing import StandardScaler
@@ -247,9 +248,6 @@ class PooledSVR(PooledRegressor):
         if not 0.0 <= float(self.target_offset) < 1.0:
             raise ValueError(f"target_offset must be in [0, 1) (a fraction of the smallest value), got {self.target_offset}")
         features = pd.DataFrame(features)
-        digest = fitcache.key(self, features, target)  # an ensemble's member refits what its own job fitted
-        if fitcache.lookup(self, digest):
-            return self
         self.columns_ = list(features.columns)
         parts = []
         for name, frame, values in self.source_rows(features):
@@ -272,7 +270,6 @@ class PooledSVR(PooledRegressor):
         self.model_ = SVR(C=self.C, epsilon=self.epsilon, gamma=self.gamma, tol=self.tol).fit(
             np.vstack(designs), logs_all, sample_weight=np.concatenate(weights))
         self.borrowed_rows_ = int(len(logs_all) - len(logs[-1]))
-        fitcache.keep(self, digest)
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
