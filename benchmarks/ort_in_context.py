@@ -200,39 +200,55 @@ def family_out(nodes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(results)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=30, help="profiled runs per model (after 5 unprofiled)")
-    parser.add_argument("--out", type=Path, help="also write the node table (parquet) and the figures (json) here")
-    parser.add_argument("--nodes", type=Path, help="read this node table (an earlier --out's nodes.parquet) instead of profiling")
-    args = parser.parse_args()
-    nodes = pd.read_parquet(args.nodes) if args.nodes else profiled_zoo(args.runs)
-    if args.out:  # written first: the profiling is the slow part
-        args.out.mkdir(parents=True, exist_ok=True)
-        nodes.to_parquet(args.out / "nodes.parquet")
-    coverage = nodes.groupby("model").agg(node_sum=("ms", "sum"), wall=("profiled_wall_ms", "first"))
-    share = coverage["node_sum"] / coverage["wall"]
-    print(f"{nodes['model'].nunique()} models, {len(nodes)} nodes; nodes cover {100 * share.median():.0f} % of a "
-          f"model's profiled time (p10 {100 * share.quantile(0.1):.0f} %, p90 {100 * share.quantile(0.9):.0f} %)")
-    kinds = alone_vs_inside(nodes)
-    print("\nin-model node time / alone-trained prediction of the same configuration, per kind:")
+def arguments(doc: str, runs: int, table: str) -> argparse.Namespace:
+    """The options of both in-context benchmarks."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=runs, help="profiled runs per model (after 5 unprofiled)")
+    parser.add_argument("--out", type=Path, help=f"also write the {table} table (parquet) and the figures (json) here")
+    parser.add_argument("--nodes", type=Path, help=f"read this {table} table (an earlier --out's) instead of profiling")
+    return parser.parse_args()
+
+
+def report(table: pd.DataFrame, target: str, out: Path | None, figures: dict) -> None:
+    """Print alone vs inside per kind and the leave-one-family-out figures; with `out`, write them to figures.json."""
+    kinds = alone_vs_inside(table, target)
+    print("\nin-model time / alone-trained prediction of the same configurations, summed per kind:")
     print(kinds.round(2).to_string(index=False))
-    held = family_out(nodes)
+    held = family_out(table)
     ape = 100 * np.abs(held["predicted_ms"] / held["latency_ms"] - 1)
     ceiling = 100 * np.abs(held["ceiling_ms"] / held["latency_ms"] - 1)
-    summary = json.loads((config.path("kernels") / "predictors" / "summary.json").read_text())[TARGET]
+    summary = json.loads((config.path("kernels") / "predictors" / "summary.json").read_text())[target]
     print(f"\nleave-one-family-out, {len(held)} models: kernels trained inside models {ape.mean():.1f} % MAPE, "
-          f"{100 * (ape <= 10).mean():.0f} % within 10 %; ceiling (own profiled node sum) {ceiling.mean():.1f} %, "
+          f"{100 * (ape <= 10).mean():.0f} % within 10 %; ceiling (own profiled sum) {ceiling.mean():.1f} %, "
           f"{100 * (ceiling <= 10).mean():.0f} % within 10 %; committed kernel model (alone-trained) "
           f"{summary['model_mape_unseen_family']:.1f} %, {summary['model_within_10pct_unseen_family']:.0f} % within 10 %")
     per_family = held.assign(ape=ape).groupby("family")["ape"].agg(["count", "mean"]).sort_values("mean", ascending=False)
     print(per_family.round(1).to_string())
+    if out:
+        (out / "figures.json").write_text(json.dumps(figures | {
+            "models": int(table["model"].nunique()), "rows": len(table), "kinds": kinds.to_dict(orient="records"),
+            "family_out_mape": float(ape.mean()), "family_out_within_10": float((ape <= 10).mean()),
+            "ceiling_mape": float(ceiling.mean()), "committed_family_out_mape": summary["model_mape_unseen_family"]},
+            indent=1))
+
+
+def profiled_table(args: argparse.Namespace, profile_zoo, name: str) -> pd.DataFrame:
+    """The table of --nodes, or the zoo profiled now; written to --out/<name> first (profiling is the slow part)."""
+    table = pd.read_parquet(args.nodes) if args.nodes else profile_zoo(args.runs)
     if args.out:
-        (args.out / "figures.json").write_text(json.dumps({
-            "models": int(nodes["model"].nunique()), "nodes": len(nodes), "coverage_median": float(share.median()),
-            "kinds": kinds.to_dict(orient="records"), "family_out_mape": float(ape.mean()),
-            "family_out_within_10": float((ape <= 10).mean()), "ceiling_mape": float(ceiling.mean()),
-            "committed_family_out_mape": summary["model_mape_unseen_family"]}, indent=1))
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(args.out / name)
+    return table
+
+
+def main() -> int:
+    args = arguments(__doc__, 30, "node")
+    nodes = profiled_table(args, profiled_zoo, "nodes.parquet")
+    coverage = nodes.groupby("model").agg(node_sum=("ms", "sum"), wall=("profiled_wall_ms", "first"))
+    share = coverage["node_sum"] / coverage["wall"]
+    print(f"{nodes['model'].nunique()} models, {len(nodes)} nodes; nodes cover {100 * share.median():.0f} % of a "
+          f"model's profiled time (p10 {100 * share.quantile(0.1):.0f} %, p90 {100 * share.quantile(0.9):.0f} %)")
+    report(nodes, TARGET, args.out, {"coverage_median": float(share.median())})
     return 0
 
 

@@ -24,7 +24,6 @@ come before this can teach a kernel predictor.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import re
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from ort_in_context import alone_vs_inside, family_out
+from ort_in_context import arguments, profiled_table, report
 
 from perfpred import config
 
@@ -114,40 +113,16 @@ def profiled_zoo(runs: int) -> pd.DataFrame:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=20, help="profiled calls per model (after 5 unprofiled)")
-    parser.add_argument("--out", type=Path, help="also write the kernel table (parquet) and the figures (json) here")
-    parser.add_argument("--nodes", type=Path, help="read this kernel table (an earlier --out's kernels.parquet) instead of profiling")
-    args = parser.parse_args()
-    kernels = pd.read_parquet(args.nodes) if args.nodes else profiled_zoo(args.runs)
-    if args.out:  # written first: the profiling is the slow part
-        args.out.mkdir(parents=True, exist_ok=True)
-        kernels.to_parquet(args.out / "kernels.parquet")
+    args = arguments(__doc__, 20, "kernel")
+    kernels = profiled_table(args, profiled_zoo, "kernels.parquet")
     models = kernels.groupby("model").agg(claimed=("ms", "sum"), unclaimed=("unclaimed_ms", "first"),
                                           latency=("latency_ms", "first"))
     share = models["claimed"] / (models["claimed"] + models["unclaimed"])
+    traced = (models["claimed"] + models["unclaimed"]).div(models["latency"])
     print(f"{kernels['model'].nunique()} models, {len(kernels)} kernels; the kernels' layers claim {100 * share.median():.0f} % "
           f"of the profiled op time (p10 {100 * share.quantile(0.1):.0f} %); op time / measured latency, median "
-          f"{(models['claimed'] + models['unclaimed']).div(models['latency']).median():.2f}")
-    kinds = alone_vs_inside(kernels, TARGET)
-    print("\nin-model kernel time / alone-trained prediction of the same kernel, per kind:")
-    print(kinds.round(2).to_string(index=False))
-    held = family_out(kernels)
-    ape = 100 * np.abs(held["predicted_ms"] / held["latency_ms"] - 1)
-    ceiling = 100 * np.abs(held["ceiling_ms"] / held["latency_ms"] - 1)
-    summary = json.loads((config.path("kernels") / "predictors" / "summary.json").read_text())[TARGET]
-    print(f"\nleave-one-family-out, {len(held)} models: kernels trained inside models {ape.mean():.1f} % MAPE, "
-          f"{100 * (ape <= 10).mean():.0f} % within 10 %; ceiling (own profiled kernel sum) {ceiling.mean():.1f} %, "
-          f"{100 * (ceiling <= 10).mean():.0f} % within 10 %; committed kernel model (alone-trained) "
-          f"{summary['model_mape_unseen_family']:.1f} %, {summary['model_within_10pct_unseen_family']:.0f} % within 10 %")
-    print(held.assign(ape=ape).groupby("family")["ape"].agg(["count", "mean"]).sort_values("mean", ascending=False)
-          .round(1).to_string())
-    if args.out:
-        (args.out / "figures.json").write_text(json.dumps({
-            "models": int(kernels["model"].nunique()), "kernels": len(kernels), "claimed_median": float(share.median()),
-            "kinds": kinds.to_dict(orient="records"), "family_out_mape": float(ape.mean()),
-            "family_out_within_10": float((ape <= 10).mean()), "ceiling_mape": float(ceiling.mean()),
-            "committed_family_out_mape": summary["model_mape_unseen_family"]}, indent=1))
+          f"{traced.median():.2f} (p10 {traced.quantile(0.1):.2f}, p90 {traced.quantile(0.9):.2f})")
+    report(kernels, TARGET, args.out, {"claimed_median": float(share.median()), "traced_over_measured": float(traced.median())})
     return 0
 
 
