@@ -26,17 +26,29 @@ def test_an_ensemble_member_reads_its_own_jobs_fit_and_nothing_else_is_shared(ro
     svr = estimators.BaselineRatioRegressor(estimators.regression_pipeline(SVR(C=10.0, epsilon=0.02)), ["flops"])
     alone = clone(svr).fit(features, target)
     with fitcache.scoped() as folder:
+        clone(svr).fit(features, target)
+        assert not list(folder.glob("*.pkl"))  # nothing declared wanted: nothing kept
+        fitcache.want(svr)  # an ensemble of the run holds it
         job = clone(svr).fit(features, target)
         files = set(folder.glob("*.pkl"))
-        assert files  # the ratio model and its log-target regressor
-        ensemble = VotingRegressor([("svr", clone(svr)), ("other", clone(svr).set_params(columns=["params"]))]).fit(features, target)
-        assert set(folder.glob("*.pkl")) > files  # the member with other parameters was fitted and kept
+        assert len(files) == 2  # the ratio model and its log-target regressor
+        other = estimators.BaselineRatioRegressor(estimators.regression_pipeline(SVR(C=1.0)), ["params"])
+        ensemble = VotingRegressor([("svr", clone(svr)), ("other", other)]).fit(features, target)
+        assert set(folder.glob("*.pkl")) == files  # the member read the job's fit; the other is not wanted
         np.testing.assert_allclose(ensemble.named_estimators_["svr"].predict(features), job.predict(features))
-        before = set(folder.glob("*.pkl"))
-        clone(svr).fit(features.iloc[:-1], target[:-1])  # other rows: fitted anew
-        assert set(folder.glob("*.pkl")) > before
+        clone(svr).fit(features.iloc[:-1], target[:-1])  # other rows: fitted anew (and kept, being wanted)
+        assert len(set(folder.glob("*.pkl"))) == 4
     assert not folder.exists()
     np.testing.assert_allclose(job.predict(features), alone.predict(features))
+
+
+def test_only_members_of_the_runs_ensembles_are_wanted():
+    from perfpred.model import fitcache
+
+    algorithms = ["poly", "svr", "rf", "xgb", "ens", "pooled_svr", "pooled_ens", "ens_kernels", "kernels", "blend_kernels"]
+    assert [a for a in algorithms if fitcache.is_member(a, algorithms)] == ["svr", "xgb", "pooled_svr", "ens_kernels",
+                                                                             "kernels"]
+    assert not fitcache.is_member("svr", ["svr", "xgb"])  # no ensemble in the run: nothing to keep
 
 
 def test_parameters_are_described_exactly_or_not_cached():

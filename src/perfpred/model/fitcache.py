@@ -4,7 +4,9 @@ An ensemble refits its members on the same rows as the members' own jobs (`ens` 
 holds `pooled_svr`, `blend_kernels` holds `ens_kernels` and `kernels`), so over one run the same fit (same class,
 parameters, rows, order, values) comes back for every seed, family fold and test domain. `perfpred train` opens a
 cache folder for the run (`scoped`) and removes it at the end; an estimator whose `fit` is decorated with `shared`
-looks its fitted state up by a hash of what its fit reads (`key`: class, parameters, rows). Nothing outlives the run, so a
+looks its fitted state up by a hash of what its fit reads (`key`: class, parameters, rows). Only the fits of an
+algorithm that is a member of another one in the run are kept (`want`, called by train.evaluate): the others would
+be written for nothing (a random forest's fits take about 2 GB over the train stage). Nothing outlives the run, so a
 changed table or code can never be read back; outside a run (no folder open) nothing is cached.
 """
 
@@ -27,6 +29,8 @@ from perfpred.atomic import replace_file
 
 #: The environment variable that names the run's cache folder (inherited by the sweep's worker processes).
 ENV = "PERFPRED_FIT_CACHE"
+#: The file of the run's folder that lists the estimators whose fits are kept (hashes of their signatures).
+WANTED = "wanted.txt"
 
 
 @contextmanager
@@ -72,14 +76,25 @@ def signature(value) -> object:
     return text
 
 
-def key(estimator, features, target) -> str | None:
+def _described(estimator) -> str | None:
+    """The exact text of an estimator's class and parameters (signature); None when it has none."""
+    try:
+        return repr(signature(estimator))
+    except Uncacheable:
+        return None
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def key(estimator, features, target, described: str | None = None) -> str | None:
     """The hash of an estimator's class, parameters and training rows (index, columns, values); None outside a run or
     for an estimator with a parameter that has no stable description."""
     if not os.environ.get(ENV):
         return None
-    try:
-        described = repr(signature(estimator))
-    except Uncacheable:
+    described = described if described is not None else _described(estimator)
+    if described is None:
         return None
     features = features if isinstance(features, pd.DataFrame) else pd.DataFrame(np.asarray(features))
     digest = hashlib.sha256(described.encode())
@@ -89,19 +104,56 @@ def key(estimator, features, target) -> str | None:
     return digest.hexdigest()
 
 
+def _estimators(value) -> list:
+    """An estimator and every estimator among its parameters, recursively (an ensemble's members, a wrapper's inner)."""
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        return [value, *(found for param in value.get_params(deep=False).values() for found in _estimators(param))]
+    if isinstance(value, list | tuple):
+        return [found for item in value for found in _estimators(item)]
+    return []
+
+
+def want(estimator) -> None:
+    """Declare that the fits of `estimator` (and of the estimators inside it) will be asked for again in this run, by
+    an ensemble whose member it is: only such fits are kept (a random forest's state is megabytes per fit)."""
+    folder = os.environ.get(ENV)
+    if not folder or not Path(folder).is_dir():
+        return
+    hashes = [_hash(text) for text in map(_described, _estimators(estimator)) if text is not None]
+    with open(Path(folder) / WANTED, "a") as handle:
+        handle.write("".join(f"{h}\n" for h in hashes))
+
+
+def _wanted(described: str | None) -> bool:
+    path = Path(os.environ.get(ENV, "")) / WANTED
+    return described is not None and bool(os.environ.get(ENV)) and path.exists() and \
+        _hash(described) in path.read_text().split()
+
+
+def is_member(algorithm: str, algorithms) -> bool:
+    """Whether `algorithm` is a member of one of `algorithms` (their conf/algorithm/ `members:`)."""
+    from perfpred import config
+
+    return any(algorithm in (config.group_option("algorithm", str(name)).get("members") or []) for name in algorithms
+               if str(name) != algorithm)
+
+
 def shared(fit):
-    """Decorate an estimator's `fit(features, target)`: inside a run, a fit already done on the same rows with the
-    same parameters is read back instead of done again (a fit with other arguments, e.g. sample weights, is done)."""
+    """Decorate an estimator's `fit(features, target)`: inside a run, a fit already kept for the same rows and
+    parameters is read back instead of done again; a fit is kept when its estimator was declared wanted (`want`).
+    A fit with other arguments (sample weights) is always done."""
 
     @functools.wraps(fit)
     def wrapper(self, features, target, *args, **kwargs):
-        if args or kwargs:
+        if args or kwargs or not os.environ.get(ENV):
             return fit(self, features, target, *args, **kwargs)
-        digest = key(self, features, target)
+        described = _described(self)
+        digest = key(self, features, target, described)
         if lookup(self, digest):
             return self
         fitted = fit(self, features, target)
-        keep(self, digest)
+        if _wanted(described):
+            keep(self, digest)
         return fitted
 
     return wrapper

@@ -21,7 +21,7 @@ import pandas as pd
 from perfpred import config
 from perfpred.data import schema
 from perfpred.kernels.predictor import TERM_COLUMNS as KERNEL_TERMS
-from perfpred.model import crossboard, domains, estimators, jobs, sweep
+from perfpred.model import crossboard, domains, estimators, fitcache, jobs, sweep
 from perfpred.serve.predictor import Predictor
 
 HYDRA_APP = True
@@ -51,6 +51,8 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         raise ValueError(f"{target}-{metric}: no feature column is complete in its {len(table)} rows")
     estimator = build_estimator(algorithm_cfg, target, metric, bool(settings.get("use_tuned", True)))
     estimator = crossboard.wrap(estimator, target, metric, table, estimators.metric_option(metric, "borrow_from", []))
+    if fitcache.is_member(str(algorithm_cfg["name"]), settings.get("algorithms") or []):
+        fitcache.want(estimator)  # an ensemble of this run refits it on the same rows: keep its fits (perfpred.model.fitcache)
     X, y = table[features], table[column].to_numpy("float64")
     if settings.get("executor", "local") == "ray":  # blocks of seeds as Ray tasks on a cluster (conf/train/)
         from perfpred.model import ray_sweep
