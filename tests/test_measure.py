@@ -253,3 +253,28 @@ def test_the_readme_measure_example_runs(tmp_path, monkeypatch, capsys):
     row = json.loads(capsys.readouterr().out)
     assert (row["model"], row["input_width"], row["target"], row["status"]) == (
         "MobileNetV2-a1.0_160", 160, "host-cpu-tflite", "ok")
+
+
+def test_the_process_tree_walk_survives_a_process_that_ends_during_it(monkeypatch):
+    """A worker can exit between being listed as a child and its /proc entry being read: the walk keeps the rest."""
+    import os
+    import subprocess
+
+    from perfpred.measure import agent
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in agent._process_tree(os.getpid())
+        listdir = os.listdir
+
+        def gone(path):  # the child's /proc entry vanishes as the walk reaches it
+            if path == f"/proc/{child.pid}/task":
+                raise FileNotFoundError(path)
+            return listdir(path)
+
+        monkeypatch.setattr(agent.os, "listdir", gone)
+        tree = agent._process_tree(os.getpid())
+        assert tree[0] == os.getpid() and child.pid in tree
+    finally:
+        child.kill()
+        child.wait()

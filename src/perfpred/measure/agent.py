@@ -271,7 +271,11 @@ def _process_tree(pid: int) -> list[int]:
     tree, stack = [], [pid]
     while stack:
         tree.append(stack.pop())
-        for tid in os.listdir(f"/proc/{tree[-1]}/task") if os.path.isdir(f"/proc/{tree[-1]}/task") else []:
+        try:
+            threads = os.listdir(f"/proc/{tree[-1]}/task")
+        except OSError:  # the process ended while the tree was walked (checking first would race with its exit)
+            threads = []
+        for tid in threads:
             stack += [int(c) for c in (_read_text(f"/proc/{tree[-1]}/task/{tid}/children") or "").split()]
     return tree
 
