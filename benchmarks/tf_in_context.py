@@ -11,15 +11,16 @@ predictor would learn from instead of kernels measured alone; the leave-one-fami
 KernelRegressor and the same map as the ONNX Runtime benchmark (kernel sum and kernel count to latency, least
 squares on relative error).
 
-Found on 2026-11-30 (98 zoo models, 9,080 kernels, 20 profiled calls each, 2.7 min): on TensorFlow the trace does
-not yet account for a model's time, so the method's ceiling is poor (38.7 % MAPE through the map, against 4.0 % on
-ONNX Runtime) and its family-out figure (45.3 %) says nothing about in-model training data:
-- ConvNeXt's op events sum to 0.15 of its measured latency: its 7x7 depthwise convolutions run as an XLA executable
+Found on 2026-11-30 (98 zoo models, 9,080 kernels, 20 profiled calls each on one intra-op thread, 3 min): on
+TensorFlow the trace does not yet account for a model's time. A model's traced op time is 0.82 of its measured
+latency (median; p10 0.57, p90 1.00), the method's ceiling through the map is 46.5 % MAPE (against 4.0 % on ONNX
+Runtime), and the family-out figure (50.8 %) says nothing yet about in-model training data:
+- ConvNeXt's op events sum to 0.15 of its latency: its 7x7 depthwise convolutions run as an XLA executable
   (`CpuExecutable::ExecuteAsyncOnStream`, `convolution.1` events without a layer scope), which this attribution skips;
-- NASNet's sum to 3.5x: the profiler's cost per traced op dominates a model of thousands of small ops;
-- the profiled calls here do not pin one intra-op thread as the harness does.
-Attributing XLA clusters to their layers and taking the per-op cost off (as the node count does on ONNX Runtime)
-come before this can teach a kernel predictor.
+- the synthetic networks (basic_model, 99.7 % family-out) and NASNet (93.6 %) are many small ops, where the time
+  between op events (the executor's own work) is most of the model and the trace does not show it.
+Attributing XLA clusters to their layers and the executor's time between ops come before this can teach a kernel
+predictor. (Unpinned, the first run of this benchmark gave a ceiling of 38.7 %: two threads hid part of the gap.)
 """
 
 from __future__ import annotations
@@ -86,11 +87,14 @@ def profiled_zoo(runs: int) -> pd.DataFrame:
     """Every detected kernel of every measured zoo model, with its in-model time from the profile."""
     import warnings
 
+    import tensorflow as tf
     from tqdm import tqdm
 
     from perfpred.features import descriptors
     from perfpred.kernels import detector
 
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # as the harness runs the target (before any op runs)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     rules = detector.fusion_rules(TARGET)
     table = pd.read_parquet(config.path("measurements") / f"{TARGET}.parquet")
     table = table[table["status"] == "ok"]
