@@ -148,12 +148,13 @@ def shared(fit):
         if args or kwargs or not os.environ.get(ENV):
             return fit(self, features, target, *args, **kwargs)
         described = _described(self)
+        if not _wanted(described):  # only wanted estimators' fits are ever kept: nothing to look up, nothing to keep
+            return fit(self, features, target)
         digest = key(self, features, target, described)
         if lookup(self, digest):
             return self
         fitted = fit(self, features, target)
-        if _wanted(described):
-            keep(self, digest)
+        keep(self, digest)
         return fitted
 
     return wrapper
