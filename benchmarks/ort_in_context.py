@@ -183,25 +183,42 @@ def relative_map(sums: np.ndarray, counts: np.ndarray, latency_ms: np.ndarray) -
     return np.linalg.lstsq(design * weights[:, None], latency_ms * weights, rcond=None)[0]
 
 
+def per_model(nodes: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: family, measured latency, the sum of its nodes' profiled times and its node count."""
+    return nodes.groupby("model").agg(family=("family", "first"), latency_ms=("latency_ms", "first"),
+                                      node_sum_ms=("ms", "sum"), nodes=("ms", "size"))
+
+
+def model_map(models: pd.DataFrame) -> np.ndarray:
+    """relative_map fitted on per_model rows."""
+    return relative_map(models["node_sum_ms"].to_numpy(), models["nodes"].to_numpy(), models["latency_ms"].to_numpy())
+
+
+def kind_regressors(nodes: pd.DataFrame) -> dict[str, KernelRegressor]:
+    """A KernelRegressor per kind with 3 nodes or more, on the nodes that took time (a no-op teaches no time per FLOP)."""
+    timed = nodes[nodes["ms"] > 0]
+    return {kind: KernelRegressor(0).fit(rows, rows["ms"].to_numpy()) for kind, rows in timed.groupby("kind") if len(rows) >= 3}
+
+
+def predict_nodes(regressors: dict[str, KernelRegressor], nodes: pd.DataFrame) -> pd.Series:
+    """Each node's predicted in-model time (ms): its kind's regressor, else `other`'s, else 0 (a kind no training
+    node has, and no `other` kind)."""
+    predicted = pd.Series(0.0, index=nodes.index)
+    for kind, rows in nodes.groupby("kind"):
+        regressor = regressors.get(kind) or regressors.get("other")
+        if regressor is not None:
+            predicted[rows.index] = regressor.predict(rows[list(CONFIG_FIELDS)])
+    return predicted
+
+
 def family_out(nodes: pd.DataFrame) -> pd.DataFrame:
     """Each family left out: per-kind KernelRegressor on the other families' nodes, node sums mapped to latency."""
-    models = nodes.groupby("model").agg(family=("family", "first"), latency_ms=("latency_ms", "first"),
-                                        node_sum_ms=("ms", "sum"), nodes=("ms", "size"))
+    models = per_model(nodes)
     results = []
     for family in models["family"].unique():
-        train_nodes = nodes[(nodes["family"] != family) & (nodes["ms"] > 0)]  # a no-op (0 ms) teaches no time per FLOP
         test_nodes = nodes[nodes["family"] == family]
-        regressors = {kind: KernelRegressor(0).fit(rows, rows["ms"].to_numpy())
-                      for kind, rows in train_nodes.groupby("kind") if len(rows) >= 3}
-        predicted = pd.Series(0.0, index=test_nodes.index)
-        for kind, rows in test_nodes.groupby("kind"):
-            regressor = regressors.get(kind) or regressors.get("other")
-            if regressor is not None:  # a kind no other family has and no `other` kind: it counts 0 ms
-                predicted[rows.index] = regressor.predict(rows[list(CONFIG_FIELDS)])
-        sums = predicted.groupby(test_nodes["model"]).sum()
-        train_models = models[models["family"] != family]
-        coefficients = relative_map(train_models["node_sum_ms"].to_numpy(), train_models["nodes"].to_numpy(),
-                                    train_models["latency_ms"].to_numpy())
+        sums = predict_nodes(kind_regressors(nodes[nodes["family"] != family]), test_nodes).groupby(test_nodes["model"]).sum()
+        coefficients = model_map(models[models["family"] != family])
         for name, predicted_sum in sums.items():
             own = models.loc[name]
             results.append({"model": name, "family": family, "latency_ms": own["latency_ms"],
@@ -218,18 +235,15 @@ def novel(nodes: pd.DataFrame, paths: list[Path], runs: int, level: float = 0.9)
     from perfpred.measure import stage as measure
     from perfpred.serve import predict
 
-    trained = nodes[nodes["ms"] > 0]
-    regressors = {kind: KernelRegressor(0).fit(rows, rows["ms"].to_numpy()) for kind, rows in trained.groupby("kind")}
-    models = nodes.groupby("model").agg(latency_ms=("latency_ms", "first"), node_sum_ms=("ms", "sum"), nodes=("ms", "size"))
-    coefficients = relative_map(models["node_sum_ms"].to_numpy(), models["nodes"].to_numpy(), models["latency_ms"].to_numpy())
+    regressors = kind_regressors(nodes)
+    coefficients = model_map(per_model(nodes))
     target, settings = measure.target_settings(TARGET, config.load_params())
     rows = []
     with runners.ForkServer() as server:
         for path in paths:
             own, _ = profile(str(path), runs)
             table = pd.DataFrame([node_row(node) for node in own.values()])
-            predicted_sum = sum(float((regressors.get(kind) or regressors["other"]).predict(group[list(CONFIG_FIELDS)]).sum())
-                                for kind, group in table.groupby("kind"))
+            predicted_sum = float(predict_nodes(regressors, table).sum())
             champion = predict.predict_model(str(path), targets=[TARGET], level=level).iloc[0]
             measured = measure.measure_model(path.stem, path, None, target, settings, server)["latency_ms"]
             rows.append({"model": path.stem, "measured_ms": measured,
