@@ -1,0 +1,81 @@
+"""Time of exporting zoo descriptors to ONNX: perfpred's path (`export_keras`) against Keras' own `model.export`.
+
+Each export runs in a forked child (as the measure stage's), the two ways interleaved model by model and in
+alternating order, so that the machine's drift falls on both; every export is checked to compute the Keras
+model (ONNX Runtime on the same input) and the two graphs to have the same operators (as multisets: tf2onnx's
+topological order of independent nodes may differ between runs).
+
+    python benchmarks/onnx_export_speed.py --manifest data/zoo/manifest.csv --every 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from perfpred.measure.agent import in_child
+from perfpred.measure.onnx_runtime import _freeze_normalization_inputs, check_output, export_keras
+
+
+def _export(descriptor_text: str, path: str, way: str) -> dict:
+    import keras
+    import onnx
+
+    keras.utils.set_random_seed(0)
+    model = keras.models.model_from_json(descriptor_text)
+    if way == "perfpred":
+        built = export_keras(model, Path(path))
+        seconds = built["export_s"]
+    else:  # Keras' exporter on the same weights (export_keras randomises them and calls the model first)
+        built = export_keras(model, Path(path + ".warm.onnx"))
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.export(path, format="onnx")
+        _freeze_normalization_inputs(model, Path(path))  # as export_keras does (keras.layers.Normalization)
+        seconds = time.perf_counter() - started
+    check_output(path, built["inputs"], built["expected_output"])
+    return {"seconds": seconds, "ops": sorted(node.op_type for node in onnx.load(path).graph.node)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", default="data/zoo/manifest.csv")
+    parser.add_argument("--every", type=int, default=4, help="every n-th model of the manifest (paths relative to the working folder)")
+    args = parser.parse_args()
+    manifest = pd.read_csv(args.manifest)
+    rows, failed = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for position, model in enumerate(manifest.itertuples()):
+            if position % args.every:
+                continue
+            text = json.dumps(json.loads(Path(model.descriptor).read_text()))
+            ways = ("perfpred", "keras") if len(rows) % 2 == 0 else ("keras", "perfpred")
+            try:
+                done = {way: in_child(_export, text, f"{scratch}/{way}.onnx", way) for way in ways}
+            except RuntimeError as error:  # e.g. ConvNeXt: tf2onnx leaves a StatefulPartitionedCall either way
+                failed.append(model.name)
+                print(f"{model.name:40s} not exported: {str(error)[:150]}", flush=True)
+                continue
+            same = done["perfpred"]["ops"] == done["keras"]["ops"]
+            rows.append({"model": model.name, "perfpred_s": done["perfpred"]["seconds"],
+                         "keras_s": done["keras"]["seconds"], "same_ops": same})
+            print(f"{model.name:40s} perfpred {rows[-1]['perfpred_s']:5.1f} s  keras {rows[-1]['keras_s']:5.1f} s"
+                  f"  {'same operators' if same else 'OPERATORS DIFFER'}", flush=True)
+    table = pd.DataFrame(rows)
+    ratios = table.perfpred_s / table.keras_s
+    print(f"\n{len(table)} models: perfpred {table.perfpred_s.sum():.0f} s, keras {table.keras_s.sum():.0f} s "
+          f"(total ratio {table.perfpred_s.sum() / table.keras_s.sum():.2f}; per model median "
+          f"{statistics.median(ratios):.2f}, range {ratios.min():.2f}-{ratios.max():.2f}); "
+          f"same operators: {int(table.same_ops.sum())}/{len(table)}; not exported: {', '.join(failed) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
