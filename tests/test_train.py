@@ -181,6 +181,20 @@ def test_parallel_multirun_against_a_fresh_store(project):
     assert sorted(result["algorithms"]) == ["poly", "rf"]  # both parallel jobs merged into one file
 
 
+def test_the_pipeline_runs_its_jobs_in_parallel_unless_told_otherwise():
+    """train.pipeline_jobs: Hydra's joblib launcher, seeds one process per job; a launcher or setting given wins."""
+    from perfpred.model import jobs
+
+    params = {"imported": {"jetson-nano": {}}, "local": {},
+              "train": {"metrics": ["latency"], "algorithms": ["poly", "svr"], "pipeline_jobs": 2, "executor": "local"}}
+    overrides = jobs.pipeline_overrides(params)
+    assert overrides[-3:] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.n_jobs=1"]
+    for given in (["hydra/launcher=ray"], ["train.pipeline_jobs=1"], ["train.executor=ray"]):
+        assert not any(o.startswith(("hydra/launcher", "hydra.launcher")) for o in jobs.pipeline_overrides(params, given))
+    assert jobs.pipeline_overrides({**params, "train": {**params["train"], "pipeline_jobs": 1}})[-1] == "train.outputs=true"
+    assert "hydra.launcher.n_jobs=3" in jobs.pipeline_overrides(params, ["train.pipeline_jobs=3"])
+
+
 @pytest.mark.slow
 def test_tune_resumes_its_study_and_train_reads_the_best_parameters(project):
     import optuna

@@ -70,14 +70,28 @@ def help_text(name: str) -> str:
     return "\n".join(lines)
 
 
-def pipeline_overrides(params: dict) -> list[str]:
+def pipeline_overrides(params: dict, argv: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The multirun of the train stage: every target params.yaml selects x train.metrics x train.algorithms."""
     targets = [*params.get("imported", {}), *params.get("local", {})]
     settings = params["train"]
     if not targets:
         raise config.ConfigError("params.yaml selects no target (imported: and local: are empty)")
-    return ["-m", f"target={','.join(targets)}", f"metric={','.join(settings['metrics'])}",
-            f"algorithm={','.join(settings['algorithms'])}", "train.skip_missing=true", "train.outputs=true"]
+    # algorithm first: Hydra's sweep varies the first override slowest, so every target's member jobs (svr, xgb)
+    # are done long before the ensembles that read their fits back (ens) start beside them (train.pipeline_jobs)
+    overrides = ["-m", f"algorithm={','.join(settings['algorithms'])}", f"target={','.join(targets)}",
+                 f"metric={','.join(settings['metrics'])}", "train.skip_missing=true", "train.outputs=true"]
+    return overrides + parallel_overrides(settings, tuple(argv))
+
+
+def parallel_overrides(settings: dict, argv: tuple[str, ...] = ()) -> list[str]:
+    """train.pipeline_jobs > 1 (and seeds fitted here, executor local): that many jobs at once on Hydra's joblib
+    launcher, each fitting its seeds in one process. A launcher on the command line (hydra/launcher=ray) wins."""
+    given = dict(a.split("=", 1) for a in argv if a.startswith(("train.pipeline_jobs=", "train.executor=")))
+    jobs = int(given.get("train.pipeline_jobs", settings.get("pipeline_jobs", 1)) or 1)
+    executor = given.get("train.executor", settings.get("executor", "local"))
+    if jobs <= 1 or executor != "local" or any(a.startswith("hydra/launcher=") for a in argv):
+        return []
+    return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", "train.n_jobs=1"]
 
 
 def check_overrides(argv: list[str], params: dict) -> None:
@@ -120,7 +134,7 @@ def hydra_arguments(argv: list[str], name: str) -> list[str]:
     params = config.load_params()
     if "--pipeline" in argv:
         argv.remove("--pipeline")
-        argv = pipeline_overrides(params) + argv
+        argv = pipeline_overrides(params, argv) + argv
     check_overrides(argv, params)
     if "~tuned" in argv:
         argv.append("train.use_tuned=false")
