@@ -11,7 +11,10 @@ builds. Combinations Keras refuses are skipped, each with its reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -160,6 +163,36 @@ def descriptor(entry: Entry, seed: int) -> str:
         return build(entry, seed).to_json()
 
 
+#: Zoos smaller than this are built in this process (a builder's start costs about four models' builds).
+MIN_MODELS_FOR_BUILDERS = 12
+
+
+def _descriptor_or_refusal(job: tuple[Entry, int]) -> tuple[str | None, str | None]:
+    """(JSON, None), or (None, the first line of Keras' refusal): what a builder process returns."""
+    entry, seed = job
+    try:
+        return descriptor(entry, seed), None
+    except ValueError as error:
+        return None, str(error).splitlines()[0]
+
+
+@contextlib.contextmanager
+def _builders(count: int):
+    """Processes that build descriptors side by side (one per CPU, at most 2; None: build here, one at a time,
+    for a zoo too small to repay starting them: each imports TensorFlow, ~3 s).
+
+    Each starts a fresh interpreter (spawn: TensorFlow must not be forked) and clears Keras' session before each
+    model, so a model's JSON (its automatic layer names) is the same whichever process builds it, and the
+    manifest keeps the plan's order.
+    """
+    workers = min(len(os.sched_getaffinity(0)), 2)
+    if workers < 2 or count < MIN_MODELS_FOR_BUILDERS:
+        yield None
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield pool
+
+
 def write_zoo(profile: Mapping, out_dir: Path, root: Path, progress: Callable[[Iterable], Iterable] = iter) -> dict:
     """Build the zoo of a profile into out_dir (manifest.csv, models/<name>.json) and return a summary."""
     entries, skipped = plan(profile)
@@ -171,14 +204,15 @@ def write_zoo(profile: Mapping, out_dir: Path, root: Path, progress: Callable[[I
         stale.unlink()
     seed = int(profile["seed"])
     built: list[Entry] = []
-    with open(out_dir / MANIFEST, "w", newline="") as manifest:
+    with open(out_dir / MANIFEST, "w", newline="") as manifest, _builders(len(entries)) as pool:
         writer = csv.writer(manifest, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
-        for entry in progress(entries):
-            try:
-                text = descriptor(entry, seed)
-            except ValueError as error:  # Keras refuses this combination: keep going, report it
-                skipped.append(Skipped(entry.name, f"Keras refused it: {str(error).splitlines()[0]}"))
+        texts = pool.imap(_descriptor_or_refusal, [(entry, seed) for entry in entries]) if pool else \
+            map(_descriptor_or_refusal, [(entry, seed) for entry in entries])
+        for entry in progress(entries):  # the plan's order: imap returns the builders' results in it
+            text, refusal = next(texts)
+            if refusal is not None:  # Keras refuses this combination: keep going, report it
+                skipped.append(Skipped(entry.name, f"Keras refused it: {refusal}"))
                 continue
             path = models_dir / f"{entry.name}.json"
             path.write_text(text)
