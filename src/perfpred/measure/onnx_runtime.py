@@ -79,11 +79,11 @@ def _convert(model, path: Path) -> None:
 
     specs = [tf.TensorSpec(tensor.shape, tensor.dtype, name=tensor.name) for tensor in model.inputs]
     function = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
-    function.get_concrete_function(*specs)
     patch_tf2onnx()  # Keras' own shims of tf2onnx for NumPy 2
     previous = os.environ.get(CATCH_ERRORS)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _convertible_ops():
+            function.get_concrete_function(*specs)
             try:
                 # tf2onnx reads the variable's presence, not its value: set, each pass runs on the graph itself
                 os.environ[CATCH_ERRORS] = "FALSE"
@@ -95,6 +95,47 @@ def _convert(model, path: Path) -> None:
         os.environ.pop(CATCH_ERRORS, None)
         if previous is not None:
             os.environ[CATCH_ERRORS] = previous
+
+
+@contextlib.contextmanager
+def _convertible_ops():
+    """While the model is traced for export, two Keras ops take the form tf2onnx converts.
+
+    - A grouped convolution (ConvNeXt's, ResNeXt's): Keras runs it in a nested XLA-compiled function because
+      TensorFlow's CPU kernel lacks groups; tf2onnx cannot inline such a function and leaves a
+      StatefulPartitionedCall no runtime runs. Traced plainly, it is one Conv2D op, which tf2onnx writes as an
+      ONNX Conv with its `group`.
+    - The exact GELU: TensorFlow writes it with Erfc, which tf2onnx lacks; 0.5 x (1 + erf(x / sqrt 2)) is the
+      same function with Erf.
+    The output check (check_output) compares the export with the Keras model as Keras runs it.
+    """
+    import math as _math
+
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import nn
+
+    original_conv, original_gelu = nn.conv, nn.gelu
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+        channels_last = nn.backend.standardize_data_format(data_format) == "channels_last"
+        channels = inputs.shape[-1] if channels_last else inputs.shape[1]
+        if channels == kernel.shape[-2] or len(inputs.shape) == 5:
+            return original_conv(inputs, kernel, strides, padding, data_format, dilation_rate)
+        return tf.nn.convolution(inputs, kernel, strides, padding.upper(),
+                                 data_format=nn._convert_data_format(data_format, len(inputs.shape)),
+                                 dilations=dilation_rate)
+
+    def gelu(x, approximate=True):
+        if approximate:
+            return original_gelu(x, approximate)
+        x = tf.convert_to_tensor(x)
+        return 0.5 * x * (1.0 + tf.math.erf(x / _math.sqrt(2.0)))
+
+    nn.conv, nn.gelu = conv, gelu
+    try:
+        yield
+    finally:
+        nn.conv, nn.gelu = original_conv, original_gelu
 
 
 #: tf2onnx's switch of its optimizer's undo copies (tf2onnx.constants.ENV_TF2ONNX_CATCH_ERRORS).
