@@ -206,3 +206,13 @@ def test_kernels_are_measured_by_the_model_harness_and_resume(tmp_path):
     assert len(journal.read_text().splitlines()) == 2
     table = measurement.table(entries, rows, detector.fusion_rules("host-cpu-tf"))
     assert table["kind"].tolist() == ["conv", "add"] and table.loc[0, "fused"] == 2
+    # a kernel that failed (as grouped convolutions did on ONNX Runtime before their export was mended) is kept
+    # failed on resume, and measured again with retry_failed: the new row wins
+    written = [json.loads(line) for line in journal.read_text().splitlines()]  # in the order they finished
+    journal.write_text("".join(json.dumps(row | {"status": "failed", "reason": "build: an earlier exporter's fault",
+                                                 "latency_ms": None} if row["model"] == entries[1]["name"] else row) + "\n"
+                               for row in written))
+    assert [r["status"] for r in measurement.measure_round(entries, "host-cpu-tf", params)] == ["ok", "failed"]
+    retried = measurement.measure_round(entries, "host-cpu-tf", params, retry_failed=True)
+    assert [r["status"] for r in retried] == ["ok", "ok"] and retried[1]["latency_ms"] > 0
+    assert retried[0]["latency_ms"] == rows[0]["latency_ms"] and len(journal.read_text().splitlines()) == 3

@@ -74,8 +74,11 @@ def kernel_row(name: str, kind: str, descriptor: Path, rules: dict) -> dict:
     return {"name": name, "kind": kind, **main.features(), "kernels_in_descriptor": len(kernels)}
 
 
-def measure_round(entries: list[dict], target: str, params: dict) -> list[dict]:
-    """Measure kernel descriptors with the model harness (resuming from the kernel journal); their rows."""
+def measure_round(entries: list[dict], target: str, params: dict, retry_failed: bool = False) -> list[dict]:
+    """Measure kernel descriptors with the model harness (resuming from the kernel journal); their rows.
+
+    `retry_failed`: the journal's failed rows are measured again (the new row wins, as in `measure --retry-failed`).
+    """
     from perfpred.measure import runners
     from perfpred.measure import stage as harness
 
@@ -86,6 +89,8 @@ def measure_round(entries: list[dict], target: str, params: dict) -> list[dict]:
     journal = runs / "journal.jsonl"
     done = {harness.row_key(r["model"], r["requested_width"], r["settings_id"]): r for r in harness.read_journal(journal)}
     root = config.project_root()
+    if retry_failed:
+        done = {key: row for key, row in done.items() if row.get("status") != "failed"}
     pending = [(e["name"], root / e["descriptor"], None) for e in entries
                if harness.row_key(e["name"], None, sid) not in done]
     fork = target_cfg["kind"] == "local" and settings.get("worker") == "fork"
@@ -118,14 +123,14 @@ def table(entries: list[dict], rows: list[dict], rules: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def measure_target(target: str, params: dict, progress: bool = True) -> dict:
+def measure_target(target: str, params: dict, progress: bool = True, retry_failed: bool = False) -> dict:
     """Both rounds on one target: the sampled zoo, then configurations near the worst-predicted ones."""
     from perfpred.kernels import predictor
 
     folder = kernels_dir(params)
     entries = pd.read_csv(folder / "zoo" / MANIFEST).to_dict("records")
     rules = detector.fusion_rules(target)
-    first = table(entries, measure_round(entries, target, params), rules)
+    first = table(entries, measure_round(entries, target, params, retry_failed), rules)
     profile = params["kernel_zoo"]["adaptive"]
     worst = predictor.worst_configurations(first, int(profile["worst"]), seed=int(params["kernel_zoo"]["seed"]))
     pools = sampler.zoo_pools(zoo_descriptors(params))
@@ -136,7 +141,7 @@ def measure_target(target: str, params: dict, progress: bool = True) -> dict:
     root = config.project_root().resolve()
     extra = [{"name": sampler.spec_name(s), "kind": s["kind"], "round": 2,
               "descriptor": p.resolve().relative_to(root).as_posix()} for s, p in zip(specs, paths, strict=True)]
-    second = table(extra, measure_round(extra, target, params), rules)
+    second = table(extra, measure_round(extra, target, params, retry_failed), rules)
     result = pd.concat([first, second], ignore_index=True)
     out = folder / "measurements" / f"{target}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +156,8 @@ def measure_target(target: str, params: dict, progress: bool = True) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `perfpred kernel-zoo` / `perfpred kernel-measure`."""
     parser.add_argument("--target", help="kernel-measure: a local or ssh target of conf/target/ (e.g. host-cpu-tf)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="kernel-measure: measure the journal's failed kernels again (after a fix; the new row wins)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         summary = make_zoo(params)
         print(f"kernel zoo: {summary['kernels']} kernel descriptors in {kernels_dir(params) / 'zoo'}")
         return 0
-    summary = measure_target(args.target, params)
+    summary = measure_target(args.target, params, retry_failed=args.retry_failed)
     print(f"{args.target}: {summary['kernels']} kernels ({summary['adaptive']} adaptive), {summary['ok']} ok, "
           f"{summary['failed']} failed; per-kernel overhead {summary['mean_overhead_s']:.1f} s mean")
     return 0
