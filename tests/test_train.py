@@ -186,8 +186,11 @@ def test_the_pipeline_runs_its_jobs_in_parallel_unless_told_otherwise():
     from perfpred.model import jobs
 
     params = {"imported": {"jetson-nano": {}}, "local": {},
-              "train": {"metrics": ["latency"], "algorithms": ["poly", "svr"], "pipeline_jobs": 2, "executor": "local"}}
+              "train": {"metrics": ["latency"], "algorithms": ["ens", "poly", "svr", "blend_kernels", "xgb", "kernels",
+                                                               "ens_kernels"], "pipeline_jobs": 2, "executor": "local"}}
     overrides = jobs.pipeline_overrides(params)
+    # the slowest-varying override, members before their ensembles (ens: svr, xgb; blend_kernels: ens_kernels, kernels)
+    assert overrides[1] == "algorithm=poly,svr,xgb,kernels,ens,ens_kernels,blend_kernels"
     assert overrides[-3:] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.n_jobs=1"]
     for given in (["hydra/launcher=ray"], ["train.pipeline_jobs=1"], ["train.executor=ray"]):
         assert not any(o.startswith(("hydra/launcher", "hydra.launcher")) for o in jobs.pipeline_overrides(params, given))

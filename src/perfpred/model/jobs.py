@@ -78,9 +78,19 @@ def pipeline_overrides(params: dict, argv: list[str] | tuple[str, ...] = ()) -> 
         raise config.ConfigError("params.yaml selects no target (imported: and local: are empty)")
     # algorithm first: Hydra's sweep varies the first override slowest, so every target's member jobs (svr, xgb)
     # are done long before the ensembles that read their fits back (ens) start beside them (train.pipeline_jobs)
-    overrides = ["-m", f"algorithm={','.join(settings['algorithms'])}", f"target={','.join(targets)}",
+    overrides = ["-m", f"algorithm={','.join(members_first(settings['algorithms']))}", f"target={','.join(targets)}",
                  f"metric={','.join(settings['metrics'])}", "train.skip_missing=true", "train.outputs=true"]
     return overrides + parallel_overrides(settings, tuple(argv))
+
+
+def members_first(algorithms: list[str]) -> list[str]:
+    """The algorithms in their order, except that an ensemble comes after every member of it (conf/algorithm/
+    `members:`, nested): the member jobs run, and keep their fits for it, before the ensemble's start."""
+    def depth(name: str, seen: tuple[str, ...] = ()) -> int:
+        members = [m for m in config.group_option("algorithm", name).get("members") or [] if m not in seen]
+        return 1 + max((depth(m, (*seen, name)) for m in members), default=-1)
+
+    return sorted(algorithms, key=depth)  # stable: the given order within a depth
 
 
 def parallel_overrides(settings: dict, argv: tuple[str, ...] = ()) -> list[str]:
