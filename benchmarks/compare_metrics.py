@@ -31,19 +31,23 @@ def main() -> None:
     parser.add_argument("revision", help="git revision to compare with, e.g. HEAD~1")
     parser.add_argument("--metrics", default="metrics", help="metrics folder (default metrics)")
     args = parser.parse_args()
-    for path in sorted(Path(args.metrics).glob("*.json")):
+    for path in sorted(Path(args.metrics).rglob("*.json")):  # metrics/champions/, metrics/algorithms/
         try:
             old_text = subprocess.run(["git", "show", f"{args.revision}:{path.as_posix()}"], check=True,
                                       capture_output=True, text=True).stdout
         except subprocess.CalledProcessError:
-            print(f"{path.stem:32s} new file")
+            print(f"{path.relative_to(args.metrics).as_posix():45s} new file")
             continue
         old, new = flatten(json.loads(old_text)), flatten(json.loads(path.read_text()))
         common = sorted(set(old) & set(new))
-        mape = [k for k in common if k.endswith(".mape_mean")]
+        mape = [k for k in common if k.split(".")[-1] == "mape_mean"]
         worst = max(common, key=lambda k: abs(new[k] - old[k]), default=None)
         worst_mape = max(mape, key=lambda k: abs(new[k] - old[k]), default=None)
-        print(f"{path.stem:32s} largest change {worst}: {old[worst]:.6g} -> {new[worst]:.6g}; "
+        name = path.relative_to(args.metrics).with_suffix("").as_posix()
+        if worst is None or (new[worst] == old[worst] and set(old) == set(new)):
+            print(f"{name:45s} identical")
+            continue
+        print(f"{name:45s} largest change {worst}: {old[worst]:.6g} -> {new[worst]:.6g}; "
               f"mape_mean {worst_mape}: {old[worst_mape]:.6g} -> {new[worst_mape]:.6g}; "
               f"keys only before {len(set(old) - set(new))}, only now {len(set(new) - set(old))}")
 
