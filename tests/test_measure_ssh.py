@@ -103,13 +103,20 @@ def board_project(root: Path, ssh: dict, models: dict[str, Path]) -> dict:
     return params
 
 
+def command_line(pid: int) -> bytes:
+    """/proc/<pid>/cmdline, or b"" for a process that has already exited (it may between listing and reading)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def kill_when_measuring(daemon: subprocess.Popen, timeout_s: float = 300) -> bool:
     """Kill an sshd and everything it started (by pid) as soon as an agent runs under it: a board that dies mid-run."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         tree = agent._process_tree(daemon.pid)
-        commands = [(Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}/cmdline").exists() else b"")
-                    for pid in tree[1:]]
+        commands = [command_line(pid) for pid in tree[1:]]
         # the agent's own Python, not the login shell whose command line names it: killing that shell while its
         # startup files run (e.g. pyenv's rehash, which holds a lock file) would leave the lock and hang later logins
         if any(Path(argv[0].decode()).name.startswith("python") and b"agent.py" in argv
