@@ -103,24 +103,17 @@ def board_project(root: Path, ssh: dict, models: dict[str, Path]) -> dict:
     return params
 
 
-def command_line(pid: int) -> bytes:
-    """/proc/<pid>/cmdline, or b"" for a process that has already exited (it may between listing and reading)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return b""
-
-
 def kill_when_measuring(daemon: subprocess.Popen, timeout_s: float = 300) -> bool:
     """Kill an sshd and everything it started (by pid) as soon as an agent runs under it: a board that dies mid-run."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         tree = agent._process_tree(daemon.pid)
-        commands = [command_line(pid) for pid in tree[1:]]
+        # "" for a process that exited between the listing and the read
+        commands = [agent._read_text(f"/proc/{pid}/cmdline") or "" for pid in tree[1:]]
         # the agent's own Python, not the login shell whose command line names it: killing that shell while its
         # startup files run (e.g. pyenv's rehash, which holds a lock file) would leave the lock and hang later logins
-        if any(Path(argv[0].decode()).name.startswith("python") and b"agent.py" in argv
-               for argv in (command.split(b"\0") for command in commands) if argv[0]):
+        if any(Path(argv[0]).name.startswith("python") and "agent.py" in argv
+               for argv in (command.split("\0") for command in commands) if argv[0]):
             for pid in tree:  # the listener first: the board accepts no new connection
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

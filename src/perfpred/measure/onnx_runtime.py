@@ -80,17 +80,26 @@ def _convert(model, path: Path) -> None:
     specs = [tf.TensorSpec(tensor.shape, tensor.dtype, name=tensor.name) for tensor in model.inputs]
     function = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
     patch_tf2onnx()  # Keras' own shims of tf2onnx for NumPy 2
-    previous = os.environ.get(CATCH_ERRORS)
+    with contextlib.redirect_stdout(io.StringIO()), _convertible_ops():  # tf2onnx traces the function in here
+        try:
+            with _undo_copies(False):
+                tf2onnx.convert.from_function(function, specs, output_path=str(path))
+        except Exception:
+            with _undo_copies(True):
+                tf2onnx.convert.from_function(function, specs, output_path=str(path))
+
+
+@contextlib.contextmanager
+def _undo_copies(on: bool):
+    """tf2onnx's optimizer copies the graph before each pass (on) or not (off), then the variable is as it was.
+
+    tf2onnx reads the presence of CATCH_ERRORS, not its value: set, each pass runs on the graph itself.
+    """
+    previous = os.environ.pop(CATCH_ERRORS, None)
+    if not on:
+        os.environ[CATCH_ERRORS] = "FALSE"
     try:
-        with contextlib.redirect_stdout(io.StringIO()), _convertible_ops():
-            function.get_concrete_function(*specs)
-            try:
-                # tf2onnx reads the variable's presence, not its value: set, each pass runs on the graph itself
-                os.environ[CATCH_ERRORS] = "FALSE"
-                tf2onnx.convert.from_function(function, specs, output_path=str(path))
-            except Exception:
-                os.environ.pop(CATCH_ERRORS)
-                tf2onnx.convert.from_function(function, specs, output_path=str(path))
+        yield
     finally:
         os.environ.pop(CATCH_ERRORS, None)
         if previous is not None:

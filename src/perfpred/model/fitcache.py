@@ -130,12 +130,16 @@ def _wanted(described: str | None) -> bool:
         _hash(described) in path.read_text().split()
 
 
-def is_member(algorithm: str, algorithms) -> bool:
-    """Whether `algorithm` is a member of one of `algorithms` (their conf/algorithm/ `members:`)."""
+def members(algorithm: str) -> list[str]:
+    """The algorithms an ensemble refits (conf/algorithm/<algorithm>.yaml `members:`); none for a plain one."""
     from perfpred import config
 
-    return any(algorithm in (config.group_option("algorithm", str(name)).get("members") or []) for name in algorithms
-               if str(name) != algorithm)
+    return list(config.group_option("algorithm", str(algorithm)).get("members") or [])
+
+
+def is_member(algorithm: str, algorithms) -> bool:
+    """Whether `algorithm` is a member of one of `algorithms`."""
+    return any(algorithm in members(name) for name in algorithms if str(name) != algorithm)
 
 
 def shared(fit):

@@ -87,8 +87,8 @@ def members_first(algorithms: list[str]) -> list[str]:
     """The algorithms in their order, except that an ensemble comes after every member of it (conf/algorithm/
     `members:`, nested): the member jobs run, and keep their fits for it, before the ensemble's start."""
     def depth(name: str, seen: tuple[str, ...] = ()) -> int:
-        members = [m for m in config.group_option("algorithm", name).get("members") or [] if m not in seen]
-        return 1 + max((depth(m, (*seen, name)) for m in members), default=-1)
+        inner = [m for m in fitcache.members(name) if m not in seen]
+        return 1 + max((depth(m, (*seen, name)) for m in inner), default=-1)
 
     return sorted(algorithms, key=depth)  # stable: the given order within a depth
 

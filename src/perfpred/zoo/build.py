@@ -207,8 +207,7 @@ def write_zoo(profile: Mapping, out_dir: Path, root: Path, progress: Callable[[I
     with open(out_dir / MANIFEST, "w", newline="") as manifest, _builders(len(entries)) as pool:
         writer = csv.writer(manifest, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
-        texts = pool.imap(_descriptor_or_refusal, [(entry, seed) for entry in entries]) if pool else \
-            map(_descriptor_or_refusal, [(entry, seed) for entry in entries])
+        texts = (pool.imap if pool else map)(_descriptor_or_refusal, [(entry, seed) for entry in entries])
         for entry in progress(entries):  # the plan's order: imap returns the builders' results in it
             text, refusal = next(texts)
             if refusal is not None:  # Keras refuses this combination: keep going, report it
