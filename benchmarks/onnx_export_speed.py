@@ -1,4 +1,5 @@
-"""Time of exporting zoo descriptors to ONNX: perfpred's path (`export_keras`) against Keras' own `model.export`.
+"""Time of exporting zoo descriptors to ONNX: perfpred's path (`export_keras`) against Keras' own `model.export`
+(or, `--baseline per-pass-sync`, against perfpred's path as it was before `_one_proto_sync`).
 
 Each export runs in a forked child (as the measure stage's), the two ways interleaved model by model and in
 alternating order, so that the machine's drift falls on both; every export is checked to compute the Keras
@@ -12,6 +13,7 @@ two per run are reported as differing.
 0.45-1.25, median 0.70); ConvNeXtTiny_96 only by perfpred (Keras' export leaves a call ONNX Runtime cannot load).
 
     python benchmarks/onnx_export_speed.py --manifest data/zoo/manifest.csv --every 4
+    python benchmarks/onnx_export_speed.py --every 4 --baseline per-pass-sync
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from perfpred.measure import onnx_runtime
 from perfpred.measure.agent import in_child
 from perfpred.measure.onnx_runtime import _freeze_normalization_inputs, check_output, export_keras
 
@@ -40,7 +43,9 @@ def _export(descriptor_text: str, path: str, way: str) -> dict:
 
     keras.utils.set_random_seed(0)
     model = keras.models.model_from_json(descriptor_text)
-    if way == "perfpred":
+    if way in ("perfpred", "per-pass-sync"):
+        if way == "per-pass-sync":  # tf2onnx writing every node to its protobuf after each optimizer pass (this child only)
+            onnx_runtime._one_proto_sync = contextlib.nullcontext
         built = export_keras(model, Path(path))
         seconds = built["export_s"]
     else:  # Keras' exporter on the same weights (export_keras randomises them and calls the model first)
@@ -59,7 +64,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", default="data/zoo/manifest.csv")
     parser.add_argument("--every", type=int, default=4, help="every n-th model of the manifest (paths relative to the working folder)")
+    parser.add_argument("--baseline", choices=("keras", "per-pass-sync"), default="keras",
+                        help="what perfpred's path is compared with (default: Keras' own export)")
     args = parser.parse_args()
+    base = args.baseline
     manifest = pd.read_csv(args.manifest)
     rows, failed = [], []
     with tempfile.TemporaryDirectory() as scratch:
@@ -67,22 +75,22 @@ def main() -> None:
             if position % args.every:
                 continue
             text = json.dumps(json.loads(Path(model.descriptor).read_text()))
-            ways = ("perfpred", "keras") if len(rows) % 2 == 0 else ("keras", "perfpred")
+            ways = ("perfpred", base) if len(rows) % 2 == 0 else (base, "perfpred")
             try:
                 done = {way: in_child(_export, text, f"{scratch}/{way}.onnx", way) for way in ways}
             except RuntimeError as error:  # e.g. ConvNeXt: tf2onnx leaves a StatefulPartitionedCall either way
                 failed.append(model.name)
                 print(f"{model.name:40s} not exported: {str(error)[:150]}", flush=True)
                 continue
-            same = done["perfpred"]["ops"] == done["keras"]["ops"]
+            same = done["perfpred"]["ops"] == done[base]["ops"]
             rows.append({"model": model.name, "perfpred_s": done["perfpred"]["seconds"],
-                         "keras_s": done["keras"]["seconds"], "same_ops": same})
-            print(f"{model.name:40s} perfpred {rows[-1]['perfpred_s']:5.1f} s  keras {rows[-1]['keras_s']:5.1f} s"
+                         "base_s": done[base]["seconds"], "same_ops": same})
+            print(f"{model.name:40s} perfpred {rows[-1]['perfpred_s']:5.1f} s  {base} {rows[-1]['base_s']:5.1f} s"
                   f"  {'same operators' if same else 'OPERATORS DIFFER'}", flush=True)
     table = pd.DataFrame(rows)
-    ratios = table.perfpred_s / table.keras_s
-    print(f"\n{len(table)} models: perfpred {table.perfpred_s.sum():.0f} s, keras {table.keras_s.sum():.0f} s "
-          f"(total ratio {table.perfpred_s.sum() / table.keras_s.sum():.2f}; per model median "
+    ratios = table.perfpred_s / table.base_s
+    print(f"\n{len(table)} models: perfpred {table.perfpred_s.sum():.0f} s, {base} {table.base_s.sum():.0f} s "
+          f"(total ratio {table.perfpred_s.sum() / table.base_s.sum():.2f}; per model median "
           f"{statistics.median(ratios):.2f}, range {ratios.min():.2f}-{ratios.max():.2f}); "
           f"same operators: {int(table.same_ops.sum())}/{len(table)}; not exported: {', '.join(failed) or 'none'}")
 

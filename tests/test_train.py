@@ -198,6 +198,45 @@ def test_the_pipeline_runs_its_jobs_in_parallel_unless_told_otherwise():
     assert "hydra.launcher.n_jobs=3" in jobs.pipeline_overrides(params, ["train.pipeline_jobs=3"])
 
 
+def test_a_sweep_composes_one_job_per_value_before_launching_any():
+    """Hydra validates a multirun by composing its jobs first; perfpred composes those that cover every value."""
+    from types import SimpleNamespace
+
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.plugins.sweeper import Sweeper
+
+    from perfpred.model import jobs
+
+    batch = [[f"algorithm={a}", f"target={t}", f"metric={m}", "train.outputs=true"]
+             for a in ("poly", "svr", "ens") for t in ("jetson-nano", "jetson-tx2") for m in ("latency", "memory")]
+    chosen = jobs.covering(batch)
+    assert chosen == [batch[0], batch[1], batch[2], batch[4], batch[8]]  # poly x (nano, tx2) x (latency, memory), svr, ens
+    assert {o for job in chosen for o in job} == {o for job in batch for o in job}
+
+    composed = []
+    loader = SimpleNamespace(load_sweep_config=lambda master_config, sweep_overrides: composed.append(sweep_overrides))
+    sweeper = BasicSweeper(max_batch_size=None)
+    sweeper.hydra_context, sweeper.config = SimpleNamespace(config_loader=loader), {}
+    original = Sweeper.validate_batch_is_legal
+    with jobs.covering_validation():
+        sweeper.validate_batch_is_legal(batch)
+    assert composed == chosen
+    assert Sweeper.validate_batch_is_legal is original
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_broken_option_file_fails_before_any_job(project):
+    """The reduced validation still composes every option file before the first job: none runs, none registers."""
+    from perfpred.serve import registry
+
+    (project / "conf/algorithm/broken.yaml").write_text("name: broken\nestimator: [unclosed\n")
+    done = _perfpred(project, "train", "-m", "target=jetson-nano", "metric=latency", "algorithm=poly,broken",
+                     "train.seeds=2")
+    assert done.returncode != 0
+    assert "broken" in done.stderr
+    assert not registry.client().search_model_versions("name='jetson-nano-latency'")  # poly, first, never ran
+
+
 @pytest.mark.slow
 def test_tune_resumes_its_study_and_train_reads_the_best_parameters(project):
     import optuna

@@ -70,8 +70,10 @@ def _convert(model, path: Path) -> None:
     Keras' exporter first wraps the model in a SavedModel export archive and walks every trackable object
     (~30 % of an export), which a frozen ONNX graph never uses. tf2onnx deep-copies the whole graph before
     each of its ~24 optimizer passes so that a failing pass can be undone (another ~25 %); the copies are
-    skipped, and should a pass fail, the conversion is run again with them (tf2onnx's behaviour).
-    Same operators and initialisers as Keras' export (tests/test_onnx.py checks it).
+    skipped, and should a pass fail, the conversion is run again with them (tf2onnx's behaviour). After
+    each pass it also writes every node back to its protobuf, weights included (`_one_proto_sync`: once, at
+    the end, is enough; another ~13 %). Same operators and initialisers as Keras' export (tests/test_onnx.py
+    checks it).
     """
     import tensorflow as tf
     import tf2onnx
@@ -82,7 +84,7 @@ def _convert(model, path: Path) -> None:
     patch_tf2onnx()  # Keras' own shims of tf2onnx for NumPy 2
     with contextlib.redirect_stdout(io.StringIO()), _convertible_ops():  # tf2onnx traces the function in here
         try:
-            with _undo_copies(False):
+            with _undo_copies(False), _one_proto_sync():
                 tf2onnx.convert.from_function(function, specs, output_path=str(path))
         except Exception:
             with _undo_copies(True):
@@ -104,6 +106,33 @@ def _undo_copies(on: bool):
         os.environ.pop(CATCH_ERRORS, None)
         if previous is not None:
             os.environ[CATCH_ERRORS] = previous
+
+
+@contextlib.contextmanager
+def _one_proto_sync():
+    """tf2onnx's optimizer passes leave the nodes' protobufs stale; the model is written from them once, at the end.
+
+    After each pass tf2onnx writes every node's inputs, outputs and attributes back to its NodeProto: for a
+    Const, the whole weight tensor (ResNet50: ~100 MB, 24 times). Nothing reads those protobufs before the
+    final `make_graph`, which writes every node back itself (its own `update_proto`), so the written model
+    is the same.
+    """
+    from tf2onnx.optimizer.optimizer_base import GraphOptimizerBase
+
+    original = GraphOptimizerBase.optimize
+
+    def optimize(self, graph, iteration):
+        graph.update_proto = lambda *args, **kwargs: None  # the instance's, for this pass: the class's is kept
+        try:
+            return original(self, graph, iteration)
+        finally:
+            del graph.update_proto
+
+    GraphOptimizerBase.optimize = optimize
+    try:
+        yield
+    finally:
+        GraphOptimizerBase.optimize = original
 
 
 @contextlib.contextmanager
