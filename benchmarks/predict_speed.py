@@ -103,6 +103,7 @@ def batch_throughput(cfg: BenchmarkConfig) -> dict[str, dict]:
 
     from perfpred import config
     from perfpred.data import schema
+    from perfpred.model import estimators
     from perfpred.serve import loader, predict
 
     results = {}
@@ -111,7 +112,10 @@ def batch_throughput(cfg: BenchmarkConfig) -> dict[str, dict]:
         for metric in metrics:
             predictor = loader.load_predictor(target, metric, tracking_uri=cfg.tracking_uri)
             column = schema.metric_column(metric)
-            rows = table[table[column].notna()][list(predictor.features)].dropna()
+            rows = table
+            if not set(predictor.features) <= set(rows.columns):  # a kernel-level champion reads the zoo's kernel terms
+                rows = estimators.with_kernel_terms(rows, target)
+            rows = rows[rows[column].notna()][list(predictor.features)].dropna()
             batch = pd.concat([rows] * (cfg.batch_rows // len(rows) + 1), ignore_index=True).iloc[: cfg.batch_rows]
             point = _repeat(lambda batch=batch, predictor=predictor: predictor.predict(batch), cfg.batch_repeats)
             interval = _repeat(
