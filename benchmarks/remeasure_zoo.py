@@ -41,13 +41,14 @@ def main() -> None:
     manifest = pd.read_csv(config.path("zoo", params) / "manifest.csv").set_index("name")
     entries = [(row.model, config.project_root() / manifest.loc[row.model, "descriptor"], int(row.input_width))
                for row in table.itertuples()]
-    before = table.set_index("model")["latency_ms"]
+    before = table.set_index("model")
     rows = []
     for model, latency_ms in _other_run(args, entries, params):
-        difference = latency_ms / before[model] - 1.0
-        rows.append({"model": model, "family": table.set_index("model").loc[model, "family"],
-                     "table_ms": before[model], "now_ms": latency_ms, "difference": difference})
-        print(f"{model:40s} table {before[model]:9.4f} ms  now {latency_ms:9.4f} ms  {difference:+7.1%}", flush=True)
+        table_ms = before.loc[model, "latency_ms"]
+        difference = latency_ms / table_ms - 1.0
+        rows.append({"model": model, "family": before.loc[model, "family"], "table_ms": table_ms, "now_ms": latency_ms,
+                     "difference": difference})
+        print(f"{model:40s} table {table_ms:9.4f} ms  now {latency_ms:9.4f} ms  {difference:+7.1%}", flush=True)
     result = pd.DataFrame(rows)
     result["abs_pct"] = result["difference"].abs() * 100
     print()

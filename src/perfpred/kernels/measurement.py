@@ -89,10 +89,8 @@ def measure_round(entries: list[dict], target: str, params: dict, retry_failed: 
     journal = runs / "journal.jsonl"
     done = {harness.row_key(r["model"], r["requested_width"], r["settings_id"]): r for r in harness.read_journal(journal)}
     root = config.project_root()
-    if retry_failed:
-        done = {key: row for key, row in done.items() if row.get("status") != "failed"}
     pending = [(e["name"], root / e["descriptor"], None) for e in entries
-               if harness.row_key(e["name"], None, sid) not in done]
+               if harness.to_measure(done.get(harness.row_key(e["name"], None, sid)), retry_failed)]
     fork = target_cfg["kind"] == "local" and settings.get("worker") == "fork"
     server = runners.ForkServer(harness.parallel_workers(settings)) if fork and pending else None
     try:

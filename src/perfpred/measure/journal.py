@@ -13,6 +13,12 @@ def row_key(model: str, input_width: int | None, sid: str) -> str:
     return f"{model}@{input_width}#{sid}"
 
 
+def to_measure(previous: dict | None, retry_failed: bool = False) -> bool:
+    """Whether a model is measured now, given its journal row (None: none yet): not measured yet, or failed and
+    `retry_failed` (`--retry-failed`: the new row replaces the failed one)."""
+    return previous is None or (retry_failed and previous["status"] == "failed")
+
+
 def read_journal(path: Path) -> list[dict]:
     """Rows of a journal; a torn line (a run killed while writing it) is ignored."""
     if not path.exists():

@@ -147,8 +147,6 @@ def _convertible_ops():
       same function with Erf.
     The output check (check_output) compares the export with the Keras model as Keras runs it.
     """
-    import math as _math
-
     import tensorflow as tf
     from keras.src.backend.tensorflow import nn
 
@@ -167,7 +165,7 @@ def _convertible_ops():
         if approximate:
             return original_gelu(x, approximate)
         x = tf.convert_to_tensor(x)
-        return 0.5 * x * (1.0 + tf.math.erf(x / _math.sqrt(2.0)))
+        return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
 
     nn.conv, nn.gelu = conv, gelu
     try:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import measurements, schema
-from perfpred.measure.journal import append_journal, read_journal, row_key, write_series
+from perfpred.measure.journal import append_journal, read_journal, row_key, to_measure, write_series
 from perfpred.measure.lookup import architecture_name, resolve_model
 from perfpred.zoo import build as zoo
 
@@ -194,8 +194,7 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
     done = {row_key(r["model"], r["requested_width"], r["settings_id"]): r for r in read_journal(journal)}
     pending, skipped = [], 0
     for entry in manifest.itertuples(index=False):
-        previous = done.get(row_key(entry.name, int(entry.input_width), sid))
-        if previous is None or (retry_failed and previous["status"] == "failed"):
+        if to_measure(done.get(row_key(entry.name, int(entry.input_width), sid)), retry_failed):
             pending.append(entry)
         else:
             skipped += 1
