@@ -18,7 +18,9 @@ from pathlib import Path
 #: (A kind, B layer class, builder name); tensors large enough that B's own cost shows above the noise
 PAIRS = (("conv", "BatchNormalization"), ("conv", "ReLU"), ("conv", "Activation"), ("depthwise", "BatchNormalization"),
          ("depthwise", "ReLU"), ("dense", "Activation"), ("add", "ReLU"), ("add", "Activation"),
-         ("grouped", "BatchNormalization"), ("transposed", "ReLU"))
+         ("grouped", "BatchNormalization"), ("transposed", "ReLU"), ("conv", "Activation:swish"),
+         ("depthwise", "Activation:swish"), ("conv", "Activation:gelu"), ("conv", "Activation:sigmoid"),
+         ("dense", "Activation:softmax"))
 SIZE, CHANNELS = 56, 64
 
 
@@ -45,7 +47,8 @@ def _b(cls: str, x):
         return layers.BatchNormalization()(x)
     if cls == "ReLU":
         return layers.ReLU()(x)
-    return layers.Activation("relu")(x)
+    _, _, function = cls.partition(":")  # `Activation:swish`: a rule key of its own (perfpred.kernels.detector.rule_key)
+    return layers.Activation(function or "relu")(x)
 
 
 def models(kind: str, cls: str) -> dict:
@@ -64,11 +67,17 @@ def models(kind: str, cls: str) -> dict:
     return {"A": a, "B": b, "AB": ab}
 
 
+def _stem(kind: str, cls: str) -> str:
+    return f"{kind}+{cls.replace(':', '-')}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", action="append", required=True)
     parser.add_argument("--folder", type=Path, default=Path("data/kernels/fusion"))
+    parser.add_argument("--only", help="measure only the pairs whose 'A+B' contains this text (e.g. Activation:)")
     args = parser.parse_args()
+    pairs = [(kind, cls) for kind, cls in PAIRS if not args.only or args.only in f"{kind}+{cls}"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -82,9 +91,9 @@ def main() -> int:
     floor = keras.Model(floor_input, keras.layers.ReLU()(floor_input))
     (args.folder / "floor.json").write_text(floor.to_json())
     entries.append(("floor", args.folder / "floor.json", None))
-    for kind, cls in PAIRS:
+    for kind, cls in pairs:
         for part, model in models(kind, cls).items():
-            path = args.folder / f"{kind}+{cls}-{part}.json"
+            path = args.folder / f"{_stem(kind, cls)}-{part}.json"
             path.write_text(model.to_json())
             entries.append((path.stem, path, None))
     params = config.load_params()
@@ -97,10 +106,10 @@ def main() -> int:
         print(f"\n{target}: per-call floor {base:.3f} ms")
         print(f"{'A':<11} {'B':<19} {'t(A) ms':>8} {'t(B) ms':>8} {'t(A+B) ms':>9} {'B share':>8}  fused")
         rules: dict[str, list[str]] = {}
-        for kind, cls in PAIRS:
-            t_a, t_b, t_ab = (latency[f"{kind}+{cls}-{part}"] for part in ("A", "B", "AB"))
+        for kind, cls in pairs:
+            t_a, t_b, t_ab = (latency[f"{_stem(kind, cls)}-{part}"] for part in ("A", "B", "AB"))
             if None in (t_a, t_b, t_ab):  # a part the target could not run (e.g. an exporter without the op)
-                reasons = {rows[f"{kind}+{cls}-{part}"].get("reason") for part in ("A", "B", "AB")} - {None}
+                reasons = {rows[f"{_stem(kind, cls)}-{part}"].get("reason") for part in ("A", "B", "AB")} - {None}
                 print(f"{kind:<11} {cls:<19} not measured: {'; '.join(str(r)[:120] for r in reasons)}")
                 continue
             share = (t_ab - t_a) / max(t_b - base, 1e-6)

@@ -14,7 +14,8 @@ from perfpred.model import estimators, train
 from perfpred.serve import predict
 from perfpred.serve.predictor import Predictor
 
-RULES = {"BatchNormalization": ["conv", "depthwise"], "Activation": ["conv", "depthwise", "dense"]}
+RULES = {"BatchNormalization": ["conv", "depthwise"], "Activation": ["conv", "depthwise", "dense"],
+         "Activation:sigmoid": ["conv"]}
 
 
 def _terms(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -137,7 +138,7 @@ def _small_onnx(path):
         return numpy_helper.from_array(rng.standard_normal(dims).astype("float32"), name)
 
     nodes = [helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Sigmoid", ["c1"], ["r1"], name="sigmoid"),  # an Activation, as RULES know it
+             helper.make_node("Sigmoid", ["c1"], ["r1"], name="sigmoid"),  # `Activation:sigmoid`, as RULES know it
              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], group=8, strides=[2, 2], pads=[1, 1, 1, 1],
                               name="depthwise"),
              helper.make_node("GlobalAveragePool", ["c2"], ["p"], name="pool"),

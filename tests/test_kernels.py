@@ -12,7 +12,8 @@ import pytest
 from perfpred.features.descriptors import DescriptorError
 from perfpred.kernels import detector, measurement, predictor, sampler
 
-RULES = {"BatchNormalization": ["conv", "depthwise"], "Activation": ["conv", "depthwise", "dense"]}
+RULES = {"BatchNormalization": ["conv", "depthwise"], "Activation": ["conv", "depthwise", "dense"],
+         "Activation:softmax": ["dense"]}
 
 
 def _descriptor(build) -> dict:
@@ -216,3 +217,45 @@ def test_kernels_are_measured_by_the_model_harness_and_resume(tmp_path):
     retried = measurement.measure_round(entries, "host-cpu-tf", params, retry_failed=True)
     assert [r["status"] for r in retried] == ["ok", "ok"] and retried[1]["latency_ms"] > 0
     assert retried[0]["latency_ms"] == rows[0]["latency_ms"] and len(journal.read_text().splitlines()) == 3
+
+
+def test_only_relu_activations_fuse_under_the_plain_activation_rule():
+    """Swish, gelu and sigmoid cost their own pass after a convolution (benchmarks/kernels_fusion.py): they fuse only
+    where a rule names their function (`Activation:swish`), whether a layer of their own or a layer's argument."""
+    import keras
+    from keras import layers
+
+    def net():
+        image = keras.Input((8, 8, 4))
+        x = layers.Activation("relu", name="relu")(layers.Conv2D(4, 3, padding="same", name="c1")(image))
+        x = layers.Activation("silu", name="silu")(layers.Conv2D(4, 3, padding="same", name="c2")(x))
+        x = layers.Conv2D(4, 3, padding="same", activation="gelu", name="c3")(x)
+        return keras.Model(image, layers.Conv2D(4, 1, activation="relu6", name="c4")(x))
+
+    graph = detector.descriptors.parse(_descriptor(net))
+    kernels = detector.detect_graph(graph, {"Activation": ["conv"]})
+    assert [(k.kind, k.classes) for k in kernels] == [
+        ("conv", ["Conv2D", "Activation"]), ("conv", ["Conv2D"]), ("unary", ["Activation:swish"]),  # silu is swish
+        ("conv", ["Conv2D"]), ("unary", ["Activation:gelu"]), ("conv", ["Conv2D"])]
+    assert kernels[4].flops == 8 * 8 * 4 and kernels[4].bytes_read == kernels[4].bytes_written == 8 * 8 * 4 * 4
+    named = detector.detect_graph(graph, {"Activation": ["conv"], "Activation:swish": ["conv"], "Activation:gelu": ["conv"]})
+    assert [k.kind for k in named] == ["conv"] * 4
+    assert detector.rule_key("Activation", {"activation": "_hard_swish"}) == "Activation:hard_swish"
+    assert detector.rule_key("ReLU", {"max_value": 6.0}) == "ReLU"
+
+
+def test_a_dense_layer_on_a_feature_map_is_a_pointwise_convolution():
+    """ConvNeXt's MLPs: Dense on (H, W, C) runs as the GEMM of a 1x1 convolution, not as a vector's GEMV."""
+    import keras
+    from keras import layers
+
+    def net(dense: bool):
+        image = keras.Input((6, 6, 16))
+        x = layers.Dense(32, name="mlp")(image) if dense else layers.Conv2D(32, 1, name="mlp")(image)
+        return keras.Model(image, layers.Dense(5, name="head")(layers.GlobalAveragePooling2D(name="gap")(x)))
+
+    on_map, pointwise = (detector.detect_graph(detector.descriptors.parse(_descriptor(build)), {})
+                         for build in (lambda: net(True), lambda: net(False)))
+    assert [k.kind for k in on_map] == ["conv", "globalpool", "dense"]  # the head, on a vector, stays a dense kernel
+    assert on_map[0].features() == pointwise[0].features()
+    assert on_map[0].kernel_size == 1 and on_map[0].flops == 2 * 6 * 6 * 16 * 32 + 6 * 6 * 32

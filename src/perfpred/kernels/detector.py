@@ -33,6 +33,13 @@ KIND_OF_CLASS = {"DepthwiseConv2D": "depthwise", "Conv2DTranspose": "transposed"
                  "AvgPool2D": "avgpool", "GlobalAveragePooling2D": "globalpool", "GlobalMaxPooling2D": "globalpool",
                  "GlobalAvgPool2D": "globalpool", "GlobalMaxPool2D": "globalpool", "Concatenate": "concat",
                  "UpSampling2D": "resize"} | dict.fromkeys(MERGES, "add") | dict.fromkeys(UNARY, "unary")
+#: activation functions the fusion rules' plain `Activation` key stands for: what benchmarks/kernels_fusion.py
+#: measured it with (relu). Any other function has a key of its own, `Activation:<function>` (rule_key): swish, gelu
+#: and sigmoid after a convolution cost their own pass on every host toolchain (their share 0.6-1.5, 2026-11-30),
+#: where the plain key had let them run free inside it (EfficientNet's swish, ConvNeXt's gelu)
+RELU_ACTIVATIONS = {"relu", "relu6", "linear"}
+#: Keras' other names of one function (Keras 3 `silu`, multi-backend Keras' `_hard_swish`, `_relu6`)
+ACTIVATION_ALIASES = {"silu": "swish", "hard_silu": "hard_swish", "_hard_swish": "hard_swish", "_relu6": "relu6"}
 #: the numeric configuration of a kernel, in the order predictors read it
 CONFIG_FIELDS: tuple[str, ...] = ("input_height", "input_width", "cin", "cout", "kernel_size", "strides", "groups",
                                   "inputs", "output_elements", "flops", "bytes_read", "bytes_written", "fused")
@@ -84,6 +91,18 @@ def fusion_rules(target: str | None) -> dict[str, list[str]]:
     return {str(cls): list(kinds) for cls, kinds in (yaml.safe_load(path.read_text()).get("fuse") or {}).items()}
 
 
+def rule_key(cls: str, cfg: dict | None = None) -> str:
+    """The fusion rules' key of a layer: its class, and for an `Activation` of another function than relu (or
+    linear) `Activation:<function>` (`Activation:swish`, `Activation:gelu`), which fuses only where a rule names it."""
+    if cls != "Activation":
+        return cls
+    function = (cfg or {}).get("activation", "linear")
+    if isinstance(function, dict):  # a serialized function object: its registered name
+        function = function.get("config") if isinstance(function.get("config"), str) else function.get("class_name")
+    function = ACTIVATION_ALIASES.get(str(function), str(function))
+    return cls if function in RELU_ACTIVATIONS else f"{cls}:{function}"
+
+
 class _Recorder(_Walk):
     """The shape walk of `describe`, keeping every layer call with the layers it reads."""
 
@@ -123,7 +142,12 @@ def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.Lay
     size = max(stats.kernel) if stats.kernel else 1
     stride = max(shapes.pair(cfg.get("strides", 1) or 1, "strides")) if "strides" in cfg else 1
     common = dict(input_shape=first, output_shape=out, cin=first[-1], cout=out[-1], flops=macs_flops,
-                  bytes_read=read, bytes_written=written, classes=[cls], layers=[name])
+                  bytes_read=read, bytes_written=written, classes=[rule_key(cls, cfg)], layers=[name])
+    if cls == "Dense" and len(first) == 3:
+        # on a feature map (ConvNeXt's pointwise MLPs) a Dense is a 1x1 convolution: the same GEMM, and the same
+        # time measured here on all three host toolchains (24x24x96 -> 384: 0.17 ms both on TFLite, 0.31-0.33 ms on
+        # TF); the `dense` kernels are sampled and learnt on vectors, where a GEMV is bound by its weights
+        return [Kernel("conv", kernel_size=1, strides=1, **common)]
     if cls in ("Conv2D", "Convolution2D"):
         groups = int(cfg.get("groups", 1) or 1)
         return [Kernel("grouped" if groups > 1 else "conv", kernel_size=size, strides=stride, groups=groups, **common)]
@@ -150,6 +174,15 @@ def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.Lay
     return [Kernel("other", inputs=len(inputs), **common)]  # padding, reshape, softmax, Lambda...
 
 
+def _activation_kernel(name: str, producer: Kernel, key: str) -> Kernel:
+    """The pass of a layer's own activation (`Conv2D(..., activation="swish")`) where no rule fuses it: what an
+    `Activation` layer after it would be."""
+    out = tuple(producer.output_shape)
+    elements = shapes.elements(out)
+    return Kernel("unary", [name], out, out, out[-1], out[-1], flops=elements, bytes_read=elements * BYTES_PER_ELEMENT,
+                  bytes_written=elements * BYTES_PER_ELEMENT, classes=[key])
+
+
 def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_size: int | None = None) -> list[Kernel]:
     """The kernels of a parsed graph under fusion rules (layer class -> kinds it fuses into)."""
     walk = _Recorder(graph, input_size)
@@ -169,14 +202,18 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
             last_of[name] = last_of[sources[0]]  # a view: no data moves
             continue
         producer = last_of.get(sources[0]) if len(sources) == 1 else None
-        if producer is not None and producer.kind in rules.get(cls, ()) and consumers.get(sources[0], 0) == 1:
+        key = rule_key(cls, cfg)
+        if producer is not None and producer.kind in rules.get(key, ()) and consumers.get(sources[0], 0) == 1:
             producer.layers.append(name)
-            producer.classes.append(cls)
+            producer.classes.append(key)
             producer.flops += stats.flops
             producer.bytes_read += _weights_bytes(stats)  # a fused BN still reads its per-channel vectors
             last_of[name] = producer
             continue
         made = _base_kernel(name, cls, cfg, inputs, stats)
+        own = rule_key("Activation", {"activation": cfg.get("activation") or "linear"}) if cls != "Activation" else cls
+        if own != "Activation" and made[-1].kind not in rules.get(own, ()):  # Conv2D(activation="swish"): two kernels
+            made.append(_activation_kernel(name, made[-1], own))
         kernels.extend(made)
         last_of[name] = made[-1]
     return kernels

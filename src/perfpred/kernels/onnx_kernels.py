@@ -13,13 +13,15 @@ perfpred.kernels.detector with the same kinds, configurations and cost conventio
   arithmetic (integer tensors, constants): nothing; anything else (Pad, Slice, Softmax over a non-image...):
   `other`.
 - Fusion applies the target's rules (conf/kernels/<target>.yaml, keyed by Keras class names) through the Keras
-  class each ONNX op stands for: Relu and Clip are `ReLU`; Sigmoid, HardSigmoid, HardSwish, Tanh, LeakyRelu,
-  Elu, Softmax... are `Activation`; BatchNormalization is `BatchNormalization`, and so is a Mul by a per-channel
-  constant followed (as its only reader) by the Add of one (a batch norm the exporter wrote out, e.g. tf2onnx
-  after a depthwise convolution or in ResNet50). A gate `Mul(x, f(x))`, f a chain of Sigmoid/HardSigmoid/
-  Relu/Clip and scalar-constant arithmetic read by nothing else (swish, hard swish), is one `Activation`. As in
-  detect_graph, a node fuses into the kernel producing its input only if it is that tensor's only reader (a view
-  passes its producer on).
+  class each ONNX op stands for (perfpred.kernels.detector.rule_key): Relu and Clip are `ReLU`; Sigmoid,
+  HardSigmoid, HardSwish, Tanh, LeakyRelu, Elu, Softmax, Gelu... are `Activation:<function>` (`Activation:sigmoid`,
+  `Activation:gelu`), which fuse only where a rule names them; BatchNormalization is `BatchNormalization`, and so
+  is a Mul by a per-channel constant followed (as its only reader) by the Add of one (a batch norm the exporter
+  wrote out, e.g. tf2onnx after a depthwise convolution or in ResNet50). A gate `Mul(x, f(x))`, f a chain of
+  Sigmoid/HardSigmoid/Relu/Clip and scalar-constant arithmetic read by nothing else, is one `Activation:swish`
+  (with a Sigmoid) or `Activation:hard_swish`. As in detect_graph, a node fuses into the kernel producing its input
+  only if it is that tensor's only reader (a view passes its producer on).
+- A Gemm or MatMul on a 4-D tensor (a Dense on a feature map) is a 1x1 `conv`, as in detect_graph.
 - A batch normalisation that the exporter folded into a convolution is simply absent: the convolution has a
   bias instead (its FLOPs gain one per output element, its bytes one weight per channel, where the Keras kernel
   counts the fused batch norm's 1 per element and 2 per channel and reads its 4 vectors).
@@ -45,11 +47,13 @@ VIEWS = {"Reshape", "Flatten", "Transpose", "Identity", "Dropout", "Squeeze", "U
 #: element-wise ops: with two or more tensor inputs a merge (`add`), with one (and constants) a `unary` kernel
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow"}
 #: the Keras class (the fusion rules' key) each ONNX activation op stands for
-RULE_CLASS = {"Relu": "ReLU", "Clip": "ReLU", "Sigmoid": "Activation", "HardSigmoid": "Activation",
-              "HardSwish": "Activation", "Tanh": "Activation", "LeakyRelu": "Activation", "Elu": "Activation",
-              "Selu": "Activation", "Softmax": "Activation", "LogSoftmax": "Activation", "Softplus": "Activation",
-              "Softsign": "Activation", "Gelu": "Activation", "Mish": "Activation", "Celu": "Activation",
-              "ThresholdedRelu": "Activation", "PRelu": "PReLU", "BatchNormalization": "BatchNormalization"}
+RULE_CLASS = {"Relu": "ReLU", "Clip": "ReLU", "Sigmoid": "Activation:sigmoid", "HardSigmoid": "Activation:hard_sigmoid",
+              "HardSwish": "Activation:hard_swish", "Tanh": "Activation:tanh", "LeakyRelu": "Activation:leaky_relu",
+              "Elu": "Activation:elu", "Selu": "Activation:selu", "Softmax": "Activation:softmax",
+              "LogSoftmax": "Activation:log_softmax", "Softplus": "Activation:softplus", "Softsign": "Activation:softsign",
+              "Gelu": "Activation:gelu", "Mish": "Activation:mish", "Celu": "Activation:celu",
+              "ThresholdedRelu": "Activation:thresholded_relu", "PRelu": "PReLU",
+              "BatchNormalization": "BatchNormalization"}
 #: other element-wise ops of one tensor: a `unary` kernel of their own
 UNARY_OPS = {"Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Erf", "Floor", "Ceil", "Round", "Sign", "Sin",
              "Cos", "Not", "IsNaN", "IsInf"}
@@ -211,7 +215,8 @@ class _Detector(_Count):
             # as the Keras rules count swish (1 per element) and hard swish (3): the arithmetic ops of f and the gate
             flops = sum(ACTIVATION_FLOPS.get(nodes[i].op_type, nodes[i].op_type in ELEMENTWISE) for i in chain)
             flops = (flops + 1) * elements
-            return _Unit("unary", "Activation", names, [x], output, flops)
+            swish = any(nodes[i].op_type == "Sigmoid" for i in chain)  # else a hard swish (HardSigmoid, or Clip/Relu)
+            return _Unit("unary", "Activation:swish" if swish else "Activation:hard_swish", names, [x], output, flops)
         if op in ("Conv", "ConvTranspose"):
             return self._conv(node, name, tensors)
         if op == "Gemm" or op == "MatMul":
@@ -326,8 +331,11 @@ class _Detector(_Count):
         if node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
             source = (*source[:-2], source[-1], source[-2])
         macs = math.prod(out[1:]) * source[-1]
-        return _Unit("dense", "Dense", names, tensors, output, 2 * macs + (math.prod(out[1:]) if bias else 0),
-                     weights + bias)
+        flops = 2 * macs + (math.prod(out[1:]) if bias else 0)
+        if len(source) == 4:  # on a feature map: a 1x1 convolution, as detector._base_kernel says
+            return _Unit("conv", "Dense", names, tensors, output, flops, weights + bias,
+                         {"kernel_size": 1, "strides": 1, "groups": 1})
+        return _Unit("dense", "Dense", names, tensors, output, flops, weights + bias)
 
     # --- kernels -------------------------------------------------------------------------------------------------
     def kernel(self, unit: _Unit) -> Kernel:
@@ -339,6 +347,8 @@ class _Detector(_Count):
             first = self.hwc(source, node)
             out = (first[0] * unit.config["kernel_size"], *first[1:]) if len(first) == 3 else first
             unit = _Unit(unit.kind, unit.cls, unit.names, [source], unit.output, unit.flops, unit.params, unit.config)
+        if unit.cls == "Dense" and unit.sources:  # a MatMul contracts the last axis, whatever the 4-D layout guessed
+            first, out = (tuple(self.shape(name, node)[1:]) or (1,) for name in (unit.sources[0], unit.output))
         if unit.config.get("pooled"):
             out = out[-1:]
         read = sum(shapes.elements(self.hwc(name, node)) for name in unit.sources) + unit.params
