@@ -59,7 +59,8 @@ def test_kernel_terms_join_the_table_and_only_complete_ones_become_features(tmp_
     joined = estimators.with_kernel_terms(table, "t")
     assert joined["kernel_sum_ms"].tolist() == [1.0, 2.0, 3.0] and "kernel_latency_ms" not in joined  # no model-level fit
     assert estimators.feature_columns(joined)[-4:] == ["neurons", *predictor.TERM_COLUMNS]  # what ens_kernels reads
-    assert estimators.feature_columns(joined, kernel_groups=True)[-9:] == list(predictor.TERM_COLUMNS + predictor.GROUP_COLUMNS)
+    kernel_columns = list(predictor.TERM_COLUMNS + predictor.GROUP_COLUMNS)
+    assert estimators.feature_columns(joined, kernel_groups=True)[-len(kernel_columns):] == kernel_columns
     terms[terms["model"] != "b_32"].to_parquet(path)  # a model without a descriptor: the terms are incomplete
     assert not set(predictor.TERM_COLUMNS) & set(estimators.feature_columns(estimators.with_kernel_terms(table, "t")))
 

@@ -103,6 +103,9 @@ def test_plan_is_seeded_and_names_encode_the_configuration():
         assert measurement.spec_from_name(sampler.spec_name(spec)) == {k: v for k, v in spec.items()}
         if spec["kind"] == "grouped":
             assert spec["cin"] % spec["groups"] == 0 and spec["cout"] % spec["groups"] == 0
+    grouped = sampler.plan({"per_kind": {"grouped": 40}}, _pools(), 0)
+    # as the zoo's grouped convolutions (a channel per group, ConvNeXt) and as ResNeXt's (a few wide groups)
+    assert {spec["groups"] == spec["cin"] == spec["cout"] for spec in grouped} == {True, False}
 
 
 @pytest.mark.parametrize("kind", detector.KINDS)
@@ -167,16 +170,16 @@ def test_overhead_fit_recovers_its_coefficients():
 
 
 def test_kernels_are_summed_per_group_and_each_group_gets_its_own_factor():
-    kinds = ["conv", "depthwise", "conv", "maxpool", "add", "resize", "dense"]
+    kinds = ["conv", "depthwise", "conv", "maxpool", "add", "resize", "dense", "grouped"]
     kernels = [detector.Kernel(kind, [kind], (8, 8, 4), (8, 8, 4), 4, 4) for kind in kinds]
-    sums = predictor.group_sums(kernels, np.arange(1.0, 8.0))
+    sums = predictor.group_sums(kernels, np.arange(1.0, 9.0))
     assert dict(zip(predictor.KIND_GROUPS, sums, strict=True)) == {
-        "conv": 1 + 3, "depthwise": 2, "dense": 7, "pool": 4, "elementwise": 5, "rest": 6}  # resize: the rest
+        "conv": 1 + 3, "depthwise": 2, "dense": 7, "pool": 4, "elementwise": 5, "grouped": 8, "rest": 6}  # resize: the rest
     rng = np.random.default_rng(0)
     groups = len(predictor.KIND_GROUPS)
     terms = np.column_stack([rng.uniform(0.1, 10, (80, groups)), rng.integers(5, 200, 80), rng.uniform(1, 50, 80),
                              np.ones(80)])
-    truth = np.r_[0.5, 2.6, 1.0, 1.0, 1.0, 1.0, 0.004, 0.01, 0.2]  # in-model conv 0.5x, depthwise 2.6x as alone
+    truth = np.r_[0.5, 2.6, 1.0, 1.0, 1.0, 1.0, 1.0, 0.004, 0.01, 0.2]  # in-model conv 0.5x, depthwise 2.6x as alone
     folds = np.arange(80) % 5
     fitted = predictor.fit_overhead_shrunk(terms, terms @ truth, folds)
     assert fitted == pytest.approx(truth, rel=0.05, abs=0.002)  # exact data: the weakest pull wins

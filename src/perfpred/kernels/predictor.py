@@ -23,7 +23,7 @@ MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
 #: ~0.5x), which the overhead fit learns per group, shrunk toward one common factor (fit_overhead_shrunk)
 KIND_GROUPS: dict[str, tuple[str, ...] | None] = {
     "conv": ("conv",), "depthwise": ("depthwise",), "dense": ("dense",), "pool": ("maxpool", "avgpool", "globalpool"),
-    "elementwise": ("add", "unary", "concat"), "rest": None,
+    "elementwise": ("add", "unary", "concat"), "grouped": ("grouped",), "rest": None,
 }
 GROUP_COLUMNS = tuple(f"kernel_{group}_ms" for group in KIND_GROUPS)
 #: a model's kernel terms as feature columns of a measurement table (`model_terms` without its constant): what the

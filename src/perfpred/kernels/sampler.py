@@ -66,8 +66,13 @@ def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, n
     if kind in ("conv", "depthwise"):
         spec["k"] = base["k"] if pool and rng.random() < 0.7 else rng.choice([1, 3, 5, 7] if kind == "conv" else [3, 5])
         spec["s"] = rng.choice([1, 1, 2]) if spec["k"] > 1 else 1
+    elif kind == "grouped" and near is None and rng.random() < 0.5:
+        # a channel per group, as the zoo's own grouped convolutions (ConvNeXt's 7x7 ones, groups = channels) have it:
+        # a depthwise convolution run as a grouped one, which costs otherwise than either a DepthwiseConv2D or a few
+        # wide groups
+        spec |= {"groups": spec["cin"], "cout": spec["cin"], "k": base["k"], "s": 1}
     elif kind == "grouped":
-        groups = rng.choice([2, 4, 8, 16, 32])
+        groups = near["groups"] if near is not None and "groups" in near else rng.choice([2, 4, 8, 16, 32])
         spec |= {"groups": groups, "k": rng.choice([3, 3, 1]), "s": rng.choice([1, 1, 2]),
                  "cin": max(spec["cin"] // groups, 1) * groups, "cout": max(spec["cout"] // groups, 1) * groups}
     elif kind == "transposed":
