@@ -366,6 +366,33 @@ def test_the_prior_fits_the_relative_error_so_small_networks_get_theirs():
         BaselineRatioRegressor(None, ["flops"]).fit_prior(frame, np.where(small, 0.0, latency))
 
 
+def test_the_prior_reads_the_kernel_terms_where_the_rows_carry_them():
+    """conf/metric/latency.yaml `kernel_baseline`: a network whose operators cost more than its FLOPs say (a grouped
+    convolution) is priced by its kernels' own sum, on the tables of algorithms that read kernel terms only."""
+    import numpy as np
+    import pandas as pd
+
+    from perfpred.model import estimators
+    from perfpred.model.estimators import BaselineRatioRegressor
+
+    assert estimators.metric_kernel_baseline("latency") == ["kernel_sum_ms", "kernel_read_mb", "kernel_count"]
+    assert estimators.metric_kernel_baseline("memory") is None
+    rng = np.random.default_rng(0)
+    flops = np.exp(rng.uniform(np.log(1e6), np.log(1e9), 120))
+    slow = rng.uniform(1, 4, 120)  # per-FLOP cost of each network's operators, which only the kernel sum knows
+    frame = pd.DataFrame({"flops": flops, "activations": flops ** 0.7, "layers": rng.integers(5, 60, 120).astype(float),
+                          "kernel_sum_ms": 1e-6 * flops * slow, "kernel_read_mb": flops / 1e7, "kernel_count": 30.0})
+    latency = 1e-6 * flops * slow * np.exp(rng.normal(0, 0.03, 120))
+    columns = ["flops", "activations", "layers"]
+    kernels = BaselineRatioRegressor(None, columns, estimators.metric_kernel_baseline("latency")).fit_prior(frame, latency)
+    alone = BaselineRatioRegressor(None, columns).fit_prior(frame, latency)
+    assert kernels.columns_ == columns + ["kernel_sum_ms", "kernel_read_mb", "kernel_count"]
+    error = {name: np.abs(prior._prior(frame) / latency - 1).mean() for name, prior in (("kernels", kernels), ("alone", alone))}
+    assert error["kernels"] < 0.1 < error["alone"], error
+    without = BaselineRatioRegressor(None, columns, ["kernel_sum_ms"]).fit_prior(frame[columns], latency)
+    assert without.columns_ == columns  # a table without kernel terms: the prior of `baseline` alone
+
+
 def test_log_target_offset():
     from sklearn.linear_model import LinearRegression
 

@@ -182,16 +182,18 @@ class BaselineRatioRegressor(*_base_classes()):
     the nearest training row, which is all a tree ensemble can return.
     """
 
-    def __init__(self, regressor, columns: list[str]):
+    def __init__(self, regressor, columns: list[str], kernel_columns: list[str] | None = None):
         self.regressor = regressor
         self.columns = columns
+        self.kernel_columns = kernel_columns
 
     def _design(self, features: pd.DataFrame) -> np.ndarray:
-        missing = [c for c in self.columns if c not in features.columns]
+        columns = list(getattr(self, "columns_", self.columns))  # versions pickled before kernel_columns: columns
+        missing = [c for c in columns if c not in features.columns]
         if missing:
             raise ValueError(f"the baseline's features {missing} are not among this table's complete features "
                              f"{list(features.columns)}: set the metric's `baseline` in conf/metric/ to columns it has")
-        return np.column_stack([features[list(self.columns)].to_numpy("float64"), np.ones(len(features))])
+        return np.column_stack([features[columns].to_numpy("float64"), np.ones(len(features))])
 
     def _prior(self, features: pd.DataFrame) -> np.ndarray:
         return np.maximum(self.prior_.predict(self._design(features)), self.floor_)
@@ -211,6 +213,9 @@ class BaselineRatioRegressor(*_base_classes()):
         target = np.asarray(target, dtype="float64")
         if not (target > 0).all():
             raise ValueError("the baseline prior is fitted to positive figures only (a row has a measured value <= 0)")
+        # the kernel terms join the prior where the rows carry them (an algorithm with `kernel_terms`)
+        self.columns_ = list(self.columns) + [c for c in self.kernel_columns or [] if c in features.columns
+                                              and c not in self.columns]
         self.prior_ = LinearRegression(positive=True, fit_intercept=False).fit(self._design(features), target,
                                                                               sample_weight=target ** -2.0)
         self.floor_ = 1e-3 * float(target.min())  # a prior of 0 (every coefficient 0) would divide by 0
@@ -237,13 +242,19 @@ def metric_baseline(metric: str) -> list[str] | None:
     return [str(c) for c in baseline] if baseline else None
 
 
+def metric_kernel_baseline(metric: str) -> list[str] | None:
+    """The kernel terms a metric's prior adds where the rows carry them (conf/metric/<metric>.yaml `kernel_baseline`)."""
+    columns = config.group_option("metric", metric).get("kernel_baseline")
+    return [str(c) for c in columns] if columns else None
+
+
 def metric_option(metric: str, key: str, default=None):
     """One setting of conf/metric/<metric>.yaml (`default` where it has none)."""
     value = config.group_option("metric", metric).get(key)
     return default if value is None else value
 
 
-def build(algorithm_cfg, baseline: list[str] | None = None) -> object:
+def build(algorithm_cfg, baseline: list[str] | None = None, kernel_baseline: list[str] | None = None) -> object:
     """Instantiate the estimator of an algorithm config (its `estimator` node, built by Hydra from `_target_`).
 
     With a metric's `baseline` and an algorithm that sets `ratio_to_baseline`, it learns the ratio to that prior.
@@ -252,7 +263,7 @@ def build(algorithm_cfg, baseline: list[str] | None = None) -> object:
 
     estimator = instantiate(algorithm_cfg["estimator"], _convert_="all")
     if baseline and algorithm_cfg.get("ratio_to_baseline", False):
-        return BaselineRatioRegressor(estimator, list(baseline))
+        return BaselineRatioRegressor(estimator, list(baseline), kernel_baseline)
     return estimator
 
 

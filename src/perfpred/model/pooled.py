@@ -196,7 +196,8 @@ class PooledSVR(PooledRegressor):
     def __init__(self, target: str | None = None, metric: str = "latency", sources: list[str] | None = None,
                  C: float = 10.0, epsilon: float = 0.02, gamma: float | str = "scale", tol: float = 0.01,
                  ratios: list[str] | None = None, drop: list[str] | None = None, baseline: list[str] | None = None,
-                 target_offset: float = 0.0, identity_scale: float = 1.0, own_weight: float = 2.0):
+                 target_offset: float = 0.0, identity_scale: float = 1.0, own_weight: float = 2.0,
+                 kernel_baseline: list[str] | None = None):
         self.target = target
         self.metric = metric
         self.sources = sources
@@ -207,6 +208,7 @@ class PooledSVR(PooledRegressor):
         self.ratios = ratios
         self.drop = drop
         self.baseline = baseline
+        self.kernel_baseline = kernel_baseline
         self.target_offset = target_offset
         self.identity_scale = identity_scale
         self.own_weight = own_weight
@@ -222,7 +224,8 @@ class PooledSVR(PooledRegressor):
         shift = float(self.target_offset) * float(values.min())
         if not self.baseline:
             return shift, None
-        return shift, BaselineRatioRegressor(None, list(self.baseline)).fit_prior(frame, values - shift)
+        kernel_baseline = getattr(self, "kernel_baseline", None)  # versions pickled before it have none
+        return shift, BaselineRatioRegressor(None, list(self.baseline), kernel_baseline).fit_prior(frame, values - shift)
 
     def _level(self, name: str, frame: pd.DataFrame) -> tuple[float, np.ndarray]:
         shift, prior = self.levels_[name]

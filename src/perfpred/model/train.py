@@ -112,10 +112,10 @@ def _refit(estimator, features, target):
 def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = True):
     """The estimator of an algorithm for one (target, metric); an ensemble (`members:`) averages its members,
     each built as `perfpred train` builds it alone (its conf/tuned/ file, the metric's prior)."""
-    baseline = estimators.metric_baseline(metric)
+    baseline, kernel_baseline = estimators.metric_baseline(metric), estimators.metric_kernel_baseline(metric)
     members = algorithm_cfg.get("members")
     if not members:
-        return estimators.build(algorithm_cfg, baseline)
+        return estimators.build(algorithm_cfg, baseline, kernel_baseline)
     if algorithm_cfg.get("mean") == "geometric":
         return geometric_blend(algorithm_cfg, target, metric, use_tuned)
     from sklearn.ensemble import VotingRegressor
@@ -125,7 +125,7 @@ def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = T
         cfg, _ = tuned_config(target, metric, str(member), use_tuned=use_tuned)
         if cfg.algorithm.get("members"):
             raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: member {member!r} is an ensemble itself")
-        built.append((str(member), estimators.build(cfg.algorithm, baseline)))
+        built.append((str(member), estimators.build(cfg.algorithm, baseline, kernel_baseline)))
     weights = algorithm_cfg.get("weights")
     if weights is not None and len(weights) != len(built):
         raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: {len(weights)} weights for {len(built)} members {list(members)}")

@@ -99,7 +99,7 @@ def tune_job(cfg) -> dict | None:
             params = suggest(trial, search)
             algorithm_cfg = OmegaConf.to_container(cfg.algorithm, resolve=True)
             algorithm_cfg["estimator"]["regressor"].update(params)
-            estimator = estimators.build(algorithm_cfg, estimators.metric_baseline(metric))
+            estimator = estimators.build(algorithm_cfg, estimators.metric_baseline(metric), estimators.metric_kernel_baseline(metric))
             value = objective_mape(estimator, table, features, column, str(cfg.tune.objective),
                                    int(cfg.tune.seeds), int(cfg.train.family_folds), int(cfg.tune.first_seed))
             with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
