@@ -186,6 +186,43 @@ def test_a_shape_that_cannot_be_inferred_names_the_node(tmp_path):
         describe(path)
 
 
+def test_a_reshape_computed_from_the_graphs_own_shapes_is_folded(tmp_path):
+    """Keras 3 exports a Dense on a feature map as Shape -> Gather -> ReduceProd -> Concat -> Reshape to (H*W, C),
+    a MatMul, and a Reshape back: ONNX's data propagation stops at ReduceProd, perfpred folds the integer
+    arithmetic (nothing executed) and counts H*W rows, as the Keras original does."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from perfpred.kernels.onnx_kernels import detect_onnx
+
+    def ints(name, values):
+        return numpy_helper.from_array(np.array(values, "int64"), name)
+
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "lead_axes"], ["lead"], name="lead", axis=0),
+             helper.make_node("Gather", ["lead", "spatial_axes"], ["spatial"], name="spatial", axis=0),
+             helper.make_node("Cast", ["spatial"], ["spatial_i"], name="cast", to=TensorProto.INT64),
+             helper.make_node("ReduceProd", ["spatial_i"], ["rows"], name="rows", keepdims=0),
+             helper.make_node("Unsqueeze", ["rows", "zero"], ["rows_1"], name="rows_1"),
+             helper.make_node("Concat", ["rows_1", "channels"], ["flat_shape"], name="flat_shape", axis=0),
+             helper.make_node("Reshape", ["x", "flat_shape"], ["flat"], name="flatten"),
+             helper.make_node("MatMul", ["flat", "w"], ["m"], name="mlp"),
+             helper.make_node("Concat", ["lead", "units"], ["back_shape"], name="back_shape", axis=0),
+             helper.make_node("Reshape", ["m", "back_shape"], ["out"], name="unflatten")]
+    graph = helper.make_graph(nodes, "tensordot", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 6, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((16, 32), "float32"), "w"), ints("lead_axes", [0, 1, 2]),
+                               ints("spatial_axes", [1, 2]), ints("zero", [0]), ints("channels", [16]), ints("units", [32])])
+    path = tmp_path / "tensordot.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    features = describe(path)
+    assert features["fc_layers"] == 1 and features["flops"] == 2 * 36 * 16 * 32 + 2 * 16 * 32  # 36 rows, 2 per weight
+    assert features["max_activation"] == 36 * 32
+    [kernel] = detect_onnx(path, {})  # a 1x1 convolution over the 6x6 map it came from
+    assert (kernel.kind, kernel.input_shape, kernel.output_shape) == ("conv", (6, 6, 16), (6, 6, 32))
+
+
 def test_a_file_neither_json_nor_onnx_names_the_formats(tmp_path, capsys):
     binary = tmp_path / "weights.bin"
     binary.write_bytes(bytes(range(256)) * 4)

@@ -16,6 +16,10 @@ What an exporter changed is counted as the exporter left it:
   with the FLOPs of a Keras batch norm;
 - a Dense layer is a Gemm, or a MatMul by a 2-D constant (with the Add of a 1-D constant that follows
   it as its bias); a LayerNormalization written out as ReduceMean/Sub/Pow/... costs what those ops cost.
+A shape the exporter computes from the graph's own shapes (Keras 3's Dense on a feature map: Shape -> Gather ->
+ReduceProd -> Concat -> Reshape to (H*W, C)) is folded where ONNX's data propagation stops (fold_shape_arithmetic:
+integer arithmetic on constants and inferred shapes, nothing executed), and every axis of a MatMul operand but the
+last counts as rows (inputs are fixed at batch 1).
 `layers` counts the graph's nodes except constants and shape plumbing, and `neurons` uses the plain
 input of each layer (the Jetson data's quirks after branches, see description._Walk.neurons, have no
 ONNX counterpart).
@@ -62,11 +66,111 @@ def inferred(source, input_size: int | None = None) -> tuple:
         model = onnx.inliner.inline_local_functions(model)
     input_width = fix_inputs(model, input_size, origin)
     weights = detach_weights(model.graph)
-    try:
-        result = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception as error:  # onnx raises InferenceError, ValidationError, RuntimeError
-        raise DescriptorError(f"{origin}: ONNX shape inference failed: {str(error).splitlines()[0][:200]}") from None
+    for _ in range(MAX_FOLDS):
+        try:
+            result = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception as error:  # onnx raises InferenceError, ValidationError, RuntimeError
+            raise DescriptorError(f"{origin}: ONNX shape inference failed: {str(error).splitlines()[0][:200]}") from None
+        if not fold_shape_arithmetic(model, result.graph):
+            break
     return result.graph, origin, input_width, weights
+
+
+#: rounds of folding and inferring again (a fold can make the shape a later fold reads known)
+MAX_FOLDS = 4
+#: ops whose integer input is a shape (the index of that input): what fold_shape_arithmetic hands to them
+SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
+
+
+def _integer_values(graph, shapes: dict[str, tuple]) -> dict:
+    """The value of every integer tensor computable from constants and known shapes (Shape, Gather, Cast,
+    Unsqueeze, Squeeze, Concat, Slice, ReduceProd/ReduceSum and integer arithmetic), name -> numpy array."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type not in FLOAT_BYTES}
+    for node in graph.node:
+        op, attributes = node.op_type, {a.name: a for a in node.attribute}
+        if op == "Constant" and "value" in attributes and attributes["value"].t.data_type not in FLOAT_BYTES:
+            values[node.output[0]] = numpy_helper.to_array(attributes["value"].t)
+            continue
+        if op == "Shape":
+            shape = shapes.get(node.input[0])
+            if shape is not None and all(d is not None for d in shape):
+                start = attributes["start"].i if "start" in attributes else 0
+                end = attributes["end"].i if "end" in attributes else len(shape)
+                values[node.output[0]] = np.array(shape[start:end], dtype=np.int64)
+            continue
+        inputs = [values.get(name) if name else None for name in node.input]
+        if not inputs or inputs[0] is None or not np.issubdtype(inputs[0].dtype, np.integer):
+            continue
+        axes = list(attributes["axes"].ints) if "axes" in attributes else (
+            [int(a) for a in inputs[1].ravel()] if len(inputs) > 1 and inputs[1] is not None else None)
+        try:
+            if op == "Gather" and inputs[1] is not None:
+                value = np.take(inputs[0], inputs[1], axis=attributes["axis"].i if "axis" in attributes else 0)
+            elif op == "Cast":
+                value = inputs[0].astype(np.int64)
+            elif op == "Unsqueeze" and axes is not None:
+                value = inputs[0]
+                for axis in sorted(a % (value.ndim + len(axes)) for a in axes):
+                    value = np.expand_dims(value, axis)
+            elif op == "Squeeze":
+                value = np.squeeze(inputs[0], axis=tuple(axes) if axes is not None else None)
+            elif op == "Concat" and all(v is not None for v in inputs):
+                value = np.concatenate([np.atleast_1d(v) for v in inputs], axis=attributes["axis"].i)
+            elif op in ("ReduceProd", "ReduceSum"):
+                keep = bool(attributes["keepdims"].i) if "keepdims" in attributes else True
+                reduce = np.prod if op == "ReduceProd" else np.sum
+                value = reduce(inputs[0], axis=tuple(axes) if axes else None, keepdims=keep)
+            elif op == "Slice" and all(v is not None for v in inputs[1:3]):
+                starts, ends = inputs[1].ravel(), inputs[2].ravel()
+                slice_axes = inputs[3].ravel() if len(inputs) > 3 and inputs[3] is not None else range(len(starts))
+                steps = inputs[4].ravel() if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
+                index = [slice(None)] * inputs[0].ndim
+                for axis, start, end, step in zip(slice_axes, starts, ends, steps, strict=True):
+                    index[int(axis)] = slice(int(start), int(end), int(step))
+                value = inputs[0][tuple(index)]
+            elif op in ("Mul", "Add", "Sub", "Div") and len(inputs) == 2 and inputs[1] is not None:
+                value = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Div": np.floor_divide}[op](*inputs)
+            else:
+                continue
+        except (ValueError, IndexError, TypeError):  # a malformed graph: leave it to inference to say so
+            continue
+        values[node.output[0]] = np.asarray(value)
+    return values
+
+
+def fold_shape_arithmetic(model, inferred_graph) -> int:
+    """Give each Reshape (Expand, Tile, ConstantOfShape) whose shape input is computed from known shapes that
+    shape as a constant, so that inference knows its output: ONNX's data propagation stops at ops it does not
+    cover (Keras 3's Dense on a feature map exports as Shape -> Gather -> ReduceProd -> Concat -> Reshape).
+    Edits `model` in place; returns how many inputs it replaced. Nothing is executed: integer arithmetic on the
+    graph's own constants and inferred shapes."""
+    from onnx import numpy_helper
+
+    shapes = {}
+    for value in (*inferred_graph.input, *inferred_graph.value_info, *inferred_graph.output):
+        if value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                       for d in value.type.tensor_type.shape.dim)
+    values = _integer_values(inferred_graph, shapes)
+    constants = {t.name for t in model.graph.initializer}
+    replaced = 0
+    for node in model.graph.node:
+        index = SHAPE_INPUTS.get(node.op_type)
+        if index is None or len(node.input) <= index or node.input[index] in constants:
+            continue
+        value = values.get(node.input[index])
+        if value is None:
+            continue
+        name = f"{node.input[index]}__folded"
+        if name not in constants:
+            model.graph.initializer.append(numpy_helper.from_array(value.astype("int64").reshape(-1), name))
+            constants.add(name)
+        node.input[index] = name
+        replaced += 1
+    return replaced
 
 
 class _Count:
@@ -292,10 +396,12 @@ class _Count:
                 fused.add(add.name)
                 bias = self.weight(other[0])
                 out = self.shape(add.output[0], add)
-        out_elements = math.prod(out[1:])
-        macs = math.prod(source[1:]) * out[-1]
+        # every axis but the last is rows (inputs are fixed at batch 1): a feature map reshaped to (H*W, C) before
+        # its MatMul (Keras 3's Dense on a feature map) has H*W of them, not a batch of H*W
+        out_elements = math.prod(out)
+        macs = math.prod(source) * out[-1]
         flops = 2 * macs + (out_elements if bias else 0) + INIT_FLOPS_PER_WEIGHT * weights
         self.totals["fc_layers"] += 1
         self.totals["fc_params"] += weights + bias
-        self.totals["neurons"] += math.prod(source[1:]) * out_elements
+        self.totals["neurons"] += math.prod(source) * out_elements
         return weights + bias, flops

@@ -66,6 +66,18 @@ CHANNELS_FIRST = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "
                   "GlobalMaxPool", "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LRN"}
 
 
+def _rows_as_map(shape: tuple) -> tuple:
+    """A MatMul operand as Keras has it: (C,) for one row; (H, W, C) for a 4-D one; the rows of a feature map
+    reshaped to (H*W, C) as a square map when they make one (else (rows, 1, C)): what its GEMM's cost depends on."""
+    rows = math.prod(shape[:-1])
+    if rows == 1:
+        return (shape[-1],)
+    if len(shape) == 4:
+        return tuple(shape[1:])
+    side = math.isqrt(rows)
+    return (side, side, shape[-1]) if side * side == rows else (rows, 1, shape[-1])
+
+
 @dataclass
 class _Unit:
     """The nodes of one operator as the fusion rules see it (one node, or a pattern such as a written-out BN)."""
@@ -330,9 +342,9 @@ class _Detector(_Count):
         out = self.shape(output, node)
         if node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
             source = (*source[:-2], source[-1], source[-2])
-        macs = math.prod(out[1:]) * source[-1]
-        flops = 2 * macs + (math.prod(out[1:]) if bias else 0)
-        if len(source) == 4:  # on a feature map: a 1x1 convolution, as detector._base_kernel says
+        macs = math.prod(out) * source[-1]  # every axis but the last is rows (batch 1): (H*W, C) has H*W
+        flops = 2 * macs + (math.prod(out) if bias else 0)
+        if math.prod(source[:-1]) > 1:  # on a feature map: a 1x1 convolution, as detector._base_kernel says
             return _Unit("conv", "Dense", names, tensors, output, flops, weights + bias,
                          {"kernel_size": 1, "strides": 1, "groups": 1})
         return _Unit("dense", "Dense", names, tensors, output, flops, weights + bias)
@@ -348,7 +360,7 @@ class _Detector(_Count):
             out = (first[0] * unit.config["kernel_size"], *first[1:]) if len(first) == 3 else first
             unit = _Unit(unit.kind, unit.cls, unit.names, [source], unit.output, unit.flops, unit.params, unit.config)
         if unit.cls == "Dense" and unit.sources:  # a MatMul contracts the last axis, whatever the 4-D layout guessed
-            first, out = (tuple(self.shape(name, node)[1:]) or (1,) for name in (unit.sources[0], unit.output))
+            first, out = (_rows_as_map(self.shape(name, node)) for name in (unit.sources[0], unit.output))
         if unit.config.get("pooled"):
             out = out[-1:]
         read = sum(shapes.elements(self.hwc(name, node)) for name in unit.sources) + unit.params
