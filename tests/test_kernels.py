@@ -103,6 +103,11 @@ def test_plan_is_seeded_and_names_encode_the_configuration():
         assert measurement.spec_from_name(sampler.spec_name(spec)) == {k: v for k, v in spec.items()}
         if spec["kind"] == "grouped":
             assert spec["cin"] % spec["groups"] == 0 and spec["cout"] % spec["groups"] == 0
+    assert all(sampler._spec_weights(spec) <= sampler.MAX_WEIGHTS for spec in first)
+    huge = detector.Kernel("dense", ["fc1"], (245408,), (448,), 245408, 448)  # a VGG head at a large width
+    for seed in range(5):
+        spec = sampler.sample_spec("dense", {"dense": [huge]}, random.Random(seed))
+        assert sampler._spec_weights(spec) <= sampler.MAX_WEIGHTS and spec["cin"] > 8_000  # halved, still wide
     grouped = sampler.plan({"per_kind": {"grouped": 40}}, _pools(), 0)
     # as the zoo's grouped convolutions (a channel per group, ConvNeXt) and as ResNeXt's (a few wide groups)
     assert {spec["groups"] == spec["cin"] == spec["cout"] for spec in grouped} == {True, False}

@@ -17,6 +17,11 @@ from perfpred.kernels.detector import KINDS, Kernel, detect
 #: the layers that follow a convolution in a sampled conv-like kernel (the fusion rules decide if they fuse)
 CONV_TAIL = ("bn", "relu")
 MAX_FLOPS = 1.5e9  # a sampled kernel costs at most this much: it is measured in well under a second
+#: and holds at most this many weights (64 MB of float32). Converting and exporting a kernel costs time with its
+#: weights: three VGG heads at large widths (a Dense of 135k-245k inputs, up to 110 M weights) took 59 of the 204 s
+#: the TFLite kernel stage spent besides timing (a fresh clone, 2026-11-30), and as much on ONNX Runtime. A Dense
+#: on a vector is bound by its weights, which the kernel prior prices per MB: it extrapolates linearly.
+MAX_WEIGHTS = 16e6
 MIN_SPATIAL = 1
 
 
@@ -91,7 +96,22 @@ def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, n
         spec["cin"], spec["cout"] = spec["cin"] // 2, spec["cout"] // 2
         if "groups" in spec:
             spec["cin"], spec["cout"] = (max(c // spec["groups"], 1) * spec["groups"] for c in (spec["cin"], spec["cout"]))
+    while _spec_weights(spec) > MAX_WEIGHTS and max(spec["cin"], spec["cout"]) > 16:
+        wider = "cin" if spec["cin"] >= spec["cout"] else "cout"
+        spec[wider] = spec[wider] // 2
+        if "groups" in spec:
+            spec[wider] = max(spec[wider] // spec["groups"], 1) * spec["groups"]
     return spec
+
+
+def _spec_weights(spec: dict) -> float:
+    """The weights a configuration's kernel holds (its convolution or dense matrix)."""
+    cin, cout, k = spec["cin"], spec["cout"], spec["k"]
+    if spec["kind"] in ("conv", "grouped", "transposed"):
+        return float(k * k * (cin // spec.get("groups", 1)) * cout)
+    if spec["kind"] == "dense":
+        return float(cin * cout)
+    return float(k * k * cin) if spec["kind"] == "depthwise" else 0.0
 
 
 def _spec_flops(spec: dict) -> float:
