@@ -82,17 +82,38 @@ MAX_FOLDS = 4
 SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
 
 
-def _integer_values(graph, shapes: dict[str, tuple]) -> dict:
-    """The value of every integer tensor computable from constants and known shapes (Shape, Gather, Cast,
-    Unsqueeze, Squeeze, Concat, Slice, ReduceProd/ReduceSum and integer arithmetic), name -> numpy array."""
-    import numpy as np
+def tensor_shapes(graph) -> dict[str, tuple]:
+    """The shape of every graph input, output and inferred value (None for an unknown dimension)."""
+    shapes = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                       for d in value.type.tensor_type.shape.dim)
+    return shapes
+
+
+def integer_constants(graph) -> dict:
+    """The integer constants (axes, shapes) that stayed in a graph: initializers and Constant nodes, name -> array."""
     from onnx import numpy_helper
 
     values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type not in FLOAT_BYTES}
     for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+            if tensor.data_type not in FLOAT_BYTES:
+                values[node.output[0]] = numpy_helper.to_array(tensor)
+    return values
+
+
+def _integer_values(graph, shapes: dict[str, tuple]) -> dict:
+    """The value of every integer tensor computable from constants and known shapes (Shape, Gather, Cast,
+    Unsqueeze, Squeeze, Concat, Slice, ReduceProd/ReduceSum and integer arithmetic), name -> numpy array."""
+    import numpy as np
+
+    values = integer_constants(graph)
+    for node in graph.node:
         op, attributes = node.op_type, {a.name: a for a in node.attribute}
-        if op == "Constant" and "value" in attributes and attributes["value"].t.data_type not in FLOAT_BYTES:
-            values[node.output[0]] = numpy_helper.to_array(attributes["value"].t)
+        if op == "Constant":
             continue
         if op == "Shape":
             shape = shapes.get(node.input[0])
@@ -149,18 +170,14 @@ def fold_shape_arithmetic(model, inferred_graph) -> int:
     graph's own constants and inferred shapes."""
     from onnx import numpy_helper
 
-    shapes = {}
-    for value in (*inferred_graph.input, *inferred_graph.value_info, *inferred_graph.output):
-        if value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
-                                       for d in value.type.tensor_type.shape.dim)
-    values = _integer_values(inferred_graph, shapes)
     constants = {t.name for t in model.graph.initializer}
+    computed = [(node, index) for node in model.graph.node for index in [SHAPE_INPUTS.get(node.op_type)]
+                if index is not None and len(node.input) > index and node.input[index] not in constants]
+    if not computed:  # most graphs: every shape is a constant, nothing to evaluate
+        return 0
+    values = _integer_values(inferred_graph, tensor_shapes(inferred_graph))
     replaced = 0
-    for node in model.graph.node:
-        index = SHAPE_INPUTS.get(node.op_type)
-        if index is None or len(node.input) <= index or node.input[index] in constants:
-            continue
+    for node, index in computed:
         value = values.get(node.input[index])
         if value is None:
             continue
@@ -188,11 +205,7 @@ class _Count:
                 if value.name == "value":
                     self.constants[node.output[0]] = tuple(value.t.dims)
                     self.dtypes[node.output[0]] = value.t.data_type
-        self.shapes: dict[str, tuple] = {}
-        for value in (*graph.input, *graph.value_info, *graph.output):
-            shape = value.type.tensor_type.shape
-            if value.type.tensor_type.HasField("shape"):
-                self.shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in shape.dim)
+        self.shapes = tensor_shapes(graph)
         self.producers = {name: node for node in graph.node for name in node.output}
         self.consumers: dict[str, list] = {}
         for node in graph.node:

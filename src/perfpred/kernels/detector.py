@@ -96,7 +96,7 @@ def rule_key(cls: str, cfg: dict | None = None) -> str:
     linear) `Activation:<function>` (`Activation:swish`, `Activation:gelu`), which fuses only where a rule names it."""
     if cls != "Activation":
         return cls
-    function = (cfg or {}).get("activation", "linear")
+    function = (cfg or {}).get("activation") or "linear"
     if isinstance(function, dict):  # a serialized function object: its registered name
         function = function.get("config") if isinstance(function.get("config"), str) else function.get("class_name")
     function = ACTIVATION_ALIASES.get(str(function), str(function))
@@ -211,7 +211,7 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
             last_of[name] = producer
             continue
         made = _base_kernel(name, cls, cfg, inputs, stats)
-        own = rule_key("Activation", {"activation": cfg.get("activation") or "linear"}) if cls != "Activation" else cls
+        own = rule_key("Activation", cfg) if cls != "Activation" else cls  # the layer's own `activation` argument
         if own != "Activation" and made[-1].kind not in rules.get(own, ()):  # Conv2D(activation="swish"): two kernels
             made.append(_activation_kernel(name, made[-1], own))
         kernels.extend(made)

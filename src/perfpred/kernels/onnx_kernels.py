@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from perfpred.features import shapes
 from perfpred.features.descriptors import DescriptorError
-from perfpred.features.onnx_graph import ACTIVATION_FLOPS, _Count, inferred
+from perfpred.features.onnx_graph import ACTIVATION_FLOPS, _Count, inferred, integer_constants
 from perfpred.features.onnx_loading import FLOAT_BYTES, _spatial_axes
 from perfpred.features.weighted import BN_FLOPS_PER_CHANNEL, BN_FLOPS_PER_ELEMENT
 from perfpred.kernels.detector import BYTES_PER_ELEMENT, Kernel
@@ -114,16 +114,7 @@ class _Detector(_Count):
     # --- graph facts ---------------------------------------------------------------------------------------------
     def _integer_constants(self) -> dict[str, list[int]]:
         """Values of the integer constants (axes, shapes) that stayed in the graph."""
-        from onnx import numpy_helper
-
-        values = {t.name: numpy_helper.to_array(t).ravel().tolist() for t in self.graph.initializer
-                  if t.data_type not in FLOAT_BYTES}
-        for node in self.graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                tensor = node.attribute[0].t
-                if tensor.data_type not in FLOAT_BYTES:
-                    values[node.output[0]] = numpy_helper.to_array(tensor).ravel().tolist()
-        return values
+        return {name: value.ravel().tolist() for name, value in integer_constants(self.graph).items()}
 
     def _layouts(self) -> dict[str, str]:
         """Axis letters of each 4-D tensor ('NCHW', 'NHWC', ...): the input's guessed, followed through the graph."""

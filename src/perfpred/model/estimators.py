@@ -236,16 +236,20 @@ class BaselineRatioRegressor(*_base_classes()):
         return self._prior(features) * np.asarray(self.regressor_.predict(features), dtype="float64")
 
 
+def _metric_columns(metric: str, key: str) -> list[str] | None:
+    """A list of feature columns in conf/metric/<metric>.yaml, None where it has none."""
+    columns = config.group_option("metric", metric).get(key)
+    return [str(c) for c in columns] if columns else None
+
+
 def metric_baseline(metric: str) -> list[str] | None:
     """The features of a metric's linear prior (conf/metric/<metric>.yaml `baseline`), None if it has none."""
-    baseline = config.group_option("metric", metric).get("baseline")
-    return [str(c) for c in baseline] if baseline else None
+    return _metric_columns(metric, "baseline")
 
 
 def metric_kernel_baseline(metric: str) -> list[str] | None:
     """The kernel terms a metric's prior adds where the rows carry them (conf/metric/<metric>.yaml `kernel_baseline`)."""
-    columns = config.group_option("metric", metric).get("kernel_baseline")
-    return [str(c) for c in columns] if columns else None
+    return _metric_columns(metric, "kernel_baseline")
 
 
 def metric_option(metric: str, key: str, default=None):
