@@ -34,7 +34,7 @@ def main() -> int:
         measured = models["latency_ms"].to_numpy()
         mape, within, families = [], [], []
         for seed in range(args.seeds):
-            fitted = predictor.KernelModel(target, predictor.fit_kinds(kernels, seed))
+            fitted = predictor.KernelModel.fit(target, kernels, seed)
             predicted, _ = training.family_residuals(models, training.model_terms(models, fitted))
             error = np.abs(predicted - measured) / measured
             mape.append(100 * error.mean())

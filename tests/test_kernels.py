@@ -113,6 +113,23 @@ def test_plan_is_seeded_and_names_encode_the_configuration():
     assert {spec["groups"] == spec["cin"] == spec["cout"] for spec in grouped} == {True, False}
 
 
+def test_grouped_draws_in_place_of_convolutions_leave_every_other_draw_as_it_was():
+    """ResNeXt-like grouped kernels (a few channels per group, shaped like the zoo's plain convolutions) come from a
+    stream of their own: adding them re-measures nothing already measured."""
+    pools = _pools() | {"grouped": [detector.Kernel("grouped", ["g"], (14, 14, 96), (14, 14, 96), 96, 96, 7, 1, 96)]}
+    profile = {"default_per_kind": 2, "per_kind": {"grouped": 6}}
+    before = sampler.plan(profile, pools, 0)
+    after = sampler.plan(profile | {"grouped_in_place_of_conv": 12}, pools, 0)
+    assert after[:len(before)] == before and len(after) == len(before) + 12
+    extra = after[len(before):]
+    assert all(spec["kind"] == "grouped" and spec["in_place_of_conv"] for spec in extra)
+    for spec in extra:
+        assert spec["groups"] >= 2 and spec["cin"] >= 16 and spec["cin"] % spec["groups"] == 0
+        assert spec["h"] > 7 and spec["k"] in (1, 3)  # the zoo convolution's spatial size (28, jittered), not ConvNeXt's
+    assert min(spec["cin"] // spec["groups"] for spec in extra) <= 4  # ResNeXt's few channels per group
+    assert all(spec["groups"] == spec["cin"] for spec in before if spec["kind"] == "grouped" and spec["k"] == 7)
+
+
 @pytest.mark.parametrize("kind", detector.KINDS)
 def test_a_sampled_descriptor_holds_its_kind(kind):
     spec = sampler.sample_spec(kind, _pools(), random.Random(1))
@@ -156,6 +173,45 @@ def test_inside_a_model_a_kernel_sheds_the_call_and_what_feeding_and_fetching_it
     inside = model.kernel_latencies([kernel])[0]
     assert inside == pytest.approx(alone - 0.02 - 0.03 * 1.0, rel=1e-2)  # 1 MB moved
     assert predictor.KernelModel("t", predictor.fit_kinds(conv)).io_ms_per_mb == 0.0  # no unary kernels: nothing
+
+
+def test_the_io_slope_is_read_on_unary_kernels_that_fit_the_cache():
+    """Tensors that stream from DRAM cost more per MB; a few large unary draws must not set what every kernel of a
+    model sheds (a redrawn kernel zoo doubled the slope that way)."""
+    unary = _roofline_table(40, 3).assign(kind="unary")
+    moved_mb = (unary["bytes_read"] + unary["bytes_written"]) / 1e6
+    unary["latency_ms"] = 0.02 + moved_mb * np.where(moved_mb <= predictor.IO_CACHE_MB, 0.03, 0.1)
+    big = unary.iloc[:3].assign(bytes_read=30e6, bytes_written=30e6, latency_ms=0.02 + 60 * 0.1)
+    table = pd.concat([unary, big], ignore_index=True)
+    fitted = predictor.KernelModel.fit("t", table)
+    assert fitted.io_ms_per_mb == pytest.approx(0.03, rel=1e-3)
+    assert predictor.KernelModel("t", fitted.regressors).io_ms_per_mb > 0.05  # the unary prior's slope, as before
+    assert predictor.fit_io_slope(big) == 0.0  # nothing fits the cache: nothing to read
+
+
+@pytest.mark.parametrize("law", ["idle_lanes", "group_loops"])
+def test_the_grouped_prior_prices_few_channels_per_group(law):
+    """A grouped convolution of 2 channels per group runs near scalar speed (per FLOP ~4x one of 8 or more), or
+    as a loop over its groups (a cost per group and output pixel, XLA's on TensorFlow): the grouped prior has a
+    column for each, which one FLOP column cannot stand in for."""
+    rng = np.random.default_rng(0)
+    rows = 40
+    per_group = rng.choice([1, 2, 4, 8, 16, 32], rows)
+    groups = rng.choice([2, 4, 8, 32], rows)
+    frame = pd.DataFrame({field: rng.integers(1, 64, rows) for field in detector.CONFIG_FIELDS})
+    frame["cin"], frame["cout"], frame["groups"] = per_group * groups, per_group * groups, groups
+    frame["output_elements"] = rng.integers(4, 60, rows) ** 2 * frame["cout"]
+    frame["flops"], frame["bytes_read"], frame["bytes_written"] = rng.uniform(1e6, 1e8, rows), 1e5, 1e5
+    idle = predictor.VECTOR_FLOATS / np.minimum(per_group, predictor.VECTOR_FLOATS)
+    loops = groups * frame["output_elements"] / frame["cout"] / 1e6
+    frame["latency_ms"] = 0.05 + (frame["flops"] / 1e6 * 0.002 * idle if law == "idle_lanes" else 0.065 * loops)
+    table = frame.assign(kind="grouped", status="ok", name=[f"g{i}" for i in range(rows)])
+    grouped = predictor.fit_kinds(table)["grouped"]
+    column, slope = (3, 0.002) if law == "idle_lanes" else (4, 0.065)
+    assert grouped.group_columns and grouped.coefficients[column] == pytest.approx(slope, rel=1e-2)
+    flat = predictor.KernelRegressor().fit(table, table["latency_ms"].to_numpy())
+    flat_prior = np.abs(flat._prior(table) / table["latency_ms"] - 1).mean()
+    assert np.abs(grouped._prior(table) / table["latency_ms"] - 1).mean() < 0.01 < flat_prior
 
 
 def test_worst_configurations_names_the_outlier():

@@ -34,10 +34,35 @@ SHRINK_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 VECTOR_FLOATS = 8  # float32 lanes of this CPU's 256-bit vectors (AVX2; its AVX-512 holds 16, a multiple)
 
 
-def _design(frame: pd.DataFrame) -> np.ndarray:
-    """The prior's columns: 1, FLOPs, bytes moved (in millions, so that coefficients stay well scaled)."""
+#: the unary kernels whose tensors (in + out) fit this many MB price a one-kernel model's input and output
+#: (KernelModel.io_ms_per_mb): a core's L2 here (2 MiB) and on the Jetsons' CPUs. Larger ones stream from DRAM, at
+#: 2-4x the cost per MB: three such draws (49-76 MB) in a redrawn kernel zoo doubled the slope fitted on every unary
+#: kernel (0.025 -> 0.059 ms/MB on host-cpu-tf), and that slope, taken off every kernel of a model, moved the whole
+#: zoo models predicted with their family left out from 17.3 to 21.4 % MAPE (that draw's unary kernels alone)
+IO_CACHE_MB = 2.0
+#: kinds whose prior also has the columns of a convolution split in groups (`_design`)
+GROUP_COLUMN_KINDS = ("grouped",)
+
+
+def _design(frame: pd.DataFrame, group_columns: bool = False) -> np.ndarray:
+    """The prior's columns: 1, FLOPs, bytes moved (in millions, so that coefficients stay well scaled).
+
+    `group_columns` adds two for a convolution split in groups, where a few channels per group leave the vector
+    units idle and the runtime loops over the groups: FLOPs scaled by the share of a vector's lanes a group's
+    channels leave idle (x8 at one channel per group, x1 from eight on), and groups x output pixels (millions).
+    On host-cpu-tf grouped convolutions run through XLA and cost 0.02 ms per MFLOP at 44 channels per group, 0.2-2.4
+    at 1-4: per group and output pixel, ~65 ns at 2 or 4 channels per group alike. Out-of-fold MAPE of the grouped
+    kind (5 fold draws, `kernel-train`'s table of 2026-11-30) with neither / lanes / groups x pixels / both: TF 43.2 /
+    32.7 / 24.3 / 23.5 %, TFLite 42.7 / 30.4 / 41.4 / 35.0, ONNX Runtime 52.4 / 51.9 / 52.0 / 51.9: both, the least in
+    sum, for every target."""
     moved = (frame["bytes_read"] + frame["bytes_written"]).to_numpy(float)
-    return np.column_stack([np.ones(len(frame)), frame["flops"].to_numpy(float) / 1e6, moved / 1e6])
+    columns = [np.ones(len(frame)), frame["flops"].to_numpy(float) / 1e6, moved / 1e6]
+    if group_columns:
+        groups = np.maximum(frame["groups"].to_numpy(float), 1.0)
+        per_group = frame["cin"].to_numpy(float) / groups
+        pixels = frame["output_elements"].to_numpy(float) / np.maximum(frame["cout"].to_numpy(float), 1.0)
+        columns += [columns[1] * VECTOR_FLOATS / np.clip(per_group, 1.0, VECTOR_FLOATS), groups * pixels / 1e6]
+    return np.column_stack(columns)
 
 
 @dataclass
@@ -47,17 +72,22 @@ class KernelRegressor:
     seed: int = 0
     coefficients: np.ndarray | None = None
     forest: object | None = None
+    group_columns: bool = False  # the prior's columns of a grouped convolution (_design), for GROUP_COLUMN_KINDS
+
+    @classmethod
+    def for_kind(cls, kind: str, seed: int = 0) -> KernelRegressor:
+        return cls(seed, group_columns=kind in GROUP_COLUMN_KINDS)
 
     def fit(self, frame: pd.DataFrame, latency_ms: np.ndarray) -> KernelRegressor:
         """Fit the prior (non-negative least squares on relative error), then the forest on the log ratio."""
         from scipy.optimize import nnls
 
         latency_ms = np.asarray(latency_ms, float)
-        design = _design(frame)
+        design = _design(frame, self.group_columns)
         weights = 1.0 / latency_ms
         self.coefficients, _ = nnls(design * weights[:, None], latency_ms * weights)
         if not self.coefficients.any():
-            self.coefficients = np.array([latency_ms.mean(), 0.0, 0.0])
+            self.coefficients = np.r_[latency_ms.mean(), np.zeros(design.shape[1] - 1)]
         if len(frame) >= MIN_FOREST_ROWS:
             from sklearn.ensemble import RandomForestRegressor
 
@@ -68,7 +98,7 @@ class KernelRegressor:
         return self
 
     def _prior(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.maximum(_design(frame) @ self.coefficients, 1e-4)
+        return np.maximum(_design(frame, self.group_columns) @ self.coefficients, 1e-4)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms per row, as measured alone (one model call per kernel)."""
@@ -105,14 +135,22 @@ class KernelModel:
     overhead: np.ndarray = field(default_factory=lambda: np.r_[np.ones(len(KIND_GROUPS)), 0.0, 0.0, 0.0])
     log_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # log(measured / predicted), left-out families
     zoo_terms: pd.DataFrame | None = None  # the zoo models' terms while training (perfpred.kernels.training)
+    io_slope_ms_per_mb: float | None = None  # fit_io_slope's; None: the unary prior's slope (models saved before)
+
+    @classmethod
+    def fit(cls, target: str, table: pd.DataFrame, seed: int = 0) -> KernelModel:
+        """Every kind's regressor on a kernel table, and the one-kernel model's I/O slope (fit_io_slope)."""
+        return cls(target, fit_kinds(table, seed), io_slope_ms_per_mb=fit_io_slope(table))
 
     @property
     def io_ms_per_mb(self) -> float:
-        """What a one-kernel model pays per MB its kernel moves, beyond the kernel's work: the per-MB slope of the
-        `unary` kernels' prior (an element-wise op does almost nothing but move its tensors), 0 without them.
-        On host-cpu-tf 0.030 ms/MB. Taking it off every kernel's in-model latency moved the whole zoo models
+        """What a one-kernel model pays per MB its kernel moves, beyond the kernel's work: fit_io_slope's per-MB
+        slope of the `unary` kernels (an element-wise op does almost nothing but move its tensors) that fit the
+        cache, 0 without them. On host-cpu-tf 0.025 ms/MB. Taking it off every kernel's in-model latency moved the whole zoo models
         predicted with their family left out (kernel-train) from 22.8 to 22.2 % MAPE and from 32 to 47 % within
         10 % (tf), 22.3 to 21.6 % and 28 to 33 % (tflite), 30.4 to 30.1 % and 25 to 27 % (ORT)."""
+        if self.io_slope_ms_per_mb is not None:
+            return self.io_slope_ms_per_mb
         unary = self.regressors.get("unary")
         return float(unary.coefficients[2]) if unary is not None and unary.coefficients is not None else 0.0
 
@@ -156,8 +194,24 @@ class KernelModel:
 def fit_kinds(table: pd.DataFrame, seed: int = 0) -> dict[str, KernelRegressor]:
     """One regressor per kind, on the table's ok rows."""
     ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
-    return {kind: KernelRegressor(seed).fit(rows, rows["latency_ms"].to_numpy())
+    return {kind: KernelRegressor.for_kind(kind, seed).fit(rows, rows["latency_ms"].to_numpy())
             for kind, rows in ok.groupby("kind") if len(rows)}
+
+
+def fit_io_slope(table: pd.DataFrame) -> float:
+    """ms per MB a one-kernel model pays to take its input and give its output: the per-MB slope of the unary
+    kernels (an element-wise op does almost nothing but move its tensors) whose tensors fit IO_CACHE_MB, fitted as
+    the prior is (constant + slope, non-negative, on relative error); 0 with fewer than three of them."""
+    from scipy.optimize import nnls
+
+    unary = table[(table["kind"] == "unary") & (table["status"] == "ok") & (table["latency_ms"] > 0)]
+    moved_mb = (unary["bytes_read"] + unary["bytes_written"]).to_numpy(float) / 1e6
+    cached = moved_mb <= IO_CACHE_MB
+    if cached.sum() < 3:
+        return 0.0
+    latency_ms = unary["latency_ms"].to_numpy(float)[cached]
+    design = np.column_stack([np.ones(cached.sum()), moved_mb[cached]]) / latency_ms[:, None]
+    return float(nnls(design, np.ones(cached.sum()))[0][1])
 
 
 def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> pd.Series:
@@ -165,7 +219,7 @@ def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> pd.Se
     ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
     predicted = pd.Series(np.nan, index=ok.index)
     rng = np.random.default_rng(seed)
-    for _, rows in ok.groupby("kind"):
+    for kind, rows in ok.groupby("kind"):
         if len(rows) < 3:
             continue
         order = rng.permutation(len(rows))
@@ -173,7 +227,8 @@ def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> pd.Se
         for fold in range(k):
             held = rows.index[order[fold::k]]
             train = rows.drop(held)
-            predicted[held] = KernelRegressor(seed).fit(train, train["latency_ms"].to_numpy()).predict(rows.loc[held])
+            regressor = KernelRegressor.for_kind(kind, seed).fit(train, train["latency_ms"].to_numpy())
+            predicted[held] = regressor.predict(rows.loc[held])
     return predicted
 
 

@@ -53,8 +53,15 @@ def _costs(pool: list[Kernel]) -> list[float]:
     return [(k.flops + k.bytes_read + k.bytes_written) ** 0.5 + 1.0 for k in pool]
 
 
-def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, near: dict | None = None) -> dict:
-    """One configuration of a kind: a zoo kernel's (or `near`'s) shape, jittered; the kinds' own parameters drawn."""
+def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, near: dict | None = None,
+                in_place_of_conv: bool = False) -> dict:
+    """One configuration of a kind: a zoo kernel's (or `near`'s) shape, jittered; the kinds' own parameters drawn.
+
+    `in_place_of_conv` (grouped only): a grouped convolution where ResNeXt, RegNet and ShuffleNet put theirs, in
+    place of a plain convolution of the zoo (its shape, drawn by cost), with a few to a few dozen channels per group.
+    """
+    if in_place_of_conv:
+        return _grouped_in_place_of_conv(pools, rng)
     pool = pools.get(kind) or []
     if near is None:
         pool = pool or pools["conv"]
@@ -88,6 +95,34 @@ def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, n
         spec |= {"h": max(spec["h"] // 2, 1), "k": 2}
     elif kind == "dense":
         spec |= {"h": 1}
+    return _bounded(spec)
+
+
+def _grouped_in_place_of_conv(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
+    """A grouped convolution shaped like a zoo convolution (sample_spec's `in_place_of_conv`).
+
+    The zoo's own grouped convolutions (ConvNeXt's) all have a channel per group, and the other grouped draws take
+    their shapes, so that no sampled grouped kernel looked like a ResNeXt's: 3x3, 32 groups of 4 channels, at 56 px.
+    The two cost up to 40x apart per FLOP on TensorFlow, where a grouped convolution runs through XLA
+    (`python benchmarks/kernels_novel.py`: a ResNeXt predicted 64-67 % too fast there).
+    """
+    source = rng.choices(pools["conv"], weights=_costs(pools["conv"]))[0]  # the large early kernels: most of the time
+    shape = tuple(source.input_shape)
+    h = shape[0] if len(shape) == 3 else 1
+    cin = max(_channels(rng, shape[-1]), 16)  # the zoo's first convolutions (3 channels in) are never grouped
+    cout = cin if rng.random() < 0.5 else _channels(rng, source.cout)  # a bottleneck's grouped convolution keeps its width
+    if rng.random() < 0.5:  # a fixed number of groups (ResNeXt's 32, ShuffleNet's 3 or 8)
+        groups = rng.choice([2, 3, 4, 8, 16, 32, 64])
+    else:  # a fixed width per group (RegNet's 8 to 64 channels, ResNeXt 32x4d's 4)
+        groups = max(cin // rng.choice([2, 4, 8, 16, 32, 64]), 2)
+    spec = {"kind": "grouped", "h": _spatial(rng, h), "cin": max(cin // groups, 1) * groups,
+            "cout": max(cout // groups, 1) * groups, "k": rng.choice([3, 3, 1]), "s": rng.choice([1, 1, 2]),
+            "groups": groups}
+    return _bounded(spec)
+
+
+def _bounded(spec: dict) -> dict:
+    """The configuration shrunk (spatial size first, then channels) under MAX_FLOPS and MAX_WEIGHTS."""
     if spec["h"] < spec["k"]:
         spec["h"] = spec["k"]
     while _spec_flops(spec) > MAX_FLOPS and spec["h"] > spec["k"]:
@@ -184,6 +219,16 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
             if spec_name(spec) not in seen:
                 seen.add(spec_name(spec))
                 specs.append(spec)
+    # grouped convolutions in place of plain ones, from a stream of their own: adding them (or changing how many)
+    # leaves every other draw, and so every kernel already measured, as it was
+    rng = random.Random(f"{seed}:grouped_in_place_of_conv")
+    wanted, attempts = int(profile.get("grouped_in_place_of_conv", 0)), 0
+    while sum(s.get("in_place_of_conv", False) for s in specs) < wanted and attempts < 20 * wanted + 20:
+        attempts += 1
+        spec = sample_spec("grouped", pools, rng, in_place_of_conv=True)
+        if spec_name(spec) not in seen:
+            seen.add(spec_name(spec))
+            specs.append(spec | {"in_place_of_conv": True})
     return specs
 
 

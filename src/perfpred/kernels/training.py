@@ -70,7 +70,7 @@ def family_residuals(models: pd.DataFrame, terms: np.ndarray) -> tuple[np.ndarra
 def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.KernelModel, dict]:
     """Fit one target's KernelModel; return it with its evaluation (per-kind and whole-model figures)."""
     kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
-    model = predictor.KernelModel(target, predictor.fit_kinds(kernels, seed))
+    model = predictor.KernelModel.fit(target, kernels, seed)
     oof = predictor.cross_validated(kernels, seed).dropna()
     truth = kernels.loc[oof.index, "latency_ms"]
     errors = (oof - truth).abs() / truth
