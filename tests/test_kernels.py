@@ -130,6 +130,23 @@ def test_grouped_draws_in_place_of_convolutions_leave_every_other_draw_as_it_was
     assert all(spec["groups"] == spec["cin"] for spec in before if spec["kind"] == "grouped" and spec["k"] == 7)
 
 
+def test_one_kinds_rows_and_worst_leave_the_other_kinds_adaptive_round_as_it_was():
+    """Out-of-fold folds and adaptive draws are per kind: more grouped kernels (or other worst ones) must not re-pick
+    or re-draw the unary kernels of the adaptive round."""
+    unary = _roofline_table(12, 3).assign(kind="unary")
+    unary["latency_ms"] *= np.random.default_rng(1).uniform(0.7, 1.3, len(unary))  # something for the forest to miss
+    grouped = _roofline_table(20, 4).assign(kind="grouped", name=[f"g{i}" for i in range(20)])
+    few = pd.concat([grouped.iloc[:8], unary], ignore_index=True)
+    more = pd.concat([grouped, unary], ignore_index=True)
+    at_unary = lambda table: predictor.cross_validated(table)[table["kind"].to_numpy() == "unary"].to_numpy()  # noqa: E731
+    assert np.array_equal(at_unary(few), at_unary(more))
+    near_unary = {"kind": "unary", "h": 20, "cin": 64, "cout": 64, "k": 1, "s": 1}
+    near_grouped = {"kind": "grouped", "h": 14, "cin": 64, "cout": 64, "k": 3, "s": 1, "groups": 32}
+    alone = sampler.adapt([near_unary], 3, _pools(), 0, set())
+    after = sampler.adapt([near_grouped, near_unary], 3, _pools(), 0, set())
+    assert [spec for spec in after if spec["kind"] == "unary"] == alone
+
+
 @pytest.mark.parametrize("kind", detector.KINDS)
 def test_a_sampled_descriptor_holds_its_kind(kind):
     spec = sampler.sample_spec(kind, _pools(), random.Random(1))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from perfpred.kernels.detector import CONFIG_FIELDS, Kernel
+from perfpred.kernels.detector import CONFIG_FIELDS, KINDS, Kernel
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
 #: kinds whose in-model latencies are summed into one overhead term each (None: every kind not named before). A
@@ -215,14 +215,16 @@ def fit_io_slope(table: pd.DataFrame) -> float:
 
 
 def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> pd.Series:
-    """Out-of-fold predicted latency of every ok kernel (K folds per kind; leave-one-out under K rows)."""
+    """Out-of-fold predicted latency of every ok kernel (K folds per kind; leave-one-out under K rows).
+
+    Each kind's folds come from a generator of its own (seed, kind): one generator shared by every kind had more
+    grouped rows re-deal the folds of every kind after it, and so re-pick their adaptive round's kernels."""
     ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
     predicted = pd.Series(np.nan, index=ok.index)
-    rng = np.random.default_rng(seed)
     for kind, rows in ok.groupby("kind"):
         if len(rows) < 3:
             continue
-        order = rng.permutation(len(rows))
+        order = np.random.default_rng([seed, KINDS.index(kind) if kind in KINDS else len(KINDS)]).permutation(len(rows))
         k = min(folds, len(rows))
         for fold in range(k):
             held = rows.index[order[fold::k]]

@@ -233,10 +233,12 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
 
 
 def adapt(worst: list[dict], per_config: int, pools: dict[str, list[Kernel]], seed: int, taken: set[str]) -> list[dict]:
-    """More configurations near the worst-predicted ones (nn-Meter's adaptive round)."""
-    rng = random.Random(seed + 1)
+    """More configurations near the worst-predicted ones (nn-Meter's adaptive round), from a random stream per kind:
+    a change to one kind's worst leaves the other kinds' draws as they were."""
+    streams: dict[str, random.Random] = {}
     specs = []
     for near in worst:
+        rng = streams.setdefault(near["kind"], random.Random(f"{seed + 1}:{near['kind']}"))
         for _ in range(per_config):
             spec = sample_spec(near["kind"], pools, rng, near) | {
                 key: near[key] for key in ("k", "s", "groups") if key in near}
