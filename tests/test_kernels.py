@@ -340,3 +340,20 @@ def test_a_dense_layer_on_a_feature_map_is_a_pointwise_convolution():
     assert [k.kind for k in on_map] == ["conv", "globalpool", "dense"]  # the head, on a vector, stays a dense kernel
     assert on_map[0].features() == pointwise[0].features()
     assert on_map[0].kernel_size == 1 and on_map[0].flops == 2 * 6 * 6 * 16 * 32 + 6 * 6 * 32
+
+
+def test_a_group_the_training_models_barely_hold_cannot_take_any_factor():
+    """Pooling is a sliver of the real models' time: a fit may give it any factor there, and the synthetic networks,
+    predicted from them, pay for it. Each group's factor is at most MAX_GROUP_FACTOR times the common one."""
+    rng = np.random.default_rng(0)
+    rows = 40
+    groups = len(predictor.KIND_GROUPS)
+    terms = np.zeros((rows, groups + 3))
+    terms[:, 0] = rng.uniform(1.0, 10.0, rows)  # conv
+    terms[:, 3] = rng.uniform(0.0, 0.01, rows)  # pool: almost nothing
+    terms[:, groups:] = np.column_stack([rng.integers(10, 100, rows), rng.uniform(1, 20, rows), np.ones(rows)])
+    measured = terms[:, 0] * 1.0 + 0.002 * terms[:, groups] + 0.1
+    measured[terms[:, 3] > 0.008] += 0.5  # a few models slower for another reason, which the pool term can soak up
+    coefficients = predictor._shrunk(terms, measured, 0.0, common=1.0)
+    assert coefficients[3] == pytest.approx(predictor.MAX_GROUP_FACTOR)
+    assert np.all(coefficients >= 0) and coefficients[0] == pytest.approx(1.0, rel=0.1)
