@@ -88,12 +88,9 @@ class KernelRegressor:
 
     def fit(self, frame: pd.DataFrame, latency_ms: np.ndarray) -> KernelRegressor:
         """Fit the prior (non-negative least squares on relative error), then the forest on the log ratio."""
-        from scipy.optimize import nnls
-
         latency_ms = np.asarray(latency_ms, float)
         design = _design(frame, self.group_columns)
-        weights = 1.0 / latency_ms
-        self.coefficients, _ = nnls(design * weights[:, None], latency_ms * weights)
+        self.coefficients = nonnegative_on_relative_error(design, latency_ms)
         if not self.coefficients.any():
             self.coefficients = np.r_[latency_ms.mean(), np.zeros(design.shape[1] - 1)]
         if len(frame) >= MIN_FOREST_ROWS:
@@ -154,8 +151,8 @@ class KernelModel:
     def io_ms_per_mb(self) -> float:
         """What a one-kernel model pays per MB its kernel moves, beyond the kernel's work: fit_io_slope's per-MB
         slope of the `unary` kernels (an element-wise op does almost nothing but move its tensors) that fit the
-        cache, 0 without them. On host-cpu-tf 0.025 ms/MB. Taking it off every kernel's in-model latency moved the whole zoo models
-        predicted with their family left out (kernel-train) from 22.8 to 22.2 % MAPE and from 32 to 47 % within
+        cache, 0 without them. On host-cpu-tf 0.025-0.043 ms/MB over the kernel zoo's draws of 2026-11-30. Taking
+        it off every kernel's in-model latency moved the whole zoo models predicted with their family left out (kernel-train) from 22.8 to 22.2 % MAPE and from 32 to 47 % within
         10 % (tf), 22.3 to 21.6 % and 28 to 33 % (tflite), 30.4 to 30.1 % and 25 to 27 % (ORT)."""
         if self.io_slope_ms_per_mb is not None:
             return self.io_slope_ms_per_mb
@@ -210,16 +207,13 @@ def fit_io_slope(table: pd.DataFrame) -> float:
     """ms per MB a one-kernel model pays to take its input and give its output: the per-MB slope of the unary
     kernels (an element-wise op does almost nothing but move its tensors) whose tensors fit IO_CACHE_MB, fitted as
     the prior is (constant + slope, non-negative, on relative error); 0 with fewer than three of them."""
-    from scipy.optimize import nnls
-
     unary = table[(table["kind"] == "unary") & (table["status"] == "ok") & (table["latency_ms"] > 0)]
     moved_mb = (unary["bytes_read"] + unary["bytes_written"]).to_numpy(float) / 1e6
     cached = moved_mb <= IO_CACHE_MB
     if cached.sum() < 3:
         return 0.0
-    latency_ms = unary["latency_ms"].to_numpy(float)[cached]
-    design = np.column_stack([np.ones(cached.sum()), moved_mb[cached]]) / latency_ms[:, None]
-    return float(nnls(design, np.ones(cached.sum()))[0][1])
+    design = np.column_stack([np.ones(cached.sum()), moved_mb[cached]])
+    return float(nonnegative_on_relative_error(design, unary["latency_ms"].to_numpy(float)[cached])[1])
 
 
 def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> pd.Series:
@@ -320,9 +314,14 @@ def fit_overhead(terms: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:
     Every term is a cost a model pays, so none may count negatively: an unconstrained fit traded a negative
     constant against the kernel sum and predicted tiny models at 0 ms (TFLite).
     """
+    return nonnegative_on_relative_error(terms, measured_ms)
+
+
+def nonnegative_on_relative_error(design: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients of measured = design @ coefficients, least squares on relative error: the kernel
+    priors, the one-kernel model's I/O slope and the whole-model overhead are all fitted so."""
     from scipy.optimize import nnls
 
-    measured_ms = np.asarray(measured_ms, float)
-    weights = 1.0 / measured_ms
-    coefficients, _ = nnls(terms * weights[:, None], measured_ms * weights)
-    return coefficients
+    measured = np.asarray(measured, float)
+    weights = 1.0 / measured
+    return nnls(design * weights[:, None], measured * weights)[0]

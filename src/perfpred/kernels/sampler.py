@@ -53,15 +53,8 @@ def _costs(pool: list[Kernel]) -> list[float]:
     return [(k.flops + k.bytes_read + k.bytes_written) ** 0.5 + 1.0 for k in pool]
 
 
-def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, near: dict | None = None,
-                in_place_of_conv: bool = False) -> dict:
-    """One configuration of a kind: a zoo kernel's (or `near`'s) shape, jittered; the kinds' own parameters drawn.
-
-    `in_place_of_conv` (grouped only): a grouped convolution where ResNeXt, RegNet and ShuffleNet put theirs, in
-    place of a plain convolution of the zoo (its shape, drawn by cost), with a few to a few dozen channels per group.
-    """
-    if in_place_of_conv:
-        return _grouped_in_place_of_conv(pools, rng)
+def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, near: dict | None = None) -> dict:
+    """One configuration of a kind: a zoo kernel's (or `near`'s) shape, jittered; the kinds' own parameters drawn."""
     pool = pools.get(kind) or []
     if near is None:
         pool = pool or pools["conv"]
@@ -98,8 +91,9 @@ def sample_spec(kind: str, pools: dict[str, list[Kernel]], rng: random.Random, n
     return _bounded(spec)
 
 
-def _grouped_in_place_of_conv(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
-    """A grouped convolution shaped like a zoo convolution (sample_spec's `in_place_of_conv`).
+def grouped_in_place_of_conv(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
+    """A grouped convolution where ResNeXt, RegNet and ShuffleNet put theirs: in place of a plain convolution of the
+    zoo (its shape, drawn by cost), with a few to a few dozen channels per group.
 
     The zoo's own grouped convolutions (ConvNeXt's) all have a channel per group, and the other grouped draws take
     their shapes, so that no sampled grouped kernel looked like a ResNeXt's: 3x3, 32 groups of 4 channels, at 56 px.
@@ -212,23 +206,26 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
     specs, seen = [], set()
     for kind in KINDS:
         wanted = int((profile.get("per_kind") or {}).get(kind, profile.get("default_per_kind", 0)))
-        attempts = 0
-        while sum(s["kind"] == kind for s in specs) < wanted and attempts < 20 * wanted + 20:
-            attempts += 1
-            spec = sample_spec(kind, pools, rng)
-            if spec_name(spec) not in seen:
-                seen.add(spec_name(spec))
-                specs.append(spec)
+        specs += _unique_draws(wanted, lambda kind=kind: sample_spec(kind, pools, rng), seen)
     # grouped convolutions in place of plain ones, from a stream of their own: adding them (or changing how many)
     # leaves every other draw, and so every kernel already measured, as it was
-    rng = random.Random(f"{seed}:grouped_in_place_of_conv")
-    wanted, attempts = int(profile.get("grouped_in_place_of_conv", 0)), 0
-    while sum(s.get("in_place_of_conv", False) for s in specs) < wanted and attempts < 20 * wanted + 20:
+    extra = random.Random(f"{seed}:grouped_in_place_of_conv")
+    wanted = int(profile.get("grouped_in_place_of_conv", 0))
+    specs += [spec | {"in_place_of_conv": True}
+              for spec in _unique_draws(wanted, lambda: grouped_in_place_of_conv(pools, extra), seen)]
+    return specs
+
+
+def _unique_draws(wanted: int, draw, seen: set[str]) -> list[dict]:
+    """Up to `wanted` configurations from `draw()` whose names are not in `seen` (which takes them), in 20 attempts
+    a configuration."""
+    specs, attempts = [], 0
+    while len(specs) < wanted and attempts < 20 * wanted + 20:
         attempts += 1
-        spec = sample_spec("grouped", pools, rng, in_place_of_conv=True)
+        spec = draw()
         if spec_name(spec) not in seen:
             seen.add(spec_name(spec))
-            specs.append(spec | {"in_place_of_conv": True})
+            specs.append(spec)
     return specs
 
 
