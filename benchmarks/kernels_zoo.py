@@ -35,7 +35,7 @@ def main() -> int:
         mape, within, families = [], [], []
         for seed in range(args.seeds):
             fitted = predictor.KernelModel.fit(target, kernels, seed)
-            predicted, _ = training.family_residuals(models, training.model_terms(models, fitted))
+            predicted, _ = training.family_residuals(models, training.model_terms(models, fitted), fitted.call_ms)
             error = np.abs(predicted - measured) / measured
             mape.append(100 * error.mean())
             within.append(100 * (error <= 0.10).mean())

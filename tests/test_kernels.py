@@ -357,3 +357,62 @@ def test_a_group_the_training_models_barely_hold_cannot_take_any_factor():
     coefficients = predictor._shrunk(terms, measured, 0.0, common=1.0)
     assert coefficients[3] == pytest.approx(predictor.MAX_GROUP_FACTOR)
     assert np.all(coefficients >= 0) and coefficients[0] == pytest.approx(1.0, rel=0.1)
+
+
+def test_a_window_that_strides_past_its_size_reads_only_its_windows():
+    """ResNet's 1x1 shortcut of stride 2 reads a quarter of its input; a max pool of size 2 and stride 4 a quarter too,
+    one of size 3 and stride 2 all of it."""
+    import keras
+    from keras import layers
+
+    def net():
+        image = keras.Input((16, 16, 8))
+        x = layers.Conv2D(12, 1, strides=2, use_bias=False, name="shortcut")(image)
+        x = layers.MaxPooling2D(2, strides=4, name="sparse_pool")(x)
+        x = layers.Conv2D(12, 3, strides=1, padding="same", use_bias=False, name="dense_conv")(x)
+        x = layers.MaxPooling2D(2, strides=(1, 2), name="half_pool")(x)
+        return keras.Model(image, layers.MaxPooling2D(3, strides=2, padding="same", name="overlapping")(x))
+
+    shortcut, sparse, conv, half, overlapping = detector.detect_graph(detector.descriptors.parse(_descriptor(net)), {})
+    floats = detector.BYTES_PER_ELEMENT
+    assert shortcut.bytes_read == (16 * 16 * 8 // 4 + 8 * 12) * floats
+    assert sparse.bytes_read == 8 * 8 * 12 // 4 * floats
+    assert conv.bytes_read == (2 * 2 * 12 + 3 * 3 * 12 * 12) * floats  # stride 1: every input element
+    assert half.bytes_read == 2 * 2 * 12 * floats  # stride 1 down, 2 across: every column a window reads
+    assert overlapping.bytes_read == 1 * 1 * 12 * floats
+
+
+def test_strided_draws_keep_the_zoos_stride_and_leave_every_other_draw_as_it_was():
+    """Convolutions and poolings whose stride exceeds their size come from a stream of their own, shaped like the zoo's."""
+    pools = _pools() | {"maxpool": [detector.Kernel("maxpool", ["p"], (80, 80, 64), (20, 20, 64), 64, 64, 2, 4),
+                                    detector.Kernel("maxpool", ["q"], (40, 40, 64), (20, 20, 64), 64, 64, 2, 2)],
+                        "conv": _pools()["conv"] + [detector.Kernel("conv", ["s"], (56, 56, 64), (28, 28, 128), 64, 128,
+                                                                    1, 2)]}
+    profile = {"default_per_kind": 2}
+    before = sampler.plan(profile, pools, 0)
+    after = sampler.plan(profile | {"strided_beyond_kernel": 10}, pools, 0)
+    assert after[:len(before)] == before and len(after) == len(before) + 10
+    extra = after[len(before):]
+    assert {spec["kind"] for spec in extra} == {"conv", "maxpool"}  # no strided avgpool in these pools
+    assert all(spec["s"] > spec["k"] for spec in extra)
+    assert {(spec["k"], spec["s"]) for spec in extra} == {(1, 2), (2, 4)}
+    assert all(spec["cout"] == spec["cin"] for spec in extra if spec["kind"] == "maxpool")
+
+
+def test_the_overheads_constant_can_be_pinned_at_the_call_cost():
+    """The zoo's real networks leave the per-model constant ill-determined; pinned at what calling a one-kernel model
+    costs, the fit gives the rest to the other terms."""
+    rng = np.random.default_rng(1)
+    groups = len(predictor.KIND_GROUPS)
+    terms = np.column_stack([rng.uniform(1, 50, (30, groups)), rng.integers(50, 400, 30), rng.uniform(5, 80, 30),
+                             np.ones(30)])
+    truth = np.r_[np.ones(groups), 0.003, 0.02, 0.1]
+    folds = np.arange(30) % 5
+    pinned = predictor.fit_overhead_shrunk(terms, terms @ truth, folds, constant_ms=0.1)
+    assert pinned[-1] == pytest.approx(0.1) and pinned == pytest.approx(truth, rel=0.02, abs=1e-3)
+    wrong = predictor.fit_overhead_shrunk(terms, terms @ truth, folds, constant_ms=2.0)
+    assert wrong[-1] == pytest.approx(2.0)
+    assert predictor.fit_overhead(terms, terms @ truth, constant_ms=0.1) == pytest.approx(truth, rel=1e-3, abs=1e-5)
+    model = predictor.KernelModel("t", {kind: predictor.KernelRegressor(coefficients=np.r_[c, 1.0, 0.1])
+                                        for kind, c in (("conv", 0.09), ("unary", 0.10), ("add", 0.13))})
+    assert model.call_ms == pytest.approx(0.10)

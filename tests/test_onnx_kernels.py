@@ -38,7 +38,8 @@ def _residual_net():
 
 
 def _unet_net():
-    """max pooling, upsampling and a concatenation of the skip connection."""
+    """max pooling, upsampling, a concatenation of the skip connection, a 1x1 convolution of stride 2 (it reads a
+    quarter of its input)."""
     import keras
     from keras import layers
 
@@ -52,7 +53,7 @@ def _unet_net():
     x = layers.Conv2D(8, 3, padding="same")(x)
     x = layers.Activation("sigmoid")(x)
     x = layers.AveragePooling2D(2)(x)
-    return keras.Model(image, layers.Conv2D(4, 1)(x), name="unet_net")
+    return keras.Model(image, layers.Conv2D(4, 1, strides=2)(x), name="unet_net")
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,9 @@ def test_an_onnx_export_has_the_kernels_of_its_keras_original(exports, name, tar
             theirs.input_shape, theirs.output_shape, theirs.cin, theirs.cout), (mine, theirs)
         assert (mine.kernel_size, mine.strides, mine.groups, mine.inputs) == (
             theirs.kernel_size, theirs.strides, theirs.groups, theirs.inputs), (mine, theirs)
+        assert mine.bytes_read == pytest.approx(theirs.bytes_read, rel=0.03), (mine, theirs)
+    if name == "unet_net":  # the last 1x1 convolution, of stride 2, reads a quarter of its 16x16x8 input
+        assert onnx_kernels[-1].bytes_read == (16 * 16 * 8 // 4 + 8 * 4 + 4) * detector.BYTES_PER_ELEMENT
 
 
 @pytest.mark.tensorflow

@@ -9,6 +9,7 @@ same inference as `perfpred describe` (perfpred.features.description), so both a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -129,11 +130,27 @@ def _weights_bytes(stats: shapes.LayerStats) -> int:
     return stats.params * BYTES_PER_ELEMENT
 
 
+def _window_share(cls: str, cfg: dict, stats: shapes.LayerStats) -> float:
+    """The share of its input a windowed layer reads: where the stride exceeds the window (ResNet's 1x1 convolutions
+    of stride 2, a max pool of size 2 and stride 4), the rows and columns between windows are never touched: a 1x1
+    convolution of stride 2 reads a quarter of its input. 1 for every other layer (dilation is not counted)."""
+    if cls in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D"):
+        window = shapes.pair(cfg.get("pool_size", 2), "pool_size")
+        strides = shapes.pair(cfg.get("strides") or cfg.get("pool_size", 2), "strides")
+    elif cls in ("Conv2D", "Convolution2D", "DepthwiseConv2D") and stats.kernel and "strides" in cfg:
+        window, strides = stats.kernel, shapes.pair(cfg.get("strides") or 1, "strides")
+    else:
+        return 1.0
+    return math.prod(min(1.0, w / max(s, 1)) for w, s in zip(window, strides, strict=True))
+
+
 def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.LayerStats) -> list[Kernel]:
     """The kernel(s) of one layer before fusion (a separable convolution is a depthwise and a 1x1 kernel)."""
     first = tuple(inputs[0])
     out = tuple(stats.shape)
-    read = sum(shapes.elements(s) for s in inputs) * BYTES_PER_ELEMENT + _weights_bytes(stats)
+    read = (shapes.elements(first) * _window_share(cls, cfg, stats) + sum(shapes.elements(s) for s in inputs[1:])
+            ) * BYTES_PER_ELEMENT + _weights_bytes(stats)
+    read = int(round(read))
     written = shapes.elements(out) * BYTES_PER_ELEMENT
     macs_flops = stats.flops
     if stats.kernel is not None or cls == "Dense":  # the data's FLOPs count weight initialisers: not run here

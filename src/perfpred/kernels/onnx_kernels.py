@@ -89,7 +89,7 @@ class _Unit:
     output: str
     flops: int = 0
     params: int = 0
-    config: dict = field(default_factory=dict)  # kernel_size, strides, groups
+    config: dict = field(default_factory=dict)  # kernel_size, strides, groups; share: of the input its windows read
 
 
 def detect_onnx(source, rules: dict[str, list[str]], input_size: int | None = None) -> list[Kernel]:
@@ -98,6 +98,12 @@ def detect_onnx(source, rules: dict[str, list[str]], input_size: int | None = No
     `input_size` fills the spatial size of the image input (required when it is dynamic); a tensor whose shape
     inference cannot give is a DescriptorError naming its node."""
     return _Detector(*inferred(source, input_size)).kernels(rules)
+
+
+
+def _share(kernel, strides) -> float:
+    """The share of its input a window reads when its stride exceeds its size (detector._window_share)."""
+    return math.prod(min(1.0, k / max(s, 1)) for k, s in zip(kernel, strides, strict=False))
 
 
 class _Detector(_Count):
@@ -227,8 +233,9 @@ class _Detector(_Count):
         if op in POOLS:
             attributes = {a.name: list(a.ints) for a in node.attribute}
             kernel = attributes.get("kernel_shape", [1])
+            strides = attributes.get("strides") or [1] * len(kernel)
             return _Unit(POOLS[op], op, [name], tensors, output, elements * math.prod(kernel),
-                         config={"kernel_size": max(kernel), "strides": max(attributes.get("strides") or [1])})
+                         config={"kernel_size": max(kernel), "strides": max(strides), "share": _share(kernel, strides)})
         if op in GLOBAL_POOLS or (op in ("ReduceMean", "ReduceMax") and self._spatial_reduction(node)):
             # as Keras' keepdims: a ReduceMean's as it says, a GlobalAveragePool's (1, C, 1, 1) kept unless flattened
             keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1) if op not in GLOBAL_POOLS else not all(
@@ -313,9 +320,11 @@ class _Detector(_Count):
         else:
             macs = out_elements * math.prod(kernel) * (channels // groups)
             kind = "conv" if groups == 1 else "depthwise" if groups == channels else "grouped"
-        strides = list(attributes["strides"].ints) if "strides" in attributes else [1]
+        strides = list(attributes["strides"].ints) if "strides" in attributes else [1] * len(kernel)
+        share = 1.0 if kind == "transposed" else _share(kernel, strides)
         return _Unit(kind, node.op_type, [name], tensors[:1], node.output[0], 2 * macs + (out_elements if bias else 0),
-                     weights + bias, {"kernel_size": max(kernel), "strides": max(strides), "groups": groups})
+                     weights + bias, {"kernel_size": max(kernel), "strides": max(strides), "groups": groups,
+                                      "share": share})
 
     def _dense(self, index, node, name, tensors, absorbed) -> _Unit:
         source = self.shape(node.input[0], node)
@@ -354,7 +363,8 @@ class _Detector(_Count):
             first, out = (_rows_as_map(self.shape(name, node)) for name in (unit.sources[0], unit.output))
         if unit.config.get("pooled"):
             out = out[-1:]
-        read = sum(shapes.elements(self.hwc(name, node)) for name in unit.sources) + unit.params
+        sizes = [shapes.elements(self.hwc(name, node)) for name in unit.sources]
+        read = round(sum(sizes[:1]) * unit.config.get("share", 1.0) + sum(sizes[1:])) + unit.params
         flops = max(unit.flops, shapes.elements(out)) if unit.kind in ("add", "unary", "concat", "resize") else unit.flops
         config = {key: value for key, value in unit.config.items() if key in ("kernel_size", "strides", "groups")}
         return Kernel(unit.kind, list(unit.names), first, out, first[-1], out[-1], inputs=len(unit.sources),

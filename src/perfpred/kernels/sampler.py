@@ -115,6 +115,30 @@ def grouped_in_place_of_conv(pools: dict[str, list[Kernel]], rng: random.Random)
     return _bounded(spec)
 
 
+#: kinds whose windows may stride past their size in the zoo: ResNet's 1x1 convolutions of stride 2 (its shortcut
+#: projections), the synthetic networks' 1x1 ones and their max pools of size 2-3 and stride 3-5
+STRIDED_KINDS = ("conv", "maxpool", "avgpool")
+
+
+def strided_beyond_kernel(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
+    """A convolution or pooling whose stride exceeds its size, as the zoo has them (its size and stride kept): it
+    reads only its windows' rows and columns of the input (detector._window_share), which no other draw teaches.
+
+    sample_spec draws strides of 1-2 at sizes of 2 and more (a 1x1 convolution has stride 1 there): the kernel zoo
+    had no such kernel, while 151 of the zoo's convolutions and 47 of its poolings are so, and a third of the
+    synthetic networks' time on ONNX Runtime went to predicting their pools (up to 2.4x too slow, 2026-11-30)."""
+    kind = rng.choice([kind for kind in STRIDED_KINDS if any(k.strides > k.kernel_size for k in pools.get(kind, []))]
+                      or ["conv"])
+    pool = [k for k in pools.get(kind, []) if k.strides > k.kernel_size] or pools["conv"]
+    source = rng.choice(pool) if rng.random() < 0.5 else rng.choices(pool, weights=_costs(pool))[0]
+    shape = tuple(source.input_shape)
+    cin = _channels(rng, shape[-1])
+    spec = {"kind": kind, "h": _spatial(rng, shape[0] if len(shape) == 3 else 1), "cin": cin,
+            "cout": _channels(rng, source.cout) if kind == "conv" else cin, "k": source.kernel_size,
+            "s": max(source.strides, source.kernel_size + 1)}
+    return _bounded(spec)
+
+
 def _bounded(spec: dict) -> dict:
     """The configuration shrunk (spatial size first, then channels) under MAX_FLOPS and MAX_WEIGHTS."""
     if spec["h"] < spec["k"]:
@@ -213,6 +237,9 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
     wanted = int(profile.get("grouped_in_place_of_conv", 0))
     specs += [spec | {"in_place_of_conv": True}
               for spec in _unique_draws(wanted, lambda: grouped_in_place_of_conv(pools, extra), seen)]
+    strided = random.Random(f"{seed}:strided_beyond_kernel")  # a stream of its own too
+    wanted = int(profile.get("strided_beyond_kernel", 0))
+    specs += _unique_draws(wanted, lambda: strided_beyond_kernel(pools, strided), seen)
     return specs
 
 

@@ -54,15 +54,18 @@ def model_terms(models: pd.DataFrame, model: predictor.KernelModel) -> np.ndarra
     return np.array([model.terms(kernels) for kernels in models["kernels"]])
 
 
-def family_residuals(models: pd.DataFrame, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def family_residuals(models: pd.DataFrame, terms: np.ndarray, constant_ms: float | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength chosen
-    by leave-family-out among the other families: nested), and log(measured / predicted)."""
+    by leave-family-out among the other families: nested), and log(measured / predicted). `constant_ms`: the
+    overhead's constant, pinned (KernelModel.call_ms)."""
     measured = models["latency_ms"].to_numpy()
     families = models["family"].to_numpy()
     predicted = np.zeros(len(models))
     for family in models["family"].unique():
         held = families == family
-        coefficients = predictor.fit_overhead_shrunk(terms[~held], measured[~held], families[~held])
+        coefficients = predictor.fit_overhead_shrunk(terms[~held], measured[~held], families[~held],
+                                                     constant_ms=constant_ms)
         predicted[held] = np.maximum(terms[held] @ coefficients, 1e-3)
     return predicted, np.log(measured / predicted)
 
@@ -79,8 +82,9 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     metrics["kernel_mape"] = 100 * float(errors.mean())
     models = model_rows(target, params)
     terms = model_terms(models, model)
-    model.overhead = predictor.fit_overhead_shrunk(terms, models["latency_ms"].to_numpy(), models["family"].to_numpy())
-    predicted, residuals = family_residuals(models, terms)
+    model.overhead = predictor.fit_overhead_shrunk(terms, models["latency_ms"].to_numpy(), models["family"].to_numpy(),
+                                                   constant_ms=model.call_ms)
+    predicted, residuals = family_residuals(models, terms, model.call_ms)
     model.log_residuals = residuals
     relative = np.abs(predicted - models["latency_ms"].to_numpy()) / models["latency_ms"].to_numpy()
     metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()),
