@@ -4,6 +4,7 @@ algorithm (estimators.KernelOverhead), and predictors that compute a model's ker
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,25 @@ def test_kernel_overhead_learns_each_groups_factor_and_reads_only_the_terms():
     np.testing.assert_allclose(model.predict(shuffled), model.predict(table))
     with pytest.raises(ValueError, match="kernel-train"):
         estimators.KernelOverhead().fit(table.drop(columns=["kernel_count"]), truth)
+
+
+def test_the_kernels_algorithm_pins_its_constant_at_the_targets_call_cost(tmp_path, monkeypatch):
+    """`perfpred train` gives the `kernels` algorithm the kernel model's call cost as its per-model constant."""
+    table = _terms(60)
+    truth = _law(table)
+    pinned = estimators.KernelOverhead(call_ms=0.05).fit(table, truth)
+    assert pinned.coefficients_[-1] == pytest.approx(0.05)
+    assert estimators.KernelOverhead().fit(table, truth).coefficients_[-1] == pytest.approx(0.2, rel=0.05)  # free
+    path = tmp_path / "t.pkl"
+    monkeypatch.setattr(store, "predictor_path", lambda target, params=None: path)
+    assert train.with_call_cost(estimators.KernelOverhead(), "t").call_ms is None  # no kernel predictors: free
+    regressors = {kind: predictor.KernelRegressor(coefficients=np.r_[constant, 1.0, 0.1])
+                  for kind, constant in (("conv", 0.09), ("unary", 0.1), ("add", 0.13))}
+    path.write_bytes(pickle.dumps(predictor.KernelModel("t", regressors)))
+    assert train.with_call_cost(estimators.KernelOverhead(), "t").call_ms == pytest.approx(0.1)
+    assert train.with_call_cost(estimators.KernelOverhead(call_ms=0.3), "t").call_ms == 0.3  # set already: kept
+    other = estimators.BaselineRatioRegressor(None, ["flops"])
+    assert train.with_call_cost(other, "t") is other and not hasattr(other, "call_ms")  # another algorithm: as it was
 
 
 def test_kernel_terms_join_the_table_and_only_complete_ones_become_features(tmp_path, monkeypatch):

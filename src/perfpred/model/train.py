@@ -115,7 +115,7 @@ def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = T
     baseline, kernel_baseline = estimators.metric_baseline(metric), estimators.metric_kernel_baseline(metric)
     members = algorithm_cfg.get("members")
     if not members:
-        return estimators.build(algorithm_cfg, baseline, kernel_baseline)
+        return with_call_cost(estimators.build(algorithm_cfg, baseline, kernel_baseline), target)
     if algorithm_cfg.get("mean") == "geometric":
         return geometric_blend(algorithm_cfg, target, metric, use_tuned)
     from sklearn.ensemble import VotingRegressor
@@ -125,11 +125,22 @@ def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = T
         cfg, _ = tuned_config(target, metric, str(member), use_tuned=use_tuned)
         if cfg.algorithm.get("members"):
             raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: member {member!r} is an ensemble itself")
-        built.append((str(member), estimators.build(cfg.algorithm, baseline, kernel_baseline)))
+        built.append((str(member), with_call_cost(estimators.build(cfg.algorithm, baseline, kernel_baseline), target)))
     weights = algorithm_cfg.get("weights")
     if weights is not None and len(weights) != len(built):
         raise ValueError(f"ensemble {algorithm_cfg.get('name')!r}: {len(weights)} weights for {len(built)} members {list(members)}")
     return VotingRegressor(built, weights=[float(w) for w in weights] if weights is not None else None)
+
+
+def with_call_cost(estimator, target: str):
+    """The estimator, with the `kernels` algorithm's per-model constant pinned at the target's call cost (the kernel
+    model's KernelModel.call_ms) where it has kernel predictors and the constant is not set already."""
+    from perfpred.kernels import store
+
+    if isinstance(estimator, estimators.KernelOverhead) and estimator.call_ms is None \
+            and store.predictor_path(target).exists():
+        estimator.call_ms = store.load_model(target).call_ms
+    return estimator
 
 
 def geometric_blend(algorithm_cfg, target: str, metric: str, use_tuned: bool = True):
