@@ -85,7 +85,9 @@ def test_unknown_target_and_bad_descriptor_are_clear_errors(tmp_path):
 def test_every_host_target_has_fusion_rules():
     for target in ("host-cpu-tf", "host-cpu-tflite"):
         rules = detector.fusion_rules(target)
-        assert set(rules) <= detector.UNARY and all(set(kinds) <= set(detector.KINDS) for kinds in rules.values())
+        assert set(rules) - {detector.SKIP_KEY} <= detector.UNARY
+        assert all(set(kinds) <= set(detector.KINDS) for kinds in rules.values())
+        assert set(rules.get(detector.SKIP_KEY, detector.WINDOWED_KINDS)) <= set(detector.WINDOWED_KINDS)
 
 
 def _pools() -> dict:
@@ -380,6 +382,12 @@ def test_a_window_that_strides_past_its_size_reads_only_its_windows():
     assert conv.bytes_read == (2 * 2 * 12 + 3 * 3 * 12 * 12) * floats  # stride 1: every input element
     assert half.bytes_read == 2 * 2 * 12 * floats  # stride 1 down, 2 across: every column a window reads
     assert overlapping.bytes_read == 1 * 1 * 12 * floats
+    # a target whose pools read all of their input (TFLite: conf/kernels/host-cpu-tflite.yaml)
+    pools_read_all = {detector.SKIP_KEY: ["conv", "grouped", "depthwise"]}
+    shortcut, sparse, *_ = detector.detect_graph(detector.descriptors.parse(_descriptor(net)), pools_read_all)
+    assert shortcut.bytes_read == (16 * 16 * 8 // 4 + 8 * 12) * floats and sparse.bytes_read == 8 * 8 * 12 * floats
+    assert detector.fusion_rules("host-cpu-tflite")[detector.SKIP_KEY] == ["conv", "grouped", "depthwise"]
+    assert detector.SKIP_KEY not in detector.fusion_rules("host-cpu-tf")  # every windowed kind skips there
 
 
 def test_strided_draws_keep_the_zoos_stride_and_leave_every_other_draw_as_it_was():

@@ -80,7 +80,8 @@ class Kernel:
 
 
 def fusion_rules(target: str | None) -> dict[str, list[str]]:
-    """Layer class -> kernel kinds it fuses into when it follows one (conf/kernels/<target>.yaml; none: no fusion)."""
+    """Layer class -> kernel kinds it fuses into when it follows one (conf/kernels/<target>.yaml; none: no fusion),
+    and SKIP_KEY -> the kinds whose strided windows skip the input between them (_window_share)."""
     if target is None:
         return {}
     import yaml
@@ -89,7 +90,11 @@ def fusion_rules(target: str | None) -> dict[str, list[str]]:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml"))) or "none"
         raise config.ConfigError(f"no fusion rules for target {target!r} at {path}: known are {known}")
-    return {str(cls): list(kinds) for cls, kinds in (yaml.safe_load(path.read_text()).get("fuse") or {}).items()}
+    document = yaml.safe_load(path.read_text()) or {}
+    rules = {str(cls): list(kinds) for cls, kinds in (document.get("fuse") or {}).items()}
+    if SKIP_KEY in document:  # not a layer class: which kinds' strided windows skip the input between them
+        rules[SKIP_KEY] = list(document[SKIP_KEY] or [])
+    return rules
 
 
 def rule_key(cls: str, cfg: dict | None = None) -> str:
@@ -130,10 +135,17 @@ def _weights_bytes(stats: shapes.LayerStats) -> int:
     return stats.params * BYTES_PER_ELEMENT
 
 
-def _window_share(cls: str, cfg: dict, stats: shapes.LayerStats) -> float:
+#: the rules' key (fusion_rules) of the kinds whose windows, strided past their size, skip the input between them
+#: (conf/kernels/<target>.yaml `strided_windows_skip:`); without it every windowed kind does
+SKIP_KEY = "strided_windows_skip"
+WINDOWED_KINDS = ("conv", "grouped", "depthwise", "maxpool", "avgpool")
+
+
+def _window_share(cls: str, cfg: dict, stats: shapes.LayerStats, skipping: tuple | list = WINDOWED_KINDS) -> float:
     """The share of its input a windowed layer reads: where the stride exceeds the window (ResNet's 1x1 convolutions
     of stride 2, a max pool of size 2 and stride 4), the rows and columns between windows are never touched: a 1x1
-    convolution of stride 2 reads a quarter of its input. 1 for every other layer (dilation is not counted)."""
+    convolution of stride 2 reads a quarter of its input. 1 for every other layer, and for a kind the target's
+    runtime does not skip with (`skipping`: TFLite's pools read all of it; dilation is not counted)."""
     if cls in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D"):
         window = shapes.pair(cfg.get("pool_size", 2), "pool_size")
         strides = shapes.pair(cfg.get("strides") or cfg.get("pool_size", 2), "strides")
@@ -141,14 +153,26 @@ def _window_share(cls: str, cfg: dict, stats: shapes.LayerStats) -> float:
         window, strides = stats.kernel, shapes.pair(cfg.get("strides") or 1, "strides")
     else:
         return 1.0
+    if layer_kind(cls, cfg) not in skipping:
+        return 1.0
     return math.prod(min(1.0, w / max(s, 1)) for w, s in zip(window, strides, strict=True))
 
 
-def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.LayerStats) -> list[Kernel]:
+def layer_kind(cls: str, cfg: dict) -> str | None:
+    """The kind of the (first) kernel a layer makes, before fusion; None for a layer of no listed kind."""
+    if cls in ("Conv2D", "Convolution2D"):
+        return "grouped" if int(cfg.get("groups", 1) or 1) > 1 else "conv"
+    if cls.startswith("Separable"):
+        return "depthwise"
+    return KIND_OF_CLASS.get(cls)
+
+
+def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.LayerStats,
+                 skipping: tuple | list = WINDOWED_KINDS) -> list[Kernel]:
     """The kernel(s) of one layer before fusion (a separable convolution is a depthwise and a 1x1 kernel)."""
     first = tuple(inputs[0])
     out = tuple(stats.shape)
-    read = (shapes.elements(first) * _window_share(cls, cfg, stats) + sum(shapes.elements(s) for s in inputs[1:])
+    read = (shapes.elements(first) * _window_share(cls, cfg, stats, skipping) + sum(shapes.elements(s) for s in inputs[1:])
             ) * BYTES_PER_ELEMENT + _weights_bytes(stats)
     read = int(round(read))
     written = shapes.elements(out) * BYTES_PER_ELEMENT
@@ -227,7 +251,7 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
             producer.bytes_read += _weights_bytes(stats)  # a fused BN still reads its per-channel vectors
             last_of[name] = producer
             continue
-        made = _base_kernel(name, cls, cfg, inputs, stats)
+        made = _base_kernel(name, cls, cfg, inputs, stats, rules.get(SKIP_KEY, WINDOWED_KINDS))
         own = rule_key("Activation", cfg) if cls != "Activation" else cls  # the layer's own `activation` argument
         if own != "Activation" and made[-1].kind not in rules.get(own, ()):  # Conv2D(activation="swish"): two kernels
             made.append(_activation_kernel(name, made[-1], own))

@@ -40,7 +40,7 @@ from perfpred.features.descriptors import DescriptorError
 from perfpred.features.onnx_graph import ACTIVATION_FLOPS, _Count, inferred, integer_constants
 from perfpred.features.onnx_loading import FLOAT_BYTES, _spatial_axes
 from perfpred.features.weighted import BN_FLOPS_PER_CHANNEL, BN_FLOPS_PER_ELEMENT
-from perfpred.kernels.detector import BYTES_PER_ELEMENT, Kernel
+from perfpred.kernels.detector import BYTES_PER_ELEMENT, SKIP_KEY, WINDOWED_KINDS, Kernel
 
 #: nodes that move no data (or only metadata): the tensor they output is their input's
 VIEWS = {"Reshape", "Flatten", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Cast", "CastLike"}
@@ -364,7 +364,8 @@ class _Detector(_Count):
         if unit.config.get("pooled"):
             out = out[-1:]
         sizes = [shapes.elements(self.hwc(name, node)) for name in unit.sources]
-        read = round(sum(sizes[:1]) * unit.config.get("share", 1.0) + sum(sizes[1:])) + unit.params
+        share = unit.config.get("share", 1.0) if unit.kind in getattr(self, "skipping", WINDOWED_KINDS) else 1.0
+        read = round(sum(sizes[:1]) * share + sum(sizes[1:])) + unit.params
         flops = max(unit.flops, shapes.elements(out)) if unit.kind in ("add", "unary", "concat", "resize") else unit.flops
         config = {key: value for key, value in unit.config.items() if key in ("kernel_size", "strides", "groups")}
         return Kernel(unit.kind, list(unit.names), first, out, first[-1], out[-1], inputs=len(unit.sources),
@@ -375,6 +376,7 @@ class _Detector(_Count):
         """detect_graph's fusion over the units: a unit joins the kernel producing its one input when the rules
         let its class follow that kernel's kind and it is that tensor's only reader."""
         units = self.units()
+        self.skipping = rules.get(SKIP_KEY, WINDOWED_KINDS)  # the kinds whose strided windows skip (kernel())
         readers: dict[str, int] = {}
         for unit in units:
             for name in unit.sources:
