@@ -141,11 +141,16 @@ SKIP_KEY = "strided_windows_skip"
 WINDOWED_KINDS = ("conv", "grouped", "depthwise", "maxpool", "avgpool")
 
 
-def _window_share(cls: str, cfg: dict, stats: shapes.LayerStats, skipping: tuple | list = WINDOWED_KINDS) -> float:
-    """The share of its input a windowed layer reads: where the stride exceeds the window (ResNet's 1x1 convolutions
-    of stride 2, a max pool of size 2 and stride 4), the rows and columns between windows are never touched: a 1x1
-    convolution of stride 2 reads a quarter of its input. 1 for every other layer, and for a kind the target's
-    runtime does not skip with (`skipping`: TFLite's pools read all of it; dilation is not counted)."""
+def window_share(window, strides) -> float:
+    """The share of its input a window reads: where the stride exceeds the window (ResNet's 1x1 convolutions of
+    stride 2, a max pool of size 2 and stride 4), the rows and columns between windows are never touched: a 1x1
+    convolution of stride 2 reads a quarter of its input (dilation is not counted)."""
+    return math.prod(min(1.0, w / max(s, 1)) for w, s in zip(window, strides, strict=False))
+
+
+def _window_share(cls: str, cfg: dict, stats: shapes.LayerStats, skipping: tuple | list) -> float:
+    """A layer's window_share; 1 for a layer without windows, and for a kind the target's runtime does not skip
+    with (`skipping`: TFLite's pools read all of their input)."""
     if cls in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D"):
         window = shapes.pair(cfg.get("pool_size", 2), "pool_size")
         strides = shapes.pair(cfg.get("strides") or cfg.get("pool_size", 2), "strides")
@@ -153,22 +158,12 @@ def _window_share(cls: str, cfg: dict, stats: shapes.LayerStats, skipping: tuple
         window, strides = stats.kernel, shapes.pair(cfg.get("strides") or 1, "strides")
     else:
         return 1.0
-    if layer_kind(cls, cfg) not in skipping:
-        return 1.0
-    return math.prod(min(1.0, w / max(s, 1)) for w, s in zip(window, strides, strict=True))
-
-
-def layer_kind(cls: str, cfg: dict) -> str | None:
-    """The kind of the (first) kernel a layer makes, before fusion; None for a layer of no listed kind."""
-    if cls in ("Conv2D", "Convolution2D"):
-        return "grouped" if int(cfg.get("groups", 1) or 1) > 1 else "conv"
-    if cls.startswith("Separable"):
-        return "depthwise"
-    return KIND_OF_CLASS.get(cls)
+    kind = KIND_OF_CLASS.get(cls) or ("grouped" if int(cfg.get("groups", 1) or 1) > 1 else "conv")
+    return window_share(window, strides) if kind in skipping else 1.0
 
 
 def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.LayerStats,
-                 skipping: tuple | list = WINDOWED_KINDS) -> list[Kernel]:
+                 skipping: tuple | list) -> list[Kernel]:
     """The kernel(s) of one layer before fusion (a separable convolution is a depthwise and a 1x1 kernel)."""
     first = tuple(inputs[0])
     out = tuple(stats.shape)

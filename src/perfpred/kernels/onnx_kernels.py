@@ -40,7 +40,7 @@ from perfpred.features.descriptors import DescriptorError
 from perfpred.features.onnx_graph import ACTIVATION_FLOPS, _Count, inferred, integer_constants
 from perfpred.features.onnx_loading import FLOAT_BYTES, _spatial_axes
 from perfpred.features.weighted import BN_FLOPS_PER_CHANNEL, BN_FLOPS_PER_ELEMENT
-from perfpred.kernels.detector import BYTES_PER_ELEMENT, SKIP_KEY, WINDOWED_KINDS, Kernel
+from perfpred.kernels.detector import BYTES_PER_ELEMENT, SKIP_KEY, WINDOWED_KINDS, Kernel, window_share
 
 #: nodes that move no data (or only metadata): the tensor they output is their input's
 VIEWS = {"Reshape", "Flatten", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Cast", "CastLike"}
@@ -99,11 +99,6 @@ def detect_onnx(source, rules: dict[str, list[str]], input_size: int | None = No
     inference cannot give is a DescriptorError naming its node."""
     return _Detector(*inferred(source, input_size)).kernels(rules)
 
-
-
-def _share(kernel, strides) -> float:
-    """The share of its input a window reads when its stride exceeds its size (detector._window_share)."""
-    return math.prod(min(1.0, k / max(s, 1)) for k, s in zip(kernel, strides, strict=False))
 
 
 class _Detector(_Count):
@@ -235,7 +230,7 @@ class _Detector(_Count):
             kernel = attributes.get("kernel_shape", [1])
             strides = attributes.get("strides") or [1] * len(kernel)
             return _Unit(POOLS[op], op, [name], tensors, output, elements * math.prod(kernel),
-                         config={"kernel_size": max(kernel), "strides": max(strides), "share": _share(kernel, strides)})
+                         config={"kernel_size": max(kernel), "strides": max(strides), "share": window_share(kernel, strides)})
         if op in GLOBAL_POOLS or (op in ("ReduceMean", "ReduceMax") and self._spatial_reduction(node)):
             # as Keras' keepdims: a ReduceMean's as it says, a GlobalAveragePool's (1, C, 1, 1) kept unless flattened
             keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1) if op not in GLOBAL_POOLS else not all(
@@ -321,7 +316,7 @@ class _Detector(_Count):
             macs = out_elements * math.prod(kernel) * (channels // groups)
             kind = "conv" if groups == 1 else "depthwise" if groups == channels else "grouped"
         strides = list(attributes["strides"].ints) if "strides" in attributes else [1] * len(kernel)
-        share = 1.0 if kind == "transposed" else _share(kernel, strides)
+        share = 1.0 if kind == "transposed" else window_share(kernel, strides)
         return _Unit(kind, node.op_type, [name], tensors[:1], node.output[0], 2 * macs + (out_elements if bias else 0),
                      weights + bias, {"kernel_size": max(kernel), "strides": max(strides), "groups": groups,
                                       "share": share})
@@ -350,7 +345,8 @@ class _Detector(_Count):
         return _Unit("dense", "Dense", names, tensors, output, flops, weights + bias)
 
     # --- kernels -------------------------------------------------------------------------------------------------
-    def kernel(self, unit: _Unit) -> Kernel:
+    def kernel(self, unit: _Unit, skipping: tuple | list = WINDOWED_KINDS) -> Kernel:
+        """A unit's kernel; `skipping`: the kinds whose strided windows read only their share of the input."""
         node = self.graph.node[self.index_of[unit.output]]
         first = self.hwc(unit.sources[0], node) if unit.sources else self.hwc(unit.output, node)
         out = self.hwc(unit.output, node)
@@ -364,7 +360,7 @@ class _Detector(_Count):
         if unit.config.get("pooled"):
             out = out[-1:]
         sizes = [shapes.elements(self.hwc(name, node)) for name in unit.sources]
-        share = unit.config.get("share", 1.0) if unit.kind in getattr(self, "skipping", WINDOWED_KINDS) else 1.0
+        share = unit.config.get("share", 1.0) if unit.kind in skipping else 1.0
         read = round(sum(sizes[:1]) * share + sum(sizes[1:])) + unit.params
         flops = max(unit.flops, shapes.elements(out)) if unit.kind in ("add", "unary", "concat", "resize") else unit.flops
         config = {key: value for key, value in unit.config.items() if key in ("kernel_size", "strides", "groups")}
@@ -376,7 +372,7 @@ class _Detector(_Count):
         """detect_graph's fusion over the units: a unit joins the kernel producing its one input when the rules
         let its class follow that kernel's kind and it is that tensor's only reader."""
         units = self.units()
-        self.skipping = rules.get(SKIP_KEY, WINDOWED_KINDS)  # the kinds whose strided windows skip (kernel())
+        skipping = rules.get(SKIP_KEY, WINDOWED_KINDS)  # the kinds whose strided windows skip the input between them
         readers: dict[str, int] = {}
         for unit in units:
             for name in unit.sources:
@@ -408,7 +404,7 @@ class _Detector(_Count):
                 producer.bytes_read += unit.params * BYTES_PER_ELEMENT
                 last_of[unit.output] = producer
                 continue
-            made = self.kernel(unit)
+            made = self.kernel(unit, skipping)
             kernels.append(made)
             last_of[unit.output] = made
         if not kernels:

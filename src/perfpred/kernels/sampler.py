@@ -122,14 +122,14 @@ STRIDED_KINDS = ("conv", "maxpool", "avgpool")
 
 def strided_beyond_kernel(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
     """A convolution or pooling whose stride exceeds its size, as the zoo has them (its size and stride kept): it
-    reads only its windows' rows and columns of the input (detector._window_share), which no other draw teaches.
+    reads only its windows' rows and columns of the input (detector.window_share), which no other draw teaches.
 
     sample_spec draws strides of 1-2 at sizes of 2 and more (a 1x1 convolution has stride 1 there): the kernel zoo
     had no such kernel, while 151 of the zoo's convolutions and 47 of its poolings are so, and a third of the
     synthetic networks' time on ONNX Runtime went to predicting their pools (up to 2.4x too slow, 2026-11-30)."""
-    kind = rng.choice([kind for kind in STRIDED_KINDS if any(k.strides > k.kernel_size for k in pools.get(kind, []))]
-                      or ["conv"])
-    pool = [k for k in pools.get(kind, []) if k.strides > k.kernel_size] or pools["conv"]
+    strided = {kind: [k for k in pools.get(kind, []) if k.strides > k.kernel_size] for kind in STRIDED_KINDS}
+    kind = rng.choice([kind for kind, found in strided.items() if found] or ["conv"])
+    pool = strided[kind] or pools["conv"]
     source = rng.choice(pool) if rng.random() < 0.5 else rng.choices(pool, weights=_costs(pool))[0]
     shape = tuple(source.input_shape)
     cin = _channels(rng, shape[-1])
