@@ -234,7 +234,8 @@ def test_adapt_bends_the_map_where_a_saturating_metric_reaches_its_cap(board_tab
 
     features = ["input_size", "params", "flops", "layers", "activations"]
     sources = {name: board_tables[name] for name in ("jetson-nano", "jetson-agx-xavier")}
-    source_model = transfer.fit_sources(list(sources), "latency", features, tables=sources, n_estimators=150)
+    source_model = transfer.fit_sources(list(sources), "latency", features, tables=sources)
+    monkeypatch.setattr(transfer, "ADDITIVE_METRICS", ())  # the log-space map alone: what the hinges bend
     board = board_tables["jetson-tx2"]
     cap = float(np.quantile(board["latency_ms"], 0.5))
     capped = np.minimum(board["latency_ms"].to_numpy(), cap)  # a board that never exceeds its cap (a power mode)
@@ -253,6 +254,37 @@ def test_adapt_bends_the_map_where_a_saturating_metric_reaches_its_cap(board_tab
     assert adapted.knots_ is not None and plain.knots_ is None
     assert bent < 0.8 * straight
     assert mape(("latency",), rows=5)[1].knots_ is None  # too few rows to fit a bend: the straight map
+
+
+def test_adapt_mixes_the_sources_with_a_per_layer_cost_they_do_not_share(board_tables, monkeypatch):
+    """A board that pays each layer a fixed cost besides what the Nano takes (a slower kernel launch): no power
+    law of the sources' predictions says that, the mixture in milliseconds does."""
+    from perfpred.model import hardware, transfer
+
+    features = ["input_size", "params", "flops", "layers", "activations"]
+    sources = {name: board_tables[name] for name in ("jetson-nano", "jetson-agx-xavier")}
+    source_model = transfer.fit_sources(list(sources), "latency", features, tables=sources)
+    board = board_tables["jetson-tx2"]
+    nano = source_model.predict_as(board[features], "jetson-nano")
+    launched = 0.5 * nano + 0.4 * board["layers"].to_numpy("float64")  # 0.4 ms a layer
+    given = np.random.default_rng(0).choice(len(board), 30, replace=False)
+    rest = np.setdiff1d(np.arange(len(board)), given)
+
+    def fitted(additive: tuple[str, ...], rows: int = 30):
+        monkeypatch.setattr(transfer, "ADDITIVE_METRICS", additive)
+        adapted = transfer.AdaptedRegressor(source_model, hardware.descriptor("jetson-tx2"), use_residuals=False)
+        return adapted.fit(board.iloc[given[:rows]][features], launched[given[:rows]])
+
+    def mape(adapted) -> float:
+        predicted = adapted.predict(board.iloc[rest][features])
+        return 100 * float(np.mean(np.abs(predicted - launched[rest]) / launched[rest]))
+
+    mixed, plain = fitted(("latency",)), fitted(())
+    assert mixed.mix_ is not None and plain.mix_ is None
+    coefficients = dict(zip([*source_model.targets_, *transfer.MIX_TERMS, "constant"], mixed.mix_["coefficients"], strict=True))
+    assert coefficients["jetson-nano"] == pytest.approx(0.5, rel=0.05) and coefficients["layers"] == pytest.approx(0.4, rel=0.05)
+    assert mape(mixed) < 0.6 * mape(plain)
+    assert fitted(("latency",), rows=5).mix_ is None  # too few rows for six coefficients: the log-space map alone
 
 
 def test_pooled_svr_learns_a_family_the_board_never_measured_from_the_other_boards(project, board_tables):

@@ -1,9 +1,10 @@
-"""A new target from k measurements: the pooled model of the source targets, corrected on the k rows.
+"""A new target from k measurements: the source targets' own models, corrected on the k rows.
 
 Pure core of `perfpred adapt` and of benchmarks/leave_one_target_out.py:
 
-1. `fit_sources` fits one PooledRegressor on the union of the source targets' tables; `source_predictions` asks it,
-   for every row, what each source target would measure (one log column per source).
+1. `fit_sources` fits, per source target, the algorithm `SOURCE_ALGORITHM` (conf/algorithm/, as `perfpred train`
+   builds it for that target) on the source's whole table; `source_predictions` asks each what its target would
+   measure, for every row (one log column per source).
 2. `AdaptedRegressor` maps those columns to the new target:
    - k = 0 (zero-shot): the mean source prediction shifted by a level that is linear in the log of the targets'
      compute throughput (units x clock of the GPU, or of the CPU for a CPU target), fitted across the sources of
@@ -16,7 +17,13 @@ Pure core of `perfpred adapt` and of benchmarks/leave_one_target_out.py:
    - k >= 8: plus a Gaussian process on what is left, over the standardized log features and the source
      predictions (their mean and each source's departure from it), so networks whose cost differs between boards
      in a way the sources do not share (depthwise convolutions on an older GPU) are corrected near the measured
-     ones; the departures place a network by how the sources disagree on it, not only by its size and shape.
+     ones; the departures place a network by how the sources disagree on it, not only by its size and shape;
+   - k >= 8, for a metric that adds up over the network's layers (latency: `ADDITIVE_METRICS`), the geometric mean
+     of that map and of a mixture in the metric's own unit: measured ~ sum_j c_j x source_j + c_f flops +
+     c_a activations + c_l layers + c_0 with every c >= 0 (relative least squares), and a Gaussian process on its log
+     residuals as above. A new board is another mix of the same costs (compute, memory traffic, per-layer
+     overhead) that the sources pay in other proportions; a power law of the sources cannot say that a Nano pays
+     a DenseNet's many small layers more than its FLOPs.
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ import pandas as pd
 from perfpred.data import schema
 from perfpred.model import hardware
 from perfpred.model.estimators import _base_classes
-from perfpred.model.pooled import PooledRegressor
 
 #: Rows below which no Gaussian process is fitted on the residuals (too few to tell structure from noise).
 MIN_ROWS_FOR_RESIDUALS = 8
@@ -39,10 +45,66 @@ SATURATING_METRICS = ("power",)
 #: Quantiles of the reference networks' mean source log where the hinges bend.
 HINGE_QUANTILES = (25, 50, 75)
 
+#: The algorithm fitted on each source's table (conf/algorithm/). Chosen on draws 100-129 of the Jetson boards, apart
+#: from the benchmark's 0-19, over one pooled XGBoost of every source (perfpred.model.pooled.PooledRegressor, what
+#: adapt used before): latency at k = 20 Nano / TX2 / AGX Xavier 9.16 / 6.76 / 8.84 % against 9.12 / 6.82 / 10.10,
+#: power 9.66 / 7.58 / 7.12 against 9.73 / 7.57 / 7.40, memory at k = 10 11.62 / 7.59 / 5.98 against 11.93 / 7.82 /
+#: 6.51. Per-target algorithms only: a pooled one would learn from the new target's rows when the benchmark leaves it out.
+SOURCE_ALGORITHM = "ens"
+
+#: Metrics that add up over a network's layers: their map also mixes the sources in the metric's unit (see above).
+#: Chosen on draws 100-129 (latency at k = 20, Nano / TX2 / AGX Xavier, with `ens` sources: 8.33 / 6.66 / 7.37 %
+#: against 9.16 / 6.76 / 8.84 without the mixture; host toolchains TF / TFLite / ORT 14.9 / 15.8 / 12.7 against
+#: 21.5 / 20.5 / 13.9). Power is not a sum over layers (13.2 / 11.1 / 6.5 with it against 9.7 / 7.6 / 7.1), nor is
+#: a peak of memory (Nano memory at k = 10: 14.6 against 11.6).
+ADDITIVE_METRICS = ("latency",)
+#: The physical costs beside the sources in the mixture: compute, memory traffic, per-layer overhead.
+MIX_TERMS = ("flops", "activations", "layers")
+
+
+class SourceModels:
+    """One model per source target, fitted on that target's whole table: what each source would measure."""
+
+    def __init__(self, metric: str, algorithm: str = SOURCE_ALGORITHM):
+        self.metric = metric
+        self.algorithm = algorithm
+
+    def fit_tables(self, parts: list[tuple[str, pd.DataFrame, np.ndarray]], columns: list[str]) -> SourceModels:
+        """Fit on (source name, table, measured) parts; `columns` are the features predictions will give.
+
+        A source uses the columns its own table fills in every row (the Nano memory rows lack some features)."""
+        from perfpred.model import train
+
+        if not parts:
+            raise ValueError(f"adapt {self.metric}: no source target has a table to learn from (run `perfpred import` first)")
+        self.columns_ = list(columns)
+        self.targets_ = sorted(name for name, _, _ in parts)
+        self.descriptors_ = {name: hardware.descriptor(name) for name in self.targets_}
+        self.models_, self.columns_of_ = {}, {}
+        for name, table, measured in sorted(parts, key=lambda part: part[0]):
+            own = [c for c in self.columns_ if c in table.columns and table[c].notna().all()]
+            if not own:
+                raise ValueError(f"source {name!r}: its {self.metric} table fills none of the features {self.columns_}")
+            algorithm = train.tuned_config(name, self.metric, self.algorithm)[0].algorithm
+            self.models_[name] = train.build_estimator(algorithm, name, self.metric).fit(table[own], measured)
+            self.columns_of_[name] = own
+        # networks on which a new target's level is compared with the sources' (AdaptedRegressor, k = 0)
+        union = pd.concat([table.reindex(columns=self.columns_) for _, table, _ in parts], ignore_index=True).dropna()
+        if union.empty:
+            union = pd.concat([table.reindex(columns=self.columns_) for _, table, _ in parts], ignore_index=True)
+            union = union.fillna(union.median())
+        reference = union.sample(min(len(union), 500), random_state=0)
+        self.reference_features_ = reference.set_axis([f"reference-{i}" for i in range(len(reference))])
+        return self
+
+    def predict_as(self, features: pd.DataFrame, name: str, descriptor: dict | None = None) -> np.ndarray:
+        """What source `name` would measure for these rows, in the metric's unit."""
+        return np.asarray(self.models_[name].predict(pd.DataFrame(features)[self.columns_of_[name]]), dtype="float64")
+
 
 def fit_sources(sources: list[str], metric: str, columns: list[str], tables: dict[str, pd.DataFrame] | None = None,
-                **settings) -> PooledRegressor:
-    """A PooledRegressor fitted on the full tables of the source targets (`tables` overrides reading them)."""
+                algorithm: str = SOURCE_ALGORITHM) -> SourceModels:
+    """One `algorithm` model per source target, fitted on its full table (`tables` overrides reading them)."""
     from perfpred.model.pooled import _table
 
     column = schema.metric_column(metric)
@@ -50,7 +112,7 @@ def fit_sources(sources: list[str], metric: str, columns: list[str], tables: dic
     for name in sources:
         table = tables[name] if tables is not None and name in tables else _table(name, metric)
         parts.append((name, table, table[column].to_numpy("float64")))
-    return PooledRegressor(target=None, metric=metric, sources=list(sources), **settings).fit_union(parts, columns)
+    return SourceModels(metric, algorithm).fit_tables(parts, columns)
 
 
 def default_sources(target: str, metric: str, descriptor: dict[str, float]) -> list[str]:
@@ -60,7 +122,7 @@ def default_sources(target: str, metric: str, descriptor: dict[str, float]) -> l
     return same_kind_sources(target, metric, descriptor)
 
 
-def source_predictions(model: PooledRegressor, features: pd.DataFrame) -> np.ndarray:
+def source_predictions(model, features: pd.DataFrame) -> np.ndarray:
     """log of what each source target of the pooled model would measure, one column per source (rows x sources)."""
     return np.column_stack([np.log(model.predict_as(features, name)) for name in model.targets_])
 
@@ -73,9 +135,9 @@ def throughput(descriptor: dict[str, float]) -> float:
 
 
 class AdaptedRegressor(*_base_classes()):
-    """Predicts a new target from a fitted source PooledRegressor, its descriptor, and k measured rows."""
+    """Predicts a new target from fitted source models (SourceModels), its descriptor, and k measured rows."""
 
-    def __init__(self, source_model: PooledRegressor, descriptor: dict[str, float], use_residuals: bool = True):
+    def __init__(self, source_model, descriptor: dict[str, float], use_residuals: bool = True):
         self.source_model = source_model
         self.descriptor = descriptor
         self.use_residuals = use_residuals
@@ -103,7 +165,7 @@ class AdaptedRegressor(*_base_classes()):
         reference_logs = source_predictions(self.source_model, reference)
         self.level_ = self._zero_shot_level(reference_logs)
         self.rows_ = 0 if features is None else len(features)
-        self.linear_ = self.residuals_ = self.knots_ = None
+        self.linear_ = self.residuals_ = self.knots_ = self.mix_ = None
         if self.rows_ == 0:
             return self
         from sklearn.linear_model import BayesianRidge
@@ -120,7 +182,32 @@ class AdaptedRegressor(*_base_classes()):
         self.linear_ = BayesianRidge().fit(self._linear_inputs(source_logs), measured_log - self._zero_shot(source_logs))
         if self.use_residuals and self.rows_ >= MIN_ROWS_FOR_RESIDUALS:
             self.residuals_ = self._residual_model(features, source_logs, measured_log - self._linear(source_logs))
+        if self.source_model.metric in ADDITIVE_METRICS and self.rows_ >= MIN_ROWS_FOR_RESIDUALS:
+            self.mix_ = self._fit_mix(features, source_logs, measured_log)
         return self
+
+    def _mix_inputs(self, features: pd.DataFrame, source_logs: np.ndarray) -> np.ndarray:
+        """The mixture's columns, in the metric's unit: each source's prediction, the physical terms, a constant."""
+        terms = [features[c].to_numpy("float64") for c in MIX_TERMS if c in features.columns]
+        return np.column_stack([np.exp(source_logs), *terms, np.ones(len(features))])
+
+    def _fit_mix(self, features: pd.DataFrame, source_logs: np.ndarray, measured_log: np.ndarray) -> dict:
+        """Non-negative coefficients of the mixture by relative least squares, and a Gaussian process on its log residuals."""
+        from scipy.optimize import nnls
+
+        inputs = self._mix_inputs(features, source_logs)
+        scale = np.abs(inputs).max(axis=0) + 1e-30  # columns of FLOPs and of milliseconds: one conditioning
+        measured = np.exp(measured_log)
+        coefficients, _ = nnls(inputs / scale / measured[:, None], np.ones(len(measured)))
+        mix = {"coefficients": coefficients / scale, "residuals": None}
+        if self.use_residuals:
+            mix["residuals"] = self._residual_model(features, source_logs, measured_log - self._mix_log(mix, features, source_logs))
+        return mix
+
+    def _mix_log(self, mix: dict, features: pd.DataFrame, source_logs: np.ndarray) -> np.ndarray:
+        """log of the mixture's prediction (floored: every coefficient may be 0 on a degenerate fit)."""
+        predicted = self._mix_inputs(features, source_logs) @ mix["coefficients"]
+        return np.log(np.maximum(predicted, 1e-12))
 
     @staticmethod
     def _departures(source_logs: np.ndarray) -> np.ndarray:
@@ -175,6 +262,12 @@ class AdaptedRegressor(*_base_classes()):
         predicted = self._linear(source_logs)
         if self.residuals_ is not None:
             predicted = predicted + self.residuals_.predict(self._residual_inputs(features, source_logs))
+        mix = getattr(self, "mix_", None)  # models pickled before the mixture have none
+        if mix is not None:
+            mixed = self._mix_log(mix, features, source_logs)
+            if mix["residuals"] is not None:
+                mixed = mixed + mix["residuals"].predict(self._residual_inputs(features, source_logs))
+            predicted = (predicted + mixed) / 2  # the geometric mean of the two maps
         return np.exp(predicted)
 
 
