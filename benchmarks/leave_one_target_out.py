@@ -11,6 +11,7 @@ left-out target's rows that were not given:
   per_target      the target's tuned svr (as `perfpred train` builds it) fitted on the same k random rows alone
   champion        the full per-target champion's mean MAPE on 80/20 splits (metrics/<target>-<metric>.json)
   coverage_90     share of those rows inside the 90 % interval calibrated on the k rows' out-of-fold predictions
+                  as `adapt` calibrates it (transfer.calibration)
                   (first 5 draws, k >= 10)
 k = 0 is zero-shot: the hardware descriptor only. One MLflow parent run per left-out target (experiment
 `leave-one-target-out`, store from MLFLOW_TRACKING_URI), nested runs per (metric, k). Writes
@@ -95,7 +96,7 @@ def one_draw(source_model, descriptor, table, features, measured, k, draw, svr, 
         result[name] = mape(measured[rest], predicted)
         if name == "adapt_random" and coverage:
             held, held_predicted = transfer.out_of_fold(adapted, table.iloc[rows][features], measured[rows])
-            low, high = sweep.interval_factors(sweep.calibration(measured[rows], held, held_predicted), LEVEL)
+            low, high = sweep.interval_factors(transfer.calibration(measured[rows], held, held_predicted), LEVEL)
             result["coverage_90"] = float(np.mean((measured[rest] >= predicted * low) & (measured[rest] <= predicted * high)))
     rest = np.setdiff1d(everything, random_rows)
     try:

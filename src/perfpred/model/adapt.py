@@ -5,7 +5,8 @@
 The rows are corrected predictions of the pooled model of the source targets (perfpred.model.transfer); the result is
 registered as `<target>-<metric>` with the `@champion` alias by the registry code that `perfpred train` uses, so
 `perfpred predict --target`, `recommend` and `perfpred.load_predictor` answer for the new target. Its intervals are
-calibrated on out-of-fold predictions of the k rows and their coverage is checked on rows that did not calibrate them.
+calibrated on out-of-fold predictions of the k rows (transfer.calibration) and their coverage is checked on rows
+that did not calibrate them.
 """
 
 from __future__ import annotations
@@ -107,10 +108,11 @@ def fit(target: str, metric: str, rows: pd.DataFrame, features: list[str], sourc
         "mape_mean": sweep.mape_pct(measured[held_rows], held_predicted),
         "mape_unseen_family": float("nan"),
         "rows": len(measured),
-        f"coverage_{round(level * 100)}": sweep.coverage(measured, held_rows, held_predicted, [level], folds)[level],
+        f"coverage_{round(level * 100)}": sweep.coverage(measured, held_rows, held_predicted, [level], folds,
+                                                         calibrate=transfer.calibration)[level],
     }
     predictor = Predictor(estimator=estimator, target=target, metric=metric, column=column, algorithm="adapt",
-                          features=features, calibration=sweep.calibration(measured, held_rows, held_predicted))
+                          features=features, calibration=transfer.calibration(measured, held_rows, held_predicted))
     return predictor, metrics
 
 
