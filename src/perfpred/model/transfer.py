@@ -88,11 +88,12 @@ class SourceModels:
             algorithm = train.tuned_config(name, self.metric, self.algorithm)[0].algorithm
             self.models_[name] = train.build_estimator(algorithm, name, self.metric).fit(table[own], measured)
             self.columns_of_[name] = own
-        # networks on which a new target's level is compared with the sources' (AdaptedRegressor, k = 0)
-        union = pd.concat([table.reindex(columns=self.columns_) for _, table, _ in parts], ignore_index=True).dropna()
-        if union.empty:
-            union = pd.concat([table.reindex(columns=self.columns_) for _, table, _ in parts], ignore_index=True)
-            union = union.fillna(union.median())
+        # networks on which a new target's level is compared with the sources' (AdaptedRegressor, k = 0): rows
+        # complete in what some source reads; sources that read disjoint columns leave none, and then each gap
+        # is its column's median (the rows only compare the sources' levels)
+        read = [c for c in self.columns_ if any(c in own for own in self.columns_of_.values())]
+        union = pd.concat([table.reindex(columns=read) for _, table, _ in parts], ignore_index=True)
+        union = union.dropna() if union.notna().all(axis=1).any() else union.fillna(union.median())
         reference = union.sample(min(len(union), 500), random_state=0)
         self.reference_features_ = reference.set_axis([f"reference-{i}" for i in range(len(reference))])
         return self
@@ -123,7 +124,7 @@ def default_sources(target: str, metric: str, descriptor: dict[str, float]) -> l
 
 
 def source_predictions(model, features: pd.DataFrame) -> np.ndarray:
-    """log of what each source target of the pooled model would measure, one column per source (rows x sources)."""
+    """log of what each source target would measure (SourceModels), one column per source (rows x sources)."""
     return np.column_stack([np.log(model.predict_as(features, name)) for name in model.targets_])
 
 
