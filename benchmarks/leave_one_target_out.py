@@ -71,12 +71,12 @@ class CachedSources:
     def __getattr__(self, name):
         return getattr(self.model, name)
 
-    def predict_as(self, features, name, descriptor=None):
+    def predict_as(self, features, name):
         if features is self.model.reference_features_:
             return self.reference[name]
         if features.index.isin(self.index).all() and len(features.index) == len(set(features.index)):
             return self.cache[name][self.index.get_indexer(features.index)]
-        return self.model.predict_as(features, name, descriptor)
+        return self.model.predict_as(features, name)
 
 
 def one_draw(source_model, descriptor, table, features, measured, k, draw, svr, coverage: bool,

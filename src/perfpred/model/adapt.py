@@ -2,7 +2,7 @@
 
     perfpred adapt --target jetson-orin-nano --metric latency --measurements orin-nano.csv [--sources T1,T2] [--json]
 
-The rows are corrected predictions of the pooled model of the source targets (perfpred.model.transfer); the result is
+The rows correct what the source targets' own models predict (perfpred.model.transfer); the result is
 registered as `<target>-<metric>` with the `@champion` alias by the registry code that `perfpred train` uses, so
 `perfpred predict --target`, `recommend` and `perfpred.load_predictor` answer for the new target. Its intervals are
 calibrated on out-of-fold predictions of the k rows (transfer.calibration) and their coverage is checked on rows

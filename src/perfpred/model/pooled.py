@@ -129,10 +129,6 @@ class PooledRegressor(*_base_classes()):
         self.toolchains_ = sorted({hardware.toolchain(name) for name in self.targets_})
         self.descriptors_ = {name: hardware.descriptor(name) for name in self.targets_}
         self.toolchain_of_ = {name: hardware.toolchain(name) for name in self.targets_}  # predict reads no conf/
-        union = pd.concat([frame.reindex(columns=self.columns_) for _, frame, _ in parts], ignore_index=True)
-        # networks on which a new target's level is compared with the sources' (transfer.AdaptedRegressor, k = 0)
-        reference = union.dropna().sample(min(len(union.dropna()), 500), random_state=0)
-        self.reference_features_ = reference.set_axis([f"reference-{i}" for i in range(len(reference))])
         designs, measured, weights = [], [], []
         for name, frame, values in parts:
             designs.append(self.design(frame, name))

@@ -98,7 +98,7 @@ class SourceModels:
         self.reference_features_ = reference.set_axis([f"reference-{i}" for i in range(len(reference))])
         return self
 
-    def predict_as(self, features: pd.DataFrame, name: str, descriptor: dict | None = None) -> np.ndarray:
+    def predict_as(self, features: pd.DataFrame, name: str) -> np.ndarray:
         """What source `name` would measure for these rows, in the metric's unit."""
         return np.asarray(self.models_[name].predict(pd.DataFrame(features)[self.columns_of_[name]]), dtype="float64")
 
@@ -260,14 +260,16 @@ class AdaptedRegressor(*_base_classes()):
         source_logs = source_predictions(self.source_model, features)
         if self.linear_ is None:
             return np.exp(self._zero_shot(source_logs))
+        mix = getattr(self, "mix_", None)  # models pickled before the mixture have none
+        fitted = [model for model in (self.residuals_, mix and mix["residuals"]) if model is not None]
+        residual_inputs = self._residual_inputs(features, source_logs) if fitted else None  # both GPs read them
         predicted = self._linear(source_logs)
         if self.residuals_ is not None:
-            predicted = predicted + self.residuals_.predict(self._residual_inputs(features, source_logs))
-        mix = getattr(self, "mix_", None)  # models pickled before the mixture have none
+            predicted = predicted + self.residuals_.predict(residual_inputs)
         if mix is not None:
             mixed = self._mix_log(mix, features, source_logs)
             if mix["residuals"] is not None:
-                mixed = mixed + mix["residuals"].predict(self._residual_inputs(features, source_logs))
+                mixed = mixed + mix["residuals"].predict(residual_inputs)
             predicted = (predicted + mixed) / 2  # the geometric mean of the two maps
         return np.exp(predicted)
 
