@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="*", default=["latency", "memory", "power"])
     parser.add_argument("--algorithms", nargs="*", default=config.group_options("algorithm"))
     parser.add_argument("--seeds", type=int, default=None, help="random splits (default: train.seeds)")
+    parser.add_argument("--domain-seeds", type=int, default=None, help="domain splits (default: train.domain_seeds)")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed.. (0: the seeds `perfpred train` reports)")
     args = parser.parse_args()
@@ -42,7 +43,8 @@ def main() -> None:
             table = estimators.training_table(target, metric)
             scored = {}
             for algorithm in args.algorithms:
-                overrides = [f"train.n_jobs={args.n_jobs}"] + ([f"train.seeds={args.seeds}"] if args.seeds else [])
+                overrides = [f"train.n_jobs={args.n_jobs}"] + ([f"train.seeds={args.seeds}"] if args.seeds else []) \
+                    + ([f"train.domain_seeds={args.domain_seeds}"] if args.domain_seeds else [])
                 cfg, _ = train.tuned_config(target, metric, algorithm, overrides)
                 started = time.perf_counter()
                 m = train.evaluate(table, target, metric, cfg.algorithm, cfg.train, args.first_seed).metrics

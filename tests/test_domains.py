@@ -108,17 +108,19 @@ def test_evaluate_logs_every_domain_with_coverage(nano_subset):
 
 
 def test_summary_shows_the_published_figures_beside_the_champion(tmp_path):
+    """The champion's domain figures with their spread over the domain seeds where logged, the published beside."""
     from perfpred.model import summary
 
     entry = {"accuracy_mean": 95.0, "accuracy_best": 96.0, "mape_std": 0.5, "mape_mean": 5.0, "mape_median": 5.0,
              "mape_p5": 4.0, "mape_p95": 6.0, "mape_worst": 7.0, "best_seed": 1, "mape_unseen_family": 9.0,
-             "mape_sizes": 3.25, "mape_architectures": 6.5, "mape_synthetic": 7.75, "champion_score": 5.1}
+             "mape_sizes": 3.25, "mape_architectures": 6.5, "mape_synthetic": 7.75, "mape_synthetic_std": 2.5,
+             "champion_score": 5.1}
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/jetson-tx2-latency.json").write_text(json.dumps(
         {"target": "jetson-tx2", "metric": "latency", "rows": 10, "champion": "svr", "algorithms": {"svr": entry}}))
     summary.write_report(tmp_path / "metrics", tmp_path / "summary.md")
     text = (tmp_path / "summary.md").read_text()
-    assert "| jetson-tx2 | svr | 3.2 / 6.5 / 7.8 (9.6 / 8.9 / 13.1) |" in text
+    assert "| jetson-tx2 | svr | 3.2 / 6.5 / 7.8 ± 2.5 (9.6 / 8.9 / 13.1) |" in text
     assert "Bouzidi" in text
 
 

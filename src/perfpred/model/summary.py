@@ -106,10 +106,18 @@ def published_figures() -> dict[str, dict[str, list[float]]]:
     return config.load_params()["published"]["mape_pct"]
 
 
+def _domain_figure(entry: dict, domain: str) -> str:
+    """A domain's mean MAPE over the domain seeds, with its standard deviation over them where there is one."""
+    mean, std = entry.get(f"mape_{domain}"), entry.get(f"mape_{domain}_std")
+    if mean is None:
+        return "-"
+    return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None and np.isfinite(std) else "")
+
+
 def _domain_cell(entry: dict | None, published: list[float] | None) -> str:
     if not entry:
         return "| - "
-    ours = " / ".join("-" if entry.get(f"mape_{d}") is None else f"{entry[f'mape_{d}']:.1f}" for d in DOMAINS)
+    ours = " / ".join(_domain_figure(entry, d) for d in DOMAINS)
     return f"| {ours}" + (f" ({' / '.join(f'{p:.1f}' for p in published)})" if published else "") + " "
 
 
@@ -118,7 +126,9 @@ def domain_table(by_target: dict[str, dict[str, dict]]) -> list[str]:
     published = published_figures()
     lines = ["## Test domains (MAPE %, champion's / published)", "",
              "Domains 1 / 2 / 3: input sizes never seen / architectures never seen (family kept) / synthetic CNNs "
-             "never seen (perfpred.model.domains, mean over `train.domain_seeds` seeds). In brackets the published "
+             "never seen (perfpred.model.domains): mean ± standard deviation over `train.domain_seeds` seeds, each "
+             "holding out its own networks (a synthetic domain of a few dozen networks moves by several points from one "
+             "seed to the next). In brackets the published "
              f"best-of-five ({config.group_option('published', 'jetson-domains')['citation']}).", "",
              "| Target |" + "".join(f" {label}: algorithm | {label}: 1 / 2 / 3 |" for _, label in TABLE_METRICS),
              "|---|" + "---|---|" * len(TABLE_METRICS)]
