@@ -12,7 +12,7 @@ from sklearn.linear_model import Ridge
 import train_helpers
 from perfpred.model import estimators, sweep
 from perfpred.serve import predict, recommend
-from perfpred.serve.domain import FAR_FROM_ROWS, RANGE_MARGIN, Domain
+from perfpred.serve.domain import FAR_FROM_ROWS, MAX_WIDENING, RANGE_MARGIN, Domain
 from perfpred.serve.predictor import Predictor
 
 nano_subset = train_helpers.nano_subset
@@ -41,6 +41,15 @@ def test_a_feature_beyond_the_widened_range_is_named(fitted, nano_subset):
     assert "flops" not in near.outside and near.widening > 1.0
     assert not far.in_domain and "flops" in far.outside
     assert far.widening >= 1.0 + math.log(20.0) - 0.01 > 1.0 + RANGE_MARGIN
+
+
+def test_a_model_far_beyond_everything_gets_a_wide_interval_not_an_infinite_one(fitted, nano_subset):
+    """A value a million times beyond the training range, where a feature barely varied: widened to the cap, no more."""
+    domain, features = fitted
+    absurd = nano_subset.head(1).assign(flops=nano_subset["flops"].max() * 1e6, params=nano_subset["params"].max() * 1e6)
+    (row,) = domain.check(absurd).itertuples(index=False)
+    assert not row.in_domain and {"flops", "params"} <= set(row.outside)
+    assert row.widening == MAX_WIDENING
 
 
 def test_inside_every_range_but_far_from_every_row(fitted, nano_subset):

@@ -249,6 +249,45 @@ def test_overhead_fit_recovers_its_coefficients():
     assert predictor.fit_overhead(terms, terms @ coefficients) == pytest.approx(coefficients)
 
 
+def test_a_model_reads_the_weights_its_cache_cannot_keep_and_every_activation():
+    """A dense head of 2 x 4.2 MB weights: the kernels know their weights apart from their activations; with a cache of
+    C MB the model reads its input activations and the weights beyond C, and a one-kernel model's I/O is taken off
+    the activations only (a dense kernel inside a model is not free because its weights once went through I/O)."""
+    import keras
+    from keras import layers
+
+    descriptor = _descriptor(lambda: keras.Sequential([keras.Input((1024,)), layers.Dense(1024), layers.Dense(1024)]))
+    kernels = detector.detect(descriptor, None)
+    weights_mb = 2 * (1024 * 1024 + 1024) * 4 / 1e6
+    activations_mb = 2 * 1024 * 4 / 1e6
+    assert sum(k.weight_bytes for k in kernels) / 1e6 == pytest.approx(weights_mb)
+    assert predictor.read_mb(kernels) == pytest.approx(weights_mb + activations_mb)  # models saved before: all of it
+    assert predictor.read_mb(kernels, 0.0) == pytest.approx(weights_mb + activations_mb)
+    assert predictor.read_mb(kernels, 4.0) == pytest.approx(weights_mb - 4.0 + activations_mb)
+    assert predictor.read_mb(kernels, 64.0) == pytest.approx(activations_mb)
+    dense = predictor.KernelRegressor(coefficients=np.array([0.1, 0.05, 0.0]))  # alone: 0.1 ms + 0.05 ms per MFLOP
+    frame = pd.DataFrame([kernels[0].features()], columns=list(detector.CONFIG_FIELDS))
+    alone = 0.1 + 0.05 * kernels[0].flops / 1e6
+    fed = np.array([(kernels[0].bytes_read - kernels[0].weight_bytes + kernels[0].bytes_written) / 1e6])
+    assert dense.predict_in_model(frame, 0.05, fed)[0] == pytest.approx(alone - 0.1 - 0.05 * fed[0])
+    assert dense.predict_in_model(frame, 0.05)[0] == 0.0  # the old reckoning took the weights' I/O off: nothing left
+
+
+def test_the_overhead_fit_chooses_the_cache_size_that_made_the_measurements():
+    rng = np.random.default_rng(1)
+    rows, groups = 60, len(predictor.KIND_GROUPS)
+    sums = rng.uniform(0.1, 10, (rows, groups))
+    activations_mb, weights_mb = rng.uniform(1, 30, rows), rng.uniform(0, 120, rows)
+    counts = rng.integers(5, 200, rows)
+    candidates = {cache: np.column_stack([sums, counts, activations_mb
+                                          + np.maximum(weights_mb - cache, 0), np.ones(rows)])
+                  for cache in predictor.CACHE_GRID_MB}
+    truth = np.r_[np.ones(groups), 0.004, 0.05, 0.2]
+    measured = candidates[16.0] @ truth
+    cache, coefficients = predictor.fit_overhead_choosing(candidates, measured, np.arange(rows) % 5)
+    assert cache == 16.0 and coefficients == pytest.approx(truth, rel=0.05, abs=0.002)
+
+
 def test_kernels_are_summed_per_group_and_each_group_gets_its_own_factor():
     kinds = ["conv", "depthwise", "conv", "maxpool", "add", "resize", "dense", "grouped"]
     kernels = [detector.Kernel(kind, [kind], (8, 8, 4), (8, 8, 4), 4, 4) for kind in kinds]

@@ -61,10 +61,11 @@ class Kernel:
     groups: int = 1
     inputs: int = 1
     flops: int = 0
-    bytes_read: int = 0
+    bytes_read: int = 0  # activations read and weights (weight_bytes) together
     bytes_written: int = 0
     classes: list[str] = field(default_factory=list)
     predicted_ms: float | None = None
+    weight_bytes: int = 0  # of bytes_read, the weights' (and a fused batch-norm's vectors): what a model keeps, not feeds
 
     def features(self) -> dict:
         """The numeric configuration a kernel predictor reads (CONFIG_FIELDS)."""
@@ -178,7 +179,8 @@ def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.Lay
     size = max(stats.kernel) if stats.kernel else 1
     stride = max(shapes.pair(cfg.get("strides", 1) or 1, "strides")) if "strides" in cfg else 1
     common = dict(input_shape=first, output_shape=out, cin=first[-1], cout=out[-1], flops=macs_flops,
-                  bytes_read=read, bytes_written=written, classes=[rule_key(cls, cfg)], layers=[name])
+                  bytes_read=read, bytes_written=written, classes=[rule_key(cls, cfg)], layers=[name],
+                  weight_bytes=_weights_bytes(stats))
     if cls == "Dense" and len(first) == 3:
         # on a feature map (ConvNeXt's pointwise MLPs) a Dense is a 1x1 convolution: the same GEMM, and the same
         # time measured here on all three host toolchains (24x24x96 -> 384: 0.17 ms both on TFLite, 0.31-0.33 ms on
@@ -190,11 +192,14 @@ def _base_kernel(name: str, cls: str, cfg: dict, inputs: list, stats: shapes.Lay
     if cls.startswith("Separable"):
         middle = (*out[:2], first[-1] * int(cfg.get("depth_multiplier", 1)))
         depth_flops = 2 * shapes.elements(middle) * size * size
+        depth_weights = size * size * first[-1] * BYTES_PER_ELEMENT
+        point_weights = middle[-1] * out[-1] * BYTES_PER_ELEMENT
         depthwise = Kernel("depthwise", [name], first, middle, first[-1], middle[-1], size, stride, first[-1], 1,
-                           depth_flops, (shapes.elements(first) + size * size * first[-1]) * BYTES_PER_ELEMENT,
-                           shapes.elements(middle) * BYTES_PER_ELEMENT, [cls])
+                           depth_flops, shapes.elements(first) * BYTES_PER_ELEMENT + depth_weights,
+                           shapes.elements(middle) * BYTES_PER_ELEMENT, [cls], weight_bytes=depth_weights)
         pointwise = Kernel("conv", [name], middle, out, middle[-1], out[-1], 1, 1, 1, 1, max(macs_flops - depth_flops, 0),
-                           (shapes.elements(middle) + middle[-1] * out[-1]) * BYTES_PER_ELEMENT, written, [cls])
+                           shapes.elements(middle) * BYTES_PER_ELEMENT + point_weights, written, [cls],
+                           weight_bytes=point_weights)
         return [depthwise, pointwise]
     if cls in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D"):
         pool = max(shapes.pair(cfg.get("pool_size", 2), "pool_size"))
@@ -244,6 +249,7 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
             producer.classes.append(key)
             producer.flops += stats.flops
             producer.bytes_read += _weights_bytes(stats)  # a fused BN still reads its per-channel vectors
+            producer.weight_bytes += _weights_bytes(stats)
             last_of[name] = producer
             continue
         made = _base_kernel(name, cls, cfg, inputs, stats, rules.get(SKIP_KEY, WINDOWED_KINDS))

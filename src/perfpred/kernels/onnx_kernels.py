@@ -366,7 +366,8 @@ class _Detector(_Count):
         config = {key: value for key, value in unit.config.items() if key in ("kernel_size", "strides", "groups")}
         return Kernel(unit.kind, list(unit.names), first, out, first[-1], out[-1], inputs=len(unit.sources),
                       flops=flops, bytes_read=read * BYTES_PER_ELEMENT,
-                      bytes_written=shapes.elements(out) * BYTES_PER_ELEMENT, classes=[unit.cls], **config)
+                      bytes_written=shapes.elements(out) * BYTES_PER_ELEMENT, classes=[unit.cls],
+                      weight_bytes=unit.params * BYTES_PER_ELEMENT, **config)
 
     def kernels(self, rules: dict[str, list[str]]) -> list[Kernel]:
         """detect_graph's fusion over the units: a unit joins the kernel producing its one input when the rules
@@ -402,6 +403,7 @@ class _Detector(_Count):
                 producer.classes.append(unit.cls)
                 producer.flops += unit.flops
                 producer.bytes_read += unit.params * BYTES_PER_ELEMENT
+                producer.weight_bytes += unit.params * BYTES_PER_ELEMENT
                 last_of[unit.output] = producer
                 continue
             made = self.kernel(unit, skipping)

@@ -50,6 +50,16 @@ VECTOR_FLOATS = 8  # float32 lanes of this CPU's 256-bit vectors (AVX2; its AVX-
 IO_CACHE_MB = 2.0
 #: kinds whose prior also has the columns of a convolution split in groups (`_design`)
 GROUP_COLUMN_KINDS = ("grouped",)
+#: MB of a model's weights that stay in cache from one inference to the next (KernelModel.cache_mb), the candidates
+#: `kernel-train` chooses from by leave-family-out on the zoo (fit_overhead_choosing). A kernel timed alone reads its
+#: weights from cache whenever they fit; a model whose weights exceed what its cache keeps reads the excess from DRAM
+#: on every inference. TensorFlow's own runtime buffers and the activations share this VM's 32 MB L3 with the weights,
+#: and tenants we cannot see share it too, so the size is learnt, not read from the machine. Whole zoo models predicted
+#: with their family left out (a fixed cache, before the choice; MAPE % TF / TFLite / ORT, 2026-11-30's tables):
+#: every weight read as streamed (the model before) 12.5 / 13.5 / 17.4; 0 MB 12.4 / 14.1 / 18.0; 4 MB 12.8 / 12.6 /
+#: 15.5; 8 MB 12.0 / 11.0 / 13.2; 16 MB 12.6 / 11.7 / 12.9; 32 MB 12.9 / 13.2 / 14.9; no weight streamed 15.1 /
+#: 14.4 / 20.5
+CACHE_GRID_MB = (0.0, 4.0, 8.0, 16.0, 32.0)
 
 
 def _design(frame: pd.DataFrame, group_columns: bool = False) -> np.ndarray:
@@ -112,14 +122,17 @@ class KernelRegressor:
             return prior
         return prior * np.exp(self.forest.predict(_logged(frame)))
 
-    def predict_in_model(self, frame: pd.DataFrame, io_ms_per_mb: float = 0.0) -> np.ndarray:
+    def predict_in_model(self, frame: pd.DataFrame, io_ms_per_mb: float = 0.0,
+                         fed_mb: np.ndarray | None = None) -> np.ndarray:
         """Predicted latency in ms per row inside a model: less the prior's constant, which is the cost of calling
         a one-kernel model (dispatch, fetching its output), paid once per model, not once per kernel; and less
-        `io_ms_per_mb` per MB the kernel moves, what feeding its input to and fetching its output from a
-        one-kernel model costs (KernelModel.io_ms_per_mb). Inside a model the tensors stay in the runtime; the
-        memory its kernels do move is the overhead's MB-read term (model_terms)."""
-        moved_mb = (frame["bytes_read"] + frame["bytes_written"]).to_numpy(float) / 1e6
-        return np.maximum(self.predict(frame) - self.coefficients[0] - io_ms_per_mb * moved_mb, 0.0)
+        `io_ms_per_mb` per MB fed to and fetched from a one-kernel model (`fed_mb`: its input and output tensors, not
+        its weights, which the one-kernel model holds; None: every byte it moves, as models saved before reckoned it),
+        what that costs (KernelModel.io_ms_per_mb). Inside a model the tensors stay in the runtime; the memory its
+        kernels do move is the overhead's MB-read term (model_terms)."""
+        if fed_mb is None:
+            fed_mb = (frame["bytes_read"] + frame["bytes_written"]).to_numpy(float) / 1e6
+        return np.maximum(self.predict(frame) - self.coefficients[0] - io_ms_per_mb * np.asarray(fed_mb, float), 0.0)
 
 
 def _logged(frame: pd.DataFrame) -> np.ndarray:
@@ -141,6 +154,9 @@ class KernelModel:
     log_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # log(measured / predicted), left-out families
     zoo_terms: pd.DataFrame | None = None  # the zoo models' terms while training (perfpred.kernels.training)
     io_slope_ms_per_mb: float | None = None  # fit_io_slope's; None: the unary prior's slope (models saved before)
+    #: MB of weights a model keeps in cache (CACHE_GRID_MB, chosen by `kernel-train`); None: models saved before it,
+    #: whose MB-read term counted every weight and whose kernels paid the one-kernel model's I/O on their weights too
+    cache_mb: float | None = None
 
     @classmethod
     def fit(cls, target: str, table: pd.DataFrame, seed: int = 0) -> KernelModel:
@@ -177,17 +193,26 @@ class KernelModel:
         kinds = np.array([k.kind for k in kernels])
         out = np.zeros(len(kernels))
         io_ms_per_mb = self.io_ms_per_mb
+        fed_mb = None if getattr(self, "cache_mb", None) is None else np.array(
+            [(k.bytes_read - k.weight_bytes + k.bytes_written) / 1e6 for k in kernels])
         for kind in set(kinds):
             regressor = self.regressors.get(kind) or self.regressors.get("other")
             if regressor is None:
                 raise ValueError(f"no kernel predictor for kind {kind!r} on {self.target}: measure its kernel zoo")
             mask = kinds == kind
-            out[mask] = regressor.predict_in_model(frame[mask], io_ms_per_mb)
+            out[mask] = regressor.predict_in_model(frame[mask], io_ms_per_mb, None if fed_mb is None else fed_mb[mask])
         return out
 
-    def terms(self, kernels: list[Kernel]) -> np.ndarray:
-        """The overhead's inputs: in-model kernel sums per group (ms, KIND_GROUPS), kernel count, MB read, 1."""
-        return model_terms(group_sums(kernels, self.kernel_latencies(kernels)), kernels)
+    def terms(self, kernels: list[Kernel], cache_mb: float | None = None) -> np.ndarray:
+        """The overhead's inputs: in-model kernel sums per group (ms, KIND_GROUPS), kernel count, MB read, 1.
+        `cache_mb`: the weights kept in cache (model_terms); default the model's own."""
+        cache_mb = getattr(self, "cache_mb", None) if cache_mb is None else cache_mb
+        return model_terms(group_sums(kernels, self.kernel_latencies(kernels)), kernels, cache_mb)
+
+    def terms_by_cache(self, kernels: list[Kernel], caches_mb=CACHE_GRID_MB) -> dict[float, np.ndarray]:
+        """`terms` under each candidate cache size, the kernels predicted once (only the MB-read term differs)."""
+        sums = group_sums(kernels, self.kernel_latencies(kernels))
+        return {cache: model_terms(sums, kernels, cache) for cache in caches_mb}
 
     def term_features(self, kernels: list[Kernel]) -> dict[str, float]:
         """The model's TERM_COLUMNS (in-model kernel sum in ms, kernel count, MB the kernels read) and GROUP_COLUMNS."""
@@ -268,14 +293,24 @@ def group_sums(kernels: list[Kernel], latencies_ms: np.ndarray) -> np.ndarray:
     return np.array(sums)
 
 
-def model_terms(group_sums_ms: np.ndarray, kernels: list[Kernel]) -> np.ndarray:
+def read_mb(kernels: list[Kernel], cache_mb: float | None = None) -> float:
+    """MB a model's kernels read from memory per inference: their input activations, and the weights beyond the
+    `cache_mb` a model keeps in cache from one inference to the next (None: every weight, as before CACHE_GRID_MB)."""
+    total = sum(k.bytes_read for k in kernels) / 1e6
+    if cache_mb is None:
+        return total
+    weights = sum(k.weight_bytes for k in kernels) / 1e6
+    return total - weights + max(0.0, weights - cache_mb)
+
+
+def model_terms(group_sums_ms: np.ndarray, kernels: list[Kernel], cache_mb: float | None = None) -> np.ndarray:
     """What a model costs: its kernels per group (group_sums), and beyond them per kernel (dispatch) and per byte read.
 
     A kernel timed alone over and over keeps its weights and input in cache; inside a model the layers
-    before it have evicted them, so a model pays for the bytes its kernels read.
+    before it have evicted its input, and the weights beyond what the cache keeps (`cache_mb`, read_mb) come from
+    DRAM, so a model pays for the bytes its kernels read.
     """
-    read_mb = sum(k.bytes_read for k in kernels) / 1e6
-    return np.r_[np.asarray(group_sums_ms, float), float(len(kernels)), read_mb, 1.0]
+    return np.r_[np.asarray(group_sums_ms, float), float(len(kernels)), read_mb(kernels, cache_mb), 1.0]
 
 
 def _common_factor(terms: np.ndarray, measured_ms: np.ndarray, constant_ms: float | None = None) -> float:
@@ -334,6 +369,33 @@ def fit_overhead_shrunk(terms: np.ndarray, measured_ms: np.ndarray, folds: np.nd
 
     return _shrunk(terms, measured_ms, min(grid, key=error), _common_factor(terms, measured_ms, constant_ms),
                    constant_ms)
+
+
+def fit_overhead_choosing(candidates: dict, measured_ms: np.ndarray, folds: np.ndarray,
+                          grid: tuple[float, ...] = SHRINK_GRID, constant_ms: float | None = None) -> tuple:
+    """fit_overhead_shrunk over several candidate term matrices (e.g. model_terms under each cache size): the
+    candidate and shrinkage strength that best predict each fold (e.g. a family) from the others, chosen together;
+    returns (the candidate's key, its coefficients fitted on every row)."""
+    measured_ms = np.asarray(measured_ms, float)
+    folds = np.asarray(folds)
+    if len(candidates) == 1 or len(np.unique(folds)) < 3:
+        key = next(iter(candidates))
+        return key, fit_overhead_shrunk(candidates[key], measured_ms, folds, grid, constant_ms)
+    held_out = [folds == fold for fold in np.unique(folds)]
+    best = (np.inf, None, None)
+    for key, terms in candidates.items():
+        commons = [_common_factor(terms[~held], measured_ms[~held], constant_ms) for held in held_out]
+        for strength in grid:
+            relative = []
+            for held, common in zip(held_out, commons, strict=True):
+                coefficients = _shrunk(terms[~held], measured_ms[~held], strength, common, constant_ms)
+                relative.append(np.abs(np.maximum(terms[held] @ coefficients, 1e-3) / measured_ms[held] - 1))
+            error = float(np.concatenate(relative).mean())
+            if error < best[0]:
+                best = (error, key, strength)
+    _, key, strength = best
+    terms = candidates[key]
+    return key, _shrunk(terms, measured_ms, strength, _common_factor(terms, measured_ms, constant_ms), constant_ms)
 
 
 def fit_overhead(terms: np.ndarray, measured_ms: np.ndarray, constant_ms: float | None = None) -> np.ndarray:

@@ -54,19 +54,26 @@ def model_terms(models: pd.DataFrame, model: predictor.KernelModel) -> np.ndarra
     return np.array([model.terms(kernels) for kernels in models["kernels"]])
 
 
-def family_residuals(models: pd.DataFrame, terms: np.ndarray, constant_ms: float | None = None,
+def terms_by_cache(models: pd.DataFrame, model: predictor.KernelModel) -> dict[float, np.ndarray]:
+    """Every model's overhead terms under each candidate cache size (predictor.CACHE_GRID_MB): cache -> matrix."""
+    per_model = [model.terms_by_cache(kernels) for kernels in models["kernels"]]
+    return {cache: np.array([terms[cache] for terms in per_model]) for cache in predictor.CACHE_GRID_MB}
+
+
+def family_residuals(models: pd.DataFrame, terms, constant_ms: float | None = None,
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength chosen
-    by leave-family-out among the other families: nested), and log(measured / predicted). `constant_ms`: the
-    overhead's constant, pinned (KernelModel.call_ms)."""
+    """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength, and
+    the cache size where `terms` maps candidates to matrices, chosen by leave-family-out among the other families:
+    nested), and log(measured / predicted). `constant_ms`: the overhead's constant, pinned (KernelModel.call_ms)."""
     measured = models["latency_ms"].to_numpy()
     families = models["family"].to_numpy()
+    candidates = terms if isinstance(terms, dict) else {None: terms}
     predicted = np.zeros(len(models))
     for family in models["family"].unique():
         held = families == family
-        coefficients = predictor.fit_overhead_shrunk(terms[~held], measured[~held], families[~held],
-                                                     constant_ms=constant_ms)
-        predicted[held] = np.maximum(terms[held] @ coefficients, 1e-3)
+        key, coefficients = predictor.fit_overhead_choosing({k: t[~held] for k, t in candidates.items()},
+                                                            measured[~held], families[~held], constant_ms=constant_ms)
+        predicted[held] = np.maximum(candidates[key][held] @ coefficients, 1e-3)
     return predicted, np.log(measured / predicted)
 
 
@@ -81,13 +88,15 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     metrics = {f"kernel_mape_{kind}": 100 * float(value) for kind, value in by_kind.items()}
     metrics["kernel_mape"] = 100 * float(errors.mean())
     models = model_rows(target, params)
-    terms = model_terms(models, model)
-    model.overhead = predictor.fit_overhead_shrunk(terms, models["latency_ms"].to_numpy(), models["family"].to_numpy(),
-                                                   constant_ms=model.call_ms)
-    predicted, residuals = family_residuals(models, terms, model.call_ms)
+    model.cache_mb = predictor.CACHE_GRID_MB[0]  # cache-aware: kernel_latencies takes the one-kernel I/O off activations only
+    candidates = terms_by_cache(models, model)
+    model.cache_mb, model.overhead = predictor.fit_overhead_choosing(
+        candidates, models["latency_ms"].to_numpy(), models["family"].to_numpy(), constant_ms=model.call_ms)
+    terms = candidates[model.cache_mb]
+    predicted, residuals = family_residuals(models, candidates, model.call_ms)
     model.log_residuals = residuals
     relative = np.abs(predicted - models["latency_ms"].to_numpy()) / models["latency_ms"].to_numpy()
-    metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()),
+    metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()), "cache_mb": float(model.cache_mb),
                 "model_within_10pct_unseen_family": 100 * float((relative <= 0.10).mean()),
                 "models": float(len(models)), "kernels_measured": float(len(kernels))}
     groups = len(predictor.KIND_GROUPS)
@@ -100,7 +109,9 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
 
 def kernel_features(model: predictor.KernelModel) -> pd.DataFrame:
     """Per zoo model on the target: in-model kernel sum, kernel count, MB read (no model-level fit: a feature
-    for the model-level algorithms) and the kernel model's whole-model prediction (whose overhead saw them all)."""
+    for the model-level algorithms; but the MB read counts the weights beyond the cache size `kernel-train` chose on
+    every zoo model, one number out of predictor.CACHE_GRID_MB that a seed's test rows had a say in) and the kernel
+    model's whole-model prediction (whose overhead saw them all)."""
     return model.zoo_terms
 
 

@@ -12,8 +12,8 @@ training rows only:
 A model is in the domain when no feature is outside and it is not far. Prediction intervals widen by
 how far out it is: their log-width is multiplied by `widening` = 1 + (largest excess of a feature
 beyond its unwidened training range, in log units) + (how much the neighbour distance exceeds the
-threshold, as a fraction of it). Everything is kept in `Domain` (a few arrays), stored with the
-registered model, so no training table is needed at prediction time.
+threshold, as a fraction of it), at most `MAX_WIDENING`. Everything is kept in `Domain` (a few arrays),
+stored with the registered model, so no training table is needed at prediction time.
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ import pandas as pd
 RANGE_MARGIN = math.log(1.5)
 #: pseudo-feature named when a model is inside every range but far from every training row
 FAR_FROM_ROWS = "nearest_row"
+#: the most an interval's log-width is multiplied by: a feature that barely varies over the training rows (a kernel
+#: group the zoo hardly holds, such as the transposed convolutions of host-cpu-tf's `rest`) standardises a new model's
+#: value to hundreds of units, and its nearest-neighbour excess had widened a U-Net's 90 % interval of a 6 ms model to
+#: 0 - 1e56 ms (benchmarks/kernels_novel.py, 2026-11-30). Five times a random split's width already spans about 3x
+#: either way on the host toolchains: an honest "far from anything measured", still a number a user can read
+MAX_WIDENING = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class Domain:
             {
                 "in_domain": [not names for names in outside],
                 "outside": outside,
-                "widening": 1.0 + beyond.max(axis=1, initial=0.0) + nn_excess,
+                "widening": np.minimum(1.0 + beyond.max(axis=1, initial=0.0) + nn_excess, MAX_WIDENING),
             },
             index=table.index,
         )
