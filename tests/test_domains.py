@@ -181,12 +181,17 @@ def test_intervals_are_calibrated_per_domain(nano_subset):
     cfg = config.compose("train", ["algorithm=poly", "train.seeds=3", "train.domain_seeds=3", "train.n_jobs=1"])
     evaluation = train.evaluate(nano_subset, "jetson-nano", "latency", cfg.algorithm, cfg.train)
     predictor = evaluation.predictor
-    assert set(predictor.domain_calibrations) == set(domains.DOMAINS)
+    assert set(predictor.domain_calibrations) == {*domains.DOMAINS, domains.FAMILIES}
     low, high = predictor.predict_interval(nano_subset.head(3), 0.9)
     wide_low, wide_high = predictor.predict_interval(nano_subset.head(3), 0.9, domain="architectures")
     assert (wide_high / wide_low > high / low).all()  # a new architecture is less certain than a random row
-    with pytest.raises(ValueError, match="no interval calibration for domain 'families'"):
-        predictor.predict_interval(nano_subset.head(3), 0.9, domain="families")
+    family_low, family_high = predictor.predict_interval(nano_subset.head(3), 0.9, domain=domains.FAMILIES)
+    assert (family_high / family_low > high / low).all()  # and a family never seen less still than a random row
+    answer = predictor.answer(nano_subset.head(3), 0.9, domains.FAMILIES)
+    assert np.allclose(answer["latency_ms_low"], family_low) and np.allclose(answer["latency_ms_high"], family_high)
+    assert 0.0 < evaluation.metrics["coverage_90_families"] <= 1.0
+    with pytest.raises(ValueError, match="no interval calibration for domain 'planets'"):
+        predictor.predict_interval(nano_subset.head(3), 0.9, domain="planets")
 
 
 def _board(networks: range, widths: tuple, scale: float) -> pd.DataFrame:

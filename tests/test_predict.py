@@ -165,6 +165,22 @@ def test_a_model_beyond_the_training_rows_is_marked_and_its_interval_widened(in_
     assert record["in_domain"] is False and "flops" in record["outside"]
 
 
+@pytest.mark.slow
+def test_intervals_calibrated_on_families_never_seen_on_request(in_project, capsys):
+    """`--calibration families`: the intervals that leave-family-out calibrated, for an architecture of one's own."""
+    from perfpred.serve import loader
+
+    assert cli.main(["predict", DESCRIPTOR, "--target", "jetson-nano", "--json"]) == 0
+    (plain,) = json.loads(capsys.readouterr().out)
+    assert cli.main(["predict", DESCRIPTOR, "--target", "jetson-nano", "--json", "--calibration", "families"]) == 0
+    (families,) = json.loads(capsys.readouterr().out)
+    predictor = loader.load_predictor("jetson-nano", "latency")
+    low, high = predictor.predict_interval(pd.DataFrame([predict.describe_model(DESCRIPTOR_PATH)]), 0.9, domain="families")
+    assert families["latency_ms"] == plain["latency_ms"]
+    assert [families["latency_ms_low"], families["latency_ms_high"]] == pytest.approx([low[0], high[0]], rel=1e-12)
+    assert families["latency_ms_high"] / families["latency_ms_low"] > plain["latency_ms_high"] / plain["latency_ms_low"]
+
+
 def test_an_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
     import time
 

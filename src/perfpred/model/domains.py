@@ -26,6 +26,9 @@ from perfpred.model import sweep
 
 DOMAINS = ("sizes", "architectures", "synthetic")
 TRAIN = "train"
+#: the interval calibration on leave-family-out predictions (a family never seen: a user's own architecture), kept
+#: beside the domains' (Predictor.domain_calibrations) and served by `perfpred predict --calibration families`
+FAMILIES = "families"
 
 
 def architecture(model: str, input_width: int | float) -> str:

@@ -78,6 +78,13 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
     held_domains = domains.evaluate(estimator, table, features, y, range(first_seed, first_seed + int(settings.domain_seeds)),
                                     dict(settings.domain_fractions), int(settings.n_jobs))
     metrics |= domains.summary(held_domains) | domains.coverage(y, held_domains, levels, int(settings.coverage_folds))
+    calibrations = domains.calibrations(y, held_domains)
+    unseen_rows = np.flatnonzero(np.isfinite(unseen))
+    if len(unseen_rows) >= 2 * int(settings.coverage_folds):  # intervals for a family never seen, and their coverage
+        calibrations[domains.FAMILIES] = sweep.calibration(y, unseen_rows, unseen[unseen_rows])
+        for level, covered in sweep.coverage(y, unseen_rows, unseen[unseen_rows], levels,
+                                             int(settings.coverage_folds)).items():
+            metrics[f"coverage_{round(level * 100)}_{domains.FAMILIES}"] = covered
     metrics["champion_score"] = domains.champion_score(metrics, dict(settings.champion_weights))
     predictor = Predictor(
         estimator=_refit(estimator, X, y),
@@ -87,7 +94,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         algorithm=str(algorithm_cfg["name"]),
         features=features,
         calibration=sweep.calibration(y, result.rows, result.predicted),
-        domain_calibrations=domains.calibrations(y, held_domains),
+        domain_calibrations=calibrations,
     )
     if predictor.kernel_columns:
         attach_kernel_model(predictor)

@@ -92,8 +92,11 @@ def predict_features(
     tracking_uri: str | None = None,
     model=None,
     input_width: int | None = None,
+    calibration: str | None = None,
 ) -> pd.DataFrame:
     """Predict every row of a feature table on every selected target: one row per (input row, target).
+    `calibration`: which held-out rows calibrate the intervals (None: random splits; 'families': families never
+    seen, for an architecture no training table holds; 'sizes', 'architectures', 'synthetic': the test domains).
 
     A kernel-level predictor (it reads kernel terms, perfpred.kernels) computes them from `model` (a single-row
     table's descriptor or ONNX file, as for predict_model) where the table lacks them; without a model graph (a
@@ -120,11 +123,12 @@ def predict_features(
             column = schema.metric_column(metric)
             if not set(predictor.kernel_columns) <= set(features.columns) and not graphs:  # parsed once, on need
                 graphs.append(None if model is None or len(features) != 1 else model_graph(model))
-            answer = answer_rows(predictor, features, level, graphs[0] if graphs else None, input_width)
+            answer = answer_rows(predictor, features, level, graphs[0] if graphs else None, input_width, calibration)
             note = ""
             if answer is None:  # a kernel-level champion, no model graph: the best model-level version answers
                 predictor = loader.load_predictor(target, metric, registry.MODEL_LEVEL, uri)
-                answer, note = predictor.answer(features, level), " (model-level: no model graph for the kernels)"
+                answer = predictor.answer(features, level, calibration)
+                note = " (model-level: no model graph for the kernels)"
             for name in (column, f"{column}_low", f"{column}_high"):
                 part[name] = answer[name]
             part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}{note}"
@@ -136,15 +140,16 @@ def predict_features(
     return table[identity + [c for c in table.columns if c not in identity]].reset_index(drop=True)
 
 
-def answer_rows(predictor, features: pd.DataFrame, level: float, graph=None, input_width: int | None = None):
+def answer_rows(predictor, features: pd.DataFrame, level: float, graph=None, input_width: int | None = None,
+                calibration: str | None = None):
     """predictor.answer on the feature rows, with the kernel terms computed from `graph` (model_graph of the single
     row's model: a parsed Keras descriptor or an ONNX file's path) when the predictor reads them and the rows lack
     them; None when it reads them and no graph gives them (a features table)."""
     if set(predictor.kernel_columns) <= set(features.columns):
-        return predictor.answer(features, level)
+        return predictor.answer(features, level, calibration)
     if graph is None:
         return None
-    return predictor.answer(features.assign(**predictor.kernel_terms(graph, input_width)), level)
+    return predictor.answer(features.assign(**predictor.kernel_terms(graph, input_width)), level, calibration)
 
 
 def predict_model(
@@ -153,14 +158,16 @@ def predict_model(
     targets: Sequence[str] | None = None,
     level: float = DEFAULT_LEVEL,
     tracking_uri: str | None = None,
+    calibration: str | None = None,
 ) -> pd.DataFrame:
-    """Predicted latency_ms, memory_mb (and power_mw) of one CNN on each target with a champion, with intervals."""
+    """Predicted latency_ms, memory_mb (and power_mw) of one CNN on each target with a champion, with intervals
+    (`calibration`: as predict_features)."""
     name = model if isinstance(model, str | os.PathLike) else getattr(model, "name", "keras.Model")
     if applications.is_application(model):  # built once: described, and its kernels detected if a predictor reads them
         model, input_width = applications.build_application(model, input_width), None
     features = describe_model(model, input_width)
     return predict_features(pd.DataFrame([{"model": str(name)} | features]), targets, level, tracking_uri,
-                            model=model, input_width=input_width)
+                            model=model, input_width=input_width, calibration=calibration)
 
 
 def _combined_domain(domains: list[pd.DataFrame], index: pd.Index) -> tuple[list, list[list[str]]]:
@@ -221,13 +228,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help=f"level of the prediction intervals (default {DEFAULT_LEVEL})")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI, else the local store)")
     parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    parser.add_argument("--calibration", choices=("random", "families", "sizes", "architectures", "synthetic"),
+                        default="random", help="held-out rows that calibrate the intervals: random splits (default), "
+                        "families never seen (an architecture of your own), or a test domain")
 
 
 def predict_from_args(args: argparse.Namespace) -> pd.DataFrame:
     """The prediction table that the command-line arguments ask for."""
     if args.input_size is not None and args.input_size <= 0:
         raise ValueError(f"--input-size must be a positive width in pixels, got {args.input_size}")
-    return predict_model(args.model, args.input_size, args.target, args.level, args.tracking_uri)
+    calibration = None if getattr(args, "calibration", "random") == "random" else args.calibration
+    return predict_model(args.model, args.input_size, args.target, args.level, args.tracking_uri, calibration)
 
 
 def run(args: argparse.Namespace) -> int:

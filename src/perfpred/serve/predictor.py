@@ -88,12 +88,13 @@ class Predictor:
         widening = self.check_domain(table)["widening"].to_numpy("float64") if widen else np.ones(len(predicted))
         return self._bounds(predicted, widening, level, domain)
 
-    def answer(self, table: pd.DataFrame, level: float = 0.9) -> pd.DataFrame:
+    def answer(self, table: pd.DataFrame, level: float = 0.9, calibration: str | None = None) -> pd.DataFrame:
         """Per row: the point prediction (`column`), its widened `level` bounds (`<column>_low`, `<column>_high`),
-        `in_domain` and `outside`; the model and the domain check run once (predict and recommend call this)."""
+        `in_domain` and `outside`; the model and the domain check run once (predict and recommend call this).
+        `calibration`: None (random splits) or a key of `domain_calibrations` ('families': a family never seen)."""
         predicted = self.predict(table)
         checked = self.check_domain(table)
-        low, high = self._bounds(predicted, checked["widening"].to_numpy("float64"), level, None)
+        low, high = self._bounds(predicted, checked["widening"].to_numpy("float64"), level, calibration)
         return pd.DataFrame({self.column: predicted, f"{self.column}_low": low, f"{self.column}_high": high,
                              "in_domain": checked["in_domain"].to_numpy(), "outside": checked["outside"].to_numpy()},
                             index=table.index)
