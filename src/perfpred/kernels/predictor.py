@@ -160,8 +160,9 @@ class KernelModel:
 
     @classmethod
     def fit(cls, target: str, table: pd.DataFrame, seed: int = 0) -> KernelModel:
-        """Every kind's regressor on a kernel table, and the one-kernel model's I/O slope (fit_io_slope)."""
-        return cls(target, fit_kinds(table, seed), io_slope_ms_per_mb=fit_io_slope(table))
+        """Every kind's regressor on a kernel table, and the one-kernel model's I/O slope (fit_io_slope); its cache
+        size the grid's first until `kernel-train` chooses (a new model reckons with the cache either way)."""
+        return cls(target, fit_kinds(table, seed), io_slope_ms_per_mb=fit_io_slope(table), cache_mb=CACHE_GRID_MB[0])
 
     @property
     def io_ms_per_mb(self) -> float:
@@ -352,47 +353,31 @@ def fit_overhead_shrunk(terms: np.ndarray, measured_ms: np.ndarray, folds: np.nd
     """Non-negative overhead coefficients (rows of `model_terms`) on relative error, each group's factor shrunk toward
     the common one; the strength is the grid's best at predicting each fold (e.g. a family) from the others.
     `constant_ms`: the per-model constant, measured (KernelModel.call_ms) rather than fitted."""
-    measured_ms = np.asarray(measured_ms, float)
-    folds = np.asarray(folds)
-    if len(np.unique(folds)) < 3:
-        return _shrunk(terms, measured_ms, max(grid), _common_factor(terms, measured_ms, constant_ms), constant_ms)
-    held_out = [folds == fold for fold in np.unique(folds)]
-    # the same for every strength
-    commons = [_common_factor(terms[~held], measured_ms[~held], constant_ms) for held in held_out]
-
-    def error(strength: float) -> float:
-        relative = []
-        for held, common in zip(held_out, commons, strict=True):
-            coefficients = _shrunk(terms[~held], measured_ms[~held], strength, common, constant_ms)
-            relative.append(np.abs(np.maximum(terms[held] @ coefficients, 1e-3) / measured_ms[held] - 1))
-        return float(np.concatenate(relative).mean())
-
-    return _shrunk(terms, measured_ms, min(grid, key=error), _common_factor(terms, measured_ms, constant_ms),
-                   constant_ms)
+    return fit_overhead_choosing({None: terms}, measured_ms, folds, grid, constant_ms)[1]
 
 
 def fit_overhead_choosing(candidates: dict, measured_ms: np.ndarray, folds: np.ndarray,
                           grid: tuple[float, ...] = SHRINK_GRID, constant_ms: float | None = None) -> tuple:
     """fit_overhead_shrunk over several candidate term matrices (e.g. model_terms under each cache size): the
-    candidate and shrinkage strength that best predict each fold (e.g. a family) from the others, chosen together;
-    returns (the candidate's key, its coefficients fitted on every row)."""
+    candidate and shrinkage strength that best predict each fold (e.g. a family) from the others, chosen together
+    (under three folds: the first candidate, the strongest pull); returns (the candidate's key, its coefficients
+    fitted on every row)."""
     measured_ms = np.asarray(measured_ms, float)
     folds = np.asarray(folds)
-    if len(candidates) == 1 or len(np.unique(folds)) < 3:
-        key = next(iter(candidates))
-        return key, fit_overhead_shrunk(candidates[key], measured_ms, folds, grid, constant_ms)
-    held_out = [folds == fold for fold in np.unique(folds)]
-    best = (np.inf, None, None)
-    for key, terms in candidates.items():
-        commons = [_common_factor(terms[~held], measured_ms[~held], constant_ms) for held in held_out]
-        for strength in grid:
-            relative = []
-            for held, common in zip(held_out, commons, strict=True):
-                coefficients = _shrunk(terms[~held], measured_ms[~held], strength, common, constant_ms)
-                relative.append(np.abs(np.maximum(terms[held] @ coefficients, 1e-3) / measured_ms[held] - 1))
-            error = float(np.concatenate(relative).mean())
-            if error < best[0]:
-                best = (error, key, strength)
+    best = (np.inf, next(iter(candidates)), max(grid))
+    if len(np.unique(folds)) >= 3:
+        held_out = [folds == fold for fold in np.unique(folds)]
+        for key, terms in candidates.items():
+            # the same for every strength
+            commons = [_common_factor(terms[~held], measured_ms[~held], constant_ms) for held in held_out]
+            for strength in grid:
+                relative = []
+                for held, common in zip(held_out, commons, strict=True):
+                    coefficients = _shrunk(terms[~held], measured_ms[~held], strength, common, constant_ms)
+                    relative.append(np.abs(np.maximum(terms[held] @ coefficients, 1e-3) / measured_ms[held] - 1))
+                error = float(np.concatenate(relative).mean())
+                if error < best[0]:
+                    best = (error, key, strength)
     _, key, strength = best
     terms = candidates[key]
     return key, _shrunk(terms, measured_ms, strength, _common_factor(terms, measured_ms, constant_ms), constant_ms)

@@ -49,25 +49,20 @@ def model_rows(target: str, params: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def model_terms(models: pd.DataFrame, model: predictor.KernelModel) -> np.ndarray:
-    """Each model's overhead terms (predictor.model_terms): in-model kernel sums per group, count, MB read, 1."""
-    return np.array([model.terms(kernels) for kernels in models["kernels"]])
-
-
 def terms_by_cache(models: pd.DataFrame, model: predictor.KernelModel) -> dict[float, np.ndarray]:
-    """Every model's overhead terms under each candidate cache size (predictor.CACHE_GRID_MB): cache -> matrix."""
+    """Every model's overhead terms (predictor.model_terms: in-model kernel sums per group, count, MB read, 1) under
+    each candidate cache size (predictor.CACHE_GRID_MB): cache -> matrix."""
     per_model = [model.terms_by_cache(kernels) for kernels in models["kernels"]]
     return {cache: np.array([terms[cache] for terms in per_model]) for cache in predictor.CACHE_GRID_MB}
 
 
-def family_residuals(models: pd.DataFrame, terms, constant_ms: float | None = None,
+def family_residuals(models: pd.DataFrame, candidates: dict[float, np.ndarray], constant_ms: float | None = None,
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength, and
-    the cache size where `terms` maps candidates to matrices, chosen by leave-family-out among the other families:
-    nested), and log(measured / predicted). `constant_ms`: the overhead's constant, pinned (KernelModel.call_ms)."""
+    """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength and
+    the cache size of `candidates` (terms_by_cache) chosen by leave-family-out among the other families: nested),
+    and log(measured / predicted). `constant_ms`: the overhead's constant, pinned (KernelModel.call_ms)."""
     measured = models["latency_ms"].to_numpy()
     families = models["family"].to_numpy()
-    candidates = terms if isinstance(terms, dict) else {None: terms}
     predicted = np.zeros(len(models))
     for family in models["family"].unique():
         held = families == family
@@ -88,7 +83,6 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     metrics = {f"kernel_mape_{kind}": 100 * float(value) for kind, value in by_kind.items()}
     metrics["kernel_mape"] = 100 * float(errors.mean())
     models = model_rows(target, params)
-    model.cache_mb = predictor.CACHE_GRID_MB[0]  # cache-aware: kernel_latencies takes the one-kernel I/O off activations only
     candidates = terms_by_cache(models, model)
     model.cache_mb, model.overhead = predictor.fit_overhead_choosing(
         candidates, models["latency_ms"].to_numpy(), models["family"].to_numpy(), constant_ms=model.call_ms)

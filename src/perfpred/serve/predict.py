@@ -237,7 +237,7 @@ def predict_from_args(args: argparse.Namespace) -> pd.DataFrame:
     """The prediction table that the command-line arguments ask for."""
     if args.input_size is not None and args.input_size <= 0:
         raise ValueError(f"--input-size must be a positive width in pixels, got {args.input_size}")
-    calibration = None if getattr(args, "calibration", "random") == "random" else args.calibration
+    calibration = None if args.calibration == "random" else args.calibration
     return predict_model(args.model, args.input_size, args.target, args.level, args.tracking_uri, calibration)
 
 
