@@ -300,3 +300,90 @@ def test_measure_command_fills_a_dynamic_onnx_input_with_input_size(tmp_path, ca
     assert cli.main(["measure", str(path), "--target", "host-cpu-onnxruntime", "--input-size", "20", "--json",
                      "--schedule", "fixed"]) == 0
     assert '"input_width": 20' in capsys.readouterr().out
+
+
+def nhwc_kernel_graph(path: Path, kind: str, height: int = 8, channels: int = 4) -> Path:
+    """A one-kernel graph as tf2onnx writes a Keras kernel: NHWC inputs and outputs around NCHW ops (opset 15)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = [1, height, height, channels]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
+    initializers = []
+    if kind == "conv":  # Transpose -> Conv -> Relu -> Transpose
+        rng = np.random.default_rng(0)
+        initializers = [numpy_helper.from_array(rng.standard_normal((channels, channels, 3, 3)).astype("float32"), "w")]
+        nodes = [helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]),
+                 helper.make_node("Conv", ["x_nchw", "w"], ["c"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["c"], ["r"]),
+                 helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 3, 1])]
+    elif kind == "globalpool":  # a lone global pool: ReduceMean over NHWC's H and W
+        nodes = [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1, 2], keepdims=0)]
+    else:  # concat on NHWC's channel axis
+        inputs.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, shape[:3] + [channels + 3]))
+        nodes = [helper.make_node("Concat", ["x", "x2"], ["y"], axis=3)]
+    graph = helper.make_graph(nodes, kind, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize(("kind", "height", "channels", "ops"), [
+    ("conv", 8, 4, ["Conv", "Relu"]),
+    ("conv", 6, 6, ["Conv", "Relu"]),  # N C H W of one size: outputs are compared in the layout they were made
+    ("globalpool", 9, 5, ["GlobalAveragePool", "Squeeze"]),
+    ("concat", 5, 4, ["Concat"]),
+])
+def test_a_kernel_export_is_rewritten_in_the_layout_a_model_runs_it(tmp_path, kind, height, channels, ops):
+    import onnx
+
+    from perfpred.measure import onnx_layout
+
+    original = nhwc_kernel_graph(tmp_path / f"{kind}.onnx", kind, height, channels)
+    model, changed = onnx_layout.to_nchw(onnx.load(original))
+    assert [node.op_type for node in model.graph.node] == ops
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, channels, height, height]
+    rewritten = tmp_path / "nchw.onnx"
+    onnx.save(model, rewritten)
+    onnx_layout.check(str(original), str(rewritten), changed)  # computes the export's outputs
+    if kind == "conv":  # and `check` can fail: the same graph read as if its output had stayed NHWC
+        with pytest.raises(RuntimeError, match="does not compute output 'y'"):
+            onnx_layout.check(str(original), str(rewritten), changed - {"y"})
+
+
+def test_a_graph_without_layout_changes_is_left_as_it_is(tmp_path):
+    import onnx
+
+    from perfpred.measure import onnx_layout
+
+    model = onnx.load(conv_graph(tmp_path / "nchw.onnx", 8, 8))  # already NCHW: nothing to take away
+    rewritten, changed = onnx_layout.to_nchw(model)
+    assert changed == set() and [n.op_type for n in rewritten.graph.node] == ["Conv", "Relu"]
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_onnx_runtime_kernels_are_timed_without_the_exporters_transposes(tmp_path):
+    import copy
+
+    import onnx
+
+    from perfpred.kernels import measurement, sampler
+    from perfpred.measure import stage as harness
+
+    params = copy.deepcopy(config.load_params())
+    params["paths"]["kernels"] = str(tmp_path / "kernels")
+    params["paths"]["onnx_cache"] = str(tmp_path / "onnx_cache")
+    params["kernel_zoo"] = config.composed_params(["kernel_zoo=ci"])["kernel_zoo"]
+    spec = {"kind": "conv", "h": 12, "cin": 16, "cout": 24, "k": 3, "s": 1}
+    (path,) = sampler.write([spec], tmp_path / "kernels" / "zoo" / "models")
+    entries = [{"name": sampler.spec_name(spec), "kind": "conv", "round": 1, "descriptor": str(path)}]
+    (row,) = measurement.measure_round(entries, "host-cpu-onnxruntime", params)
+    assert row["status"] == "ok" and row["latency_ms"] > 0, row.get("reason")
+    (exported,) = (tmp_path / "onnx_cache" / "host-cpu-onnxruntime").glob("*.onnx")
+    graph = onnx.load(exported).graph
+    assert "Transpose" not in [node.op_type for node in graph.node] and "Conv" in [n.op_type for n in graph.node]
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:] == [16, 12, 12]
+    target, settings = harness.target_settings("host-cpu-onnxruntime", params)
+    assert row["settings_id"] != harness.settings_id(target, settings)  # a whole model's exports keep their layout

@@ -23,9 +23,10 @@ ROW_FIELDS: tuple[str, ...] = ("onnx_bytes", "onnxruntime_version", "export_cach
 MAX_RELATIVE_ERROR = 1e-3
 
 
-def cache_key(descriptor: dict, seed: int) -> str:
-    """A short hash of what an export depends on: the descriptor (at its input width) and the weights' seed."""
-    text = json.dumps(descriptor, sort_keys=True) + f"#seed={seed}"
+def cache_key(descriptor: dict, seed: int, layout: str | None = None) -> str:
+    """A short hash of what an export depends on: the descriptor (at its input width), the weights' seed, the layout
+    it is rewritten to (None: as exported)."""
+    text = json.dumps(descriptor, sort_keys=True) + f"#seed={seed}" + (f"#layout={layout}" if layout else "")
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -218,8 +219,11 @@ def _all_layers(model) -> list:
     return found
 
 
-def _export_descriptor(descriptor: dict, path: str, seed: int) -> dict:
-    """Build a descriptor with Keras, export it, check ONNX Runtime computes it; runs in a child process."""
+def _export_descriptor(descriptor: dict, path: str, seed: int, layout: str | None = None) -> dict:
+    """Build a descriptor with Keras, export it, check ONNX Runtime computes it; runs in a child process.
+
+    `layout` "nchw": the export is then rewritten without the layout changes a one-kernel graph pays and a model
+    does not (perfpred.measure.onnx_layout), and checked to compute the same."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -228,11 +232,34 @@ def _export_descriptor(descriptor: dict, path: str, seed: int) -> dict:
     built = export_keras(model, Path(partial), seed)
     try:
         check_output(partial, built["inputs"], built["expected_output"])
+        if layout == "nchw":
+            _rewrite_nchw(partial, seed)
+        elif layout is not None:
+            raise ValueError(f"unknown ONNX layout {layout!r}: nchw or none")
         os.replace(partial, path)  # atomic: a concurrent worker sees the whole file or none
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
     return {"convert_s": built["export_s"]}
+
+
+def _rewrite_nchw(path: str, seed: int) -> None:
+    """The export at `path` rewritten in place to NCHW (onnx_layout.to_nchw), after checking it computes the same."""
+    import onnx
+
+    from perfpred.measure import onnx_layout
+
+    model, changed = onnx_layout.to_nchw(onnx.load(path))
+    if not changed:
+        return
+    rewritten = path + ".nchw"
+    try:
+        onnx.save(model, rewritten)
+        onnx_layout.check(path, rewritten, changed, seed)
+        os.replace(rewritten, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(rewritten)
 
 
 def check_output(path: str, inputs: list, expected) -> None:
@@ -309,10 +336,11 @@ def prepare(descriptor: dict | None, job: dict, result: dict, in_child):
     else:
         folder = Path(job.get("onnx_cache") or Path(job["descriptor"]).parent)
         folder.mkdir(parents=True, exist_ok=True)
-        path = str(folder / f"{job.get('model') or 'model'}-{cache_key(descriptor, seed)}.onnx")
+        layout = job.get("layout")
+        path = str(folder / f"{job.get('model') or 'model'}-{cache_key(descriptor, seed, layout)}.onnx")
         cached = os.path.exists(path)
         if not cached:
-            result |= in_child(_export_descriptor, descriptor, path, seed)
+            result |= in_child(_export_descriptor, descriptor, path, seed, layout)
     session = _session(path, threads)
     feeds = _feeds(session, job.get("input_width"), seed)
     result |= {"build_s": time.perf_counter() - started, "input_width": _input_width(feeds),

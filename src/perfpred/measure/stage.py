@@ -66,6 +66,8 @@ def settings_id(target: dict, settings: dict) -> str:
     key = {"target": target["name"], "toolchain": target["toolchain"], "device": target.get("device", "cpu"),
            "agent_version": AGENT_VERSION}
     key |= {k: settings.get(k) for k in SETTING_KEYS}
+    if settings.get("layout"):  # a kernel zoo's ONNX graphs in a model's layout (measure/onnx_layout.py); absent elsewhere
+        key["layout"] = settings["layout"]
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -75,7 +77,7 @@ def job(model: str, descriptor: Path, input_width: int | None, target: dict, set
     return {"model": model, "descriptor": str(descriptor), "input_width": input_width,
             "toolchain": target["toolchain"] if target["toolchain"] in ("tflite", "onnxruntime") else "tf",
             "device": target.get("device", "cpu"), "onnx_cache": settings.get("onnx_cache"),
-            "threads": settings["threads"], "cpu_affinity": settings.get("cpu_affinity"),
+            "layout": settings.get("layout"), "threads": settings["threads"], "cpu_affinity": settings.get("cpu_affinity"),
             "prepare_cpus": settings.get("prepare_cpus"), "priority": settings.get("priority"), "schedule": schedule, "central": settings.get("central", "median"),
             "trim": settings.get("trim", 0.05), "seed": settings.get("seed", 0)}
 
