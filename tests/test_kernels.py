@@ -194,6 +194,31 @@ def test_inside_a_model_a_kernel_sheds_the_call_and_what_feeding_and_fetching_it
     assert predictor.KernelModel("t", predictor.fit_kinds(conv)).io_ms_per_mb == 0.0  # no unary kernels: nothing
 
 
+def test_the_share_of_the_io_a_kernel_sheds_is_a_candidate_beside_the_cache_size():
+    """kernel-train chooses how much of a one-kernel model's I/O a kernel sheds inside a model (IO_SHARE_GRID) with
+    the cache size, by leave-family-out; a model saved before the choice sheds all of it."""
+    conv = _roofline_table(30, 0)
+    unary = _roofline_table(30, 3).assign(kind="unary")
+    unary["latency_ms"] = 0.02 + (unary["bytes_read"] + unary["bytes_written"]) / 1e6 * 0.03
+    table = pd.concat([conv, unary], ignore_index=True)
+    model = predictor.KernelModel.fit("t", table)
+    kernel = detector.Kernel("conv", ["c"], (32, 32, 16), (32, 32, 16), 16, 16, flops=4_000_000, bytes_read=600_000,
+                             bytes_written=400_000)
+    alone = model.regressors["conv"].predict(pd.DataFrame([kernel.features()]))[0]
+    assert model.io_share == predictor.IO_SHARE_GRID[0]
+    for share in predictor.IO_SHARE_GRID:
+        expected = alone - model.regressors["conv"].coefficients[0] - share * model.io_ms_per_mb * 1.0
+        assert model.kernel_latencies([kernel], share)[0] == pytest.approx(expected, rel=1e-6)
+    before = predictor.KernelModel("t", model.regressors, io_slope_ms_per_mb=model.io_slope_ms_per_mb, cache_mb=0.0)
+    assert before.kernel_latencies([kernel])[0] == pytest.approx(model.kernel_latencies([kernel], 1.0)[0])
+    candidates = model.terms_by_candidate([kernel, kernel])
+    assert set(candidates) == {(c, s) for c in predictor.CACHE_GRID_MB for s in predictor.IO_SHARE_GRID}
+    groups = len(predictor.KIND_GROUPS)
+    assert candidates[(0.0, 0.0)][0] == pytest.approx(2 * model.kernel_latencies([kernel], 0.0)[0])
+    assert candidates[(0.0, 0.0)][0] > candidates[(0.0, 1.0)][0]  # shedding more leaves less
+    assert candidates[(0.0, 0.5)][groups + 1] == candidates[(32.0, 0.5)][groups + 1]  # no weights: the cache moves nothing
+
+
 def test_the_io_slope_is_read_on_unary_kernels_that_fit_the_cache():
     """Tensors that stream from DRAM cost more per MB; a few large unary draws must not set what every kernel of a
     model sheds (a redrawn kernel zoo doubled the slope that way)."""

@@ -49,17 +49,17 @@ def model_rows(target: str, params: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def terms_by_cache(models: pd.DataFrame, model: predictor.KernelModel) -> dict[float, np.ndarray]:
+def terms_by_candidate(models: pd.DataFrame, model: predictor.KernelModel) -> dict[tuple[float, float], np.ndarray]:
     """Every model's overhead terms (predictor.model_terms: in-model kernel sums per group, count, MB read, 1) under
-    each candidate cache size (predictor.CACHE_GRID_MB): cache -> matrix."""
-    per_model = [model.terms_by_cache(kernels) for kernels in models["kernels"]]
-    return {cache: np.array([terms[cache] for terms in per_model]) for cache in predictor.CACHE_GRID_MB}
+    each candidate cache size (predictor.CACHE_GRID_MB) and I/O share (predictor.IO_SHARE_GRID): key -> matrix."""
+    per_model = [model.terms_by_candidate(kernels) for kernels in models["kernels"]]
+    return {key: np.array([terms[key] for terms in per_model]) for key in per_model[0]}
 
 
 def family_residuals(models: pd.DataFrame, candidates: dict[float, np.ndarray], constant_ms: float | None = None,
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength and
-    the cache size of `candidates` (terms_by_cache) chosen by leave-family-out among the other families: nested),
+    the cache size and I/O share of `candidates` (terms_by_candidate) chosen by leave-family-out among the other families: nested),
     and log(measured / predicted). `constant_ms`: the overhead's constant, pinned (KernelModel.call_ms)."""
     measured = models["latency_ms"].to_numpy()
     families = models["family"].to_numpy()
@@ -83,14 +83,16 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     metrics = {f"kernel_mape_{kind}": 100 * float(value) for kind, value in by_kind.items()}
     metrics["kernel_mape"] = 100 * float(errors.mean())
     models = model_rows(target, params)
-    candidates = terms_by_cache(models, model)
-    model.cache_mb, model.overhead = predictor.fit_overhead_choosing(
+    candidates = terms_by_candidate(models, model)
+    key, model.overhead = predictor.fit_overhead_choosing(
         candidates, models["latency_ms"].to_numpy(), models["family"].to_numpy(), constant_ms=model.call_ms)
-    terms = candidates[model.cache_mb]
+    model.cache_mb, model.io_share = key
+    terms = candidates[key]
     predicted, residuals = family_residuals(models, candidates, model.call_ms)
     model.log_residuals = residuals
     relative = np.abs(predicted - models["latency_ms"].to_numpy()) / models["latency_ms"].to_numpy()
     metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()), "cache_mb": float(model.cache_mb),
+                "io_share": float(model.io_share),
                 "model_within_10pct_unseen_family": 100 * float((relative <= 0.10).mean()),
                 "models": float(len(models)), "kernels_measured": float(len(kernels))}
     groups = len(predictor.KIND_GROUPS)
@@ -134,6 +136,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
 
 
+def _fit_targets(targets: list[str], params: dict) -> list[tuple[predictor.KernelModel, dict]]:
+    """fit_target for each target, one process per CPU (the cache and I/O choice, nested in the leave-family-out,
+    is most of kernel-train's time); in order."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(len(targets), len(os.sched_getaffinity(0)))
+    if workers <= 1:
+        return [fit_target(target, params) for target in targets]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(fit_target, targets, [params] * len(targets)))
+
+
 def run(args: argparse.Namespace) -> int:
     """Fit, save and track the kernel predictors of the measured targets."""
     params = config.load_params()
@@ -142,8 +157,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no kernel measurements in {kernels_dir(params) / 'measurements'}: run "
                                 "`perfpred kernel-measure --target T` first")
     summary = {}
-    for target in targets:
-        model, metrics = fit_target(target, params)
+    for target, (model, metrics) in zip(targets, _fit_targets(targets, params), strict=True):
         path = predictor_path(target, params)
         path.parent.mkdir(parents=True, exist_ok=True)
         kernel_features(model).to_parquet(features_path(target, params), index=False)
