@@ -56,11 +56,11 @@ def terms_by_candidate(models: pd.DataFrame, model: predictor.KernelModel) -> di
     return {key: np.array([terms[key] for terms in per_model]) for key in per_model[0]}
 
 
-def family_residuals(models: pd.DataFrame, candidates: dict[float, np.ndarray], constant_ms: float | None = None,
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength and
-    the cache size and I/O share of `candidates` (terms_by_candidate) chosen by leave-family-out among the other families: nested),
-    and log(measured / predicted). `constant_ms`: the overhead's constant, pinned (KernelModel.call_ms)."""
+def family_residuals(models: pd.DataFrame, candidates: dict[tuple[float, float], np.ndarray],
+                     constant_ms: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength, and
+    the cache size and I/O share of `candidates` (terms_by_candidate), chosen by leave-family-out among the other
+    families: nested), and log(measured / predicted). `constant_ms`: the overhead's constant, pinned (KernelModel.call_ms)."""
     measured = models["latency_ms"].to_numpy()
     families = models["family"].to_numpy()
     predicted = np.zeros(len(models))
