@@ -235,11 +235,21 @@ def _pin_process(pid, cpus) -> None:
 
 
 def pin_threads(cpus, allowed) -> str | None:
-    """Pin every thread of this process (not only the caller) to `cpus` among `allowed`; return the CPUs it has."""
+    """Pin every thread of this process (not only the caller) to `cpus` among `allowed`; return the CPUs it pinned
+    them to (without `cpus`: the CPUs it has).
+
+    Not read back after pinning: a worker that ends its timed run lets every other worker use every CPU again
+    (timing_turn), and doing so between this pin and a read-back recorded a preparing worker as on the timing CPU."""
     if not hasattr(os, "sched_setaffinity"):
         return None
     if cpus:
-        _pin_process("self", sorted(c for c in cpus if c in allowed) or sorted(allowed))
+        pinned = sorted(c for c in cpus if c in allowed) or sorted(allowed)
+        try:
+            os.sched_setaffinity(0, pinned)  # this thread first: whether pinning is permitted at all
+        except OSError:
+            return ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        _pin_process("self", pinned)
+        return ",".join(map(str, pinned))
     return ",".join(map(str, sorted(os.sched_getaffinity(0))))
 
 
