@@ -143,7 +143,12 @@ class KernelRegressor:
         kernels do move is the overhead's MB-read term (model_terms)."""
         if fed_mb is None:
             fed_mb = (frame["bytes_read"] + frame["bytes_written"]).to_numpy(float) / 1e6
-        return np.maximum(self.predict(frame) - self.coefficients[0] - io_ms_per_mb * np.asarray(fed_mb, float), 0.0)
+        return np.maximum(self.predict_less_call(frame) - io_ms_per_mb * np.asarray(fed_mb, float), 0.0)
+
+    def predict_less_call(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predicted latency alone less the prior's constant (the one-kernel model's call); predict_in_model before
+        the I/O is taken off."""
+        return self.predict(frame) - self.coefficients[0]
 
 
 def _logged(frame: pd.DataFrame) -> np.ndarray:
@@ -208,9 +213,10 @@ class KernelModel:
         `io_share`: of the one-kernel model's I/O, the share taken off (IO_SHARE_GRID); default the model's own."""
         return self._in_model(*self._alone(kernels), io_share)
 
-    def _alone(self, kernels: list[Kernel]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Each kernel's predicted latency alone less the one-kernel model's call (the prior's constant), and the MB
-        a one-kernel model feeds and fetches (None: models saved before the cache size, which counted every byte)."""
+    def _alone(self, kernels: list[Kernel]) -> tuple[np.ndarray, np.ndarray]:
+        """Each kernel's predicted latency alone less the one-kernel model's call (KernelRegressor.predict_less_call),
+        and the MB a one-kernel model feeds and fetches: its activations in and out, or every byte it moves for
+        models saved before the cache size (as KernelRegressor.predict_in_model reckons without `fed_mb`)."""
         frame = pd.DataFrame([k.features() for k in kernels], columns=list(CONFIG_FIELDS))
         kinds = np.array([k.kind for k in kernels])
         out = np.zeros(len(kernels))
@@ -219,7 +225,7 @@ class KernelModel:
             if regressor is None:
                 raise ValueError(f"no kernel predictor for kind {kind!r} on {self.target}: measure its kernel zoo")
             mask = kinds == kind
-            out[mask] = regressor.predict(frame[mask]) - regressor.coefficients[0]
+            out[mask] = regressor.predict_less_call(frame[mask])
         if getattr(self, "cache_mb", None) is None:
             fed_mb = frame[["bytes_read", "bytes_written"]].to_numpy(float).sum(axis=1) / 1e6
         else:

@@ -139,16 +139,10 @@ def check(original: str, rewritten: str, changed: set[str], seed: int = 0, toler
     """Refuse a rewrite whose outputs differ from the original's on the same data (raises RuntimeError).
 
     `changed`: what to_nchw made NCHW (inputs fed transposed, outputs compared transposed back)."""
-    import onnxruntime as ort
+    from perfpred.measure.onnx_runtime import _feeds, _session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    before = ort.InferenceSession(original, options, providers=["CPUExecutionProvider"])
-    after = ort.InferenceSession(rewritten, options, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
-    feeds = {v.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in v.shape]).astype("float32")
-             for v in before.get_inputs()}
+    before, after = _session(original, 1), _session(rewritten, 1)
+    feeds = _feeds(before, None, seed)  # batch 1; a kernel's export has no other unknown dimension
     expected = before.run(None, feeds)
     got = after.run(None, {k: np.ascontiguousarray(x.transpose(TO_NCHW)) if k in changed else x
                            for k, x in feeds.items()})
