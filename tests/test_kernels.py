@@ -83,9 +83,9 @@ def test_unknown_target_and_bad_descriptor_are_clear_errors(tmp_path):
 
 
 def test_every_host_target_has_fusion_rules():
-    for target in ("host-cpu-tf", "host-cpu-tflite"):
+    for target in ("host-cpu-tf", "host-cpu-tflite", "host-cpu-onnxruntime"):
         rules = detector.fusion_rules(target)
-        assert set(rules) - {detector.SKIP_KEY} <= detector.UNARY
+        assert {key.split(":")[0] for key in rules} - {detector.SKIP_KEY} <= detector.UNARY
         assert all(set(kinds) <= set(detector.KINDS) for kinds in rules.values())
         assert set(rules.get(detector.SKIP_KEY, detector.WINDOWED_KINDS)) <= set(detector.WINDOWED_KINDS)
 
@@ -389,6 +389,35 @@ def test_only_relu_activations_fuse_under_the_plain_activation_rule():
     assert [k.kind for k in named] == ["conv"] * 4
     assert detector.rule_key("Activation", {"activation": "_hard_swish"}) == "Activation:hard_swish"
     assert detector.rule_key("ReLU", {"max_value": 6.0}) == "ReLU"
+
+
+def test_a_batch_norm_after_an_activation_fuses_only_where_a_rule_names_it():
+    """Conv2D(activation="relu") then BatchNormalization (the synthetic networks' order): no runtime can fold that
+    batch norm into the convolution's weights; ONNX Runtime runs it as a pass of its own, TFLite folds it into the
+    next convolution (conf/kernels/). A batch norm before the activation fuses as before."""
+    import keras
+    from keras import layers
+
+    def net():
+        image = keras.Input((8, 8, 4))
+        x = layers.BatchNormalization(name="bn1")(layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(image))
+        x = layers.Activation("relu", name="r2")(layers.BatchNormalization(name="bn2")(layers.Conv2D(4, 1, name="c2")(x)))
+        x = layers.BatchNormalization(name="bn3")(x)  # after c2's fused ReLU layer
+        x = layers.BatchNormalization(name="bn4")(layers.Conv2D(4, 1, activation="linear", name="c3")(x))
+        return keras.Model(image, x)
+
+    graph = detector.descriptors.parse(_descriptor(net))
+    apart = detector.detect_graph(graph, {"BatchNormalization": ["conv"], "Activation": ["conv"], "ReLU": ["conv"]})
+    assert [(k.kind, k.layers) for k in apart] == [
+        ("conv", ["c1"]), ("unary", ["bn1"]), ("conv", ["c2", "bn2", "r2"]), ("unary", ["bn3"]), ("conv", ["c3", "bn4"])]
+    assert apart[1].classes == ["BatchNormalization"] and apart[1].flops > 0
+    folded = detector.detect_graph(graph, {"BatchNormalization": ["conv"], "BatchNormalization:activated": ["conv"],
+                                           "Activation": ["conv"], "ReLU": ["conv"]})
+    assert [(k.kind, k.layers) for k in folded] == [("conv", ["c1", "bn1"]), ("conv", ["c2", "bn2", "r2", "bn3"]),
+                                                    ("conv", ["c3", "bn4"])]
+    assert detector.fusion_rules("host-cpu-tflite")["BatchNormalization:activated"] == ["conv", "depthwise", "grouped",
+                                                                                  "transposed", "dense"]
+    assert "BatchNormalization:activated" not in detector.fusion_rules("host-cpu-onnxruntime")
 
 
 def test_a_dense_layer_on_a_feature_map_is_a_pointwise_convolution():

@@ -34,6 +34,18 @@ KIND_OF_CLASS = {"DepthwiseConv2D": "depthwise", "Conv2DTranspose": "transposed"
                  "AvgPool2D": "avgpool", "GlobalAveragePooling2D": "globalpool", "GlobalMaxPooling2D": "globalpool",
                  "GlobalAvgPool2D": "globalpool", "GlobalMaxPool2D": "globalpool", "Concatenate": "concat",
                  "UpSampling2D": "resize"} | dict.fromkeys(MERGES, "add") | dict.fromkeys(UNARY, "unary")
+#: per-channel affine layers, which a runtime folds into the convolution before them (its weights and bias) only
+#: while nothing non-linear lies between. After a non-linear activation (`Conv2D(activation="relu")` then
+#: BatchNormalization, as every synthetic network has it) their rule key is `BatchNormalization:activated`, which
+#: fuses only where a target's rules name it. Read from the runtimes' graphs of basic_model_c18_k5_f8_s1_32:
+#: ONNX Runtime runs such a batch norm as a Mul and an Add after the fused Conv + Relu (a pass of its own); the
+#: TFLite converter folds it into the convolution after it (18 CONV_2D ops, no MUL or ADD); TensorFlow keeps every
+#: batch norm as ops of its own whichever side of the ReLU it is (4 convolutions at 96x96x32, /tmp timing on
+#: 2026-12-01: + 0.19 ms per batch norm before the ReLU and after it alike), as its kernel zoo's convolutions do
+AFFINE = {"BatchNormalization"}
+AFTER_ACTIVATION = "activated"
+#: layers that apply a non-linear function (an `Activation` of `linear` does not)
+ACTIVATION_LAYERS = {"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"}
 #: activation functions the fusion rules' plain `Activation` key stands for: what benchmarks/kernels_fusion.py
 #: measured it with (relu). Any other function has a key of its own, `Activation:<function>` (rule_key): swish, gelu
 #: and sigmoid after a convolution cost their own pass on every host toolchain (their share 0.6-1.5, 2026-11-30),
@@ -234,6 +246,7 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
             consumers[source] = consumers.get(source, 0) + 1
     kernels: list[Kernel] = []
     last_of: dict[str, Kernel] = {}  # layer name -> the kernel that produces its output
+    activated: set[int] = set()  # ids of the kernels whose output has been through a non-linear activation
     for name, cls, cfg, inputs, stats, sources in walk.calls:
         if cls in NO_OPS:
             if sources and sources[0] in last_of:
@@ -244,7 +257,11 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
             continue
         producer = last_of.get(sources[0]) if len(sources) == 1 else None
         key = rule_key(cls, cfg)
+        if key in AFFINE and producer is not None and id(producer) in activated:
+            key = f"{key}:{AFTER_ACTIVATION}"  # fuses only where a rule names it (AFFINE)
         if producer is not None and producer.kind in rules.get(key, ()) and consumers.get(sources[0], 0) == 1:
+            if _nonlinear(cls, cfg):
+                activated.add(id(producer))
             producer.layers.append(name)
             producer.classes.append(key)
             producer.flops += stats.flops
@@ -256,9 +273,18 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
         own = rule_key("Activation", cfg) if cls != "Activation" else cls  # the layer's own `activation` argument
         if own != "Activation" and made[-1].kind not in rules.get(own, ()):  # Conv2D(activation="swish"): two kernels
             made.append(_activation_kernel(name, made[-1], own))
+        if _nonlinear(cls, cfg):
+            activated.add(id(made[-1]))
         kernels.extend(made)
         last_of[name] = made[-1]
     return kernels
+
+
+def _nonlinear(cls: str, cfg: dict | None) -> bool:
+    """Whether a layer ends in a non-linear function: an activation layer, or another layer's own `activation`."""
+    if cls in ACTIVATION_LAYERS:
+        return cls != "Activation" or ((cfg or {}).get("activation") or "linear") != "linear"
+    return ((cfg or {}).get("activation") or "linear") not in ("linear", None)
 
 
 def detect(source, target: str | None = None, input_size: int | None = None) -> list[Kernel]:
