@@ -99,10 +99,7 @@ def _pools() -> dict:
 def test_plan_is_seeded_and_names_encode_the_configuration():
     profile = {"default_per_kind": 2, "per_kind": {"conv": 4}}
     first, again = sampler.plan(profile, _pools(), 3), sampler.plan(profile, _pools(), 3)
-    assert first == again and len(first) == 4 + 2 * (len(detector.KINDS) - 1) + 2  # each unary draw twice
-    unary = [spec for spec in first if spec["kind"] == "unary"]
-    assert [spec["bn"] for spec in unary] == [1, 0, 1, 0]  # a batch norm and a ReLU of each drawn tensor
-    assert {k: v for k, v in unary[0].items() if k != "bn"} == {k: v for k, v in unary[1].items() if k != "bn"}
+    assert first == again and len(first) == 4 + 2 * (len(detector.KINDS) - 1)
     assert sampler.plan(profile, _pools(), 4) != first
     for spec in first:
         assert measurement.spec_from_name(sampler.spec_name(spec)) == {k: v for k, v in spec.items()}
@@ -421,37 +418,6 @@ def test_a_batch_norm_after_an_activation_fuses_only_where_a_rule_names_it():
     assert detector.fusion_rules("host-cpu-tflite")["BatchNormalization:activated"] == ["conv", "depthwise", "grouped",
                                                                                   "transposed", "dense"]
     assert "BatchNormalization:activated" not in detector.fusion_rules("host-cpu-onnxruntime")
-
-
-def test_a_batch_norm_pass_is_told_apart_from_an_activation_at_any_channel_count():
-    """A unary kernel's `scale_shift` says it scales and shifts (a batch norm), which costs several times a ReLU of the
-    same tensor; the zoo draws both ops on each tensor, and a regressor saved before the flag reads the fields before it."""
-    import keras
-    from keras import layers
-
-    def net():
-        image = keras.Input((8, 8, 16))
-        x = layers.Add(name="add")([image, image])
-        return keras.Model(image, layers.ReLU(name="relu")(layers.BatchNormalization(name="bn")(x)))
-
-    kernels = detector.detect_graph(detector.descriptors.parse(_descriptor(net)), {})
-    assert [(k.kind, k.features()["scale_shift"]) for k in kernels] == [("add", 0), ("unary", 1), ("unary", 0)]
-    spec = {"kind": "unary", "h": 8, "cin": 16, "cout": 16, "k": 1, "s": 1}
-    pair = sampler.unary_pair(spec)
-    assert [sampler.build(s).layers[-1].__class__.__name__ for s in pair] == ["BatchNormalization", "Activation"]
-    assert [measurement.spec_from_name(sampler.spec_name(s)) for s in pair] == pair
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({field: rng.integers(1, 64, 40) for field in detector.CONFIG_FIELDS})
-    frame["scale_shift"] = np.arange(40) % 2
-    latency = 0.01 * frame["output_elements"].to_numpy(float) * (1 + 4 * frame["scale_shift"].to_numpy())
-    regressor = predictor.KernelRegressor(seed=0).fit(frame, latency)
-    assert regressor.fields == detector.CONFIG_FIELDS
-    both = regressor.predict(frame)
-    assert np.median(both[frame["scale_shift"] == 1] / both[frame["scale_shift"] == 0]) > 2
-    legacy = predictor.KernelRegressor(seed=0).fit(frame.assign(scale_shift=0), latency)
-    legacy.forest.fit(predictor._logged(frame, predictor.LEGACY_FIELDS), np.zeros(len(frame)))
-    legacy.fields = None  # as unpickled from before the flag
-    assert np.isfinite(legacy.predict(frame)).all()
 
 
 def test_a_dense_layer_on_a_feature_map_is_a_pointwise_convolution():

@@ -55,12 +55,7 @@ RELU_ACTIVATIONS = {"relu", "relu6", "linear"}
 ACTIVATION_ALIASES = {"silu": "swish", "hard_silu": "hard_swish", "_hard_swish": "hard_swish", "_relu6": "relu6"}
 #: the numeric configuration of a kernel, in the order predictors read it
 CONFIG_FIELDS: tuple[str, ...] = ("input_height", "input_width", "cin", "cout", "kernel_size", "strides", "groups",
-                                  "inputs", "output_elements", "flops", "bytes_read", "bytes_written", "fused",
-                                  "scale_shift")
-#: unary layers that scale and shift each channel ((x - mean) / std x gamma + beta), flagged `scale_shift` among a
-#: kernel's features: alone they cost several times an activation of the same tensor (64x64x64, 2026-12-01: 0.166 vs
-#: 0.032 ms on ONNX Runtime, 0.36 vs 0.23 on TF, 0.027 vs 0.023 on TFLite), at any channel count
-SCALE_SHIFT = {"BatchNormalization", "Normalization"}
+                                  "inputs", "output_elements", "flops", "bytes_read", "bytes_written", "fused")
 
 
 @dataclass
@@ -90,8 +85,7 @@ class Kernel:
         return {"input_height": spatial[0], "input_width": spatial[1], "cin": self.cin, "cout": self.cout,
                 "kernel_size": self.kernel_size, "strides": self.strides, "groups": self.groups,
                 "inputs": self.inputs, "output_elements": shapes.elements(self.output_shape), "flops": self.flops,
-                "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "fused": len(self.layers) - 1,
-                "scale_shift": int(self.kind == "unary" and bool(self.classes) and self.classes[0] in SCALE_SHIFT)}
+                "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "fused": len(self.layers) - 1}
 
     def as_dict(self) -> dict:
         """A JSON-ready dict of the kernel."""

@@ -46,7 +46,7 @@ def zoo_descriptors(params: dict) -> list[Path]:
 def spec_from_name(name: str) -> dict:
     """The configuration a kernel descriptor's name encodes (sampler.spec_name's inverse)."""
     kind, *parts = name.split("_")
-    keys = {"h": "h", "c": "cin", "o": "cout", "k": "k", "s": "s", "g": "groups", "b": "bn"}
+    keys = {"h": "h", "c": "cin", "o": "cout", "k": "k", "s": "s", "g": "groups"}
     return {"kind": kind} | {keys[part[0]]: int(part[1:]) for part in parts}
 
 

@@ -17,8 +17,6 @@ import pandas as pd
 from perfpred.kernels.detector import CONFIG_FIELDS, KINDS, Kernel
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
-#: the configuration fields of kernel predictors saved before `scale_shift` (detector.SCALE_SHIFT) was one
-LEGACY_FIELDS = tuple(f for f in CONFIG_FIELDS if f != "scale_shift")
 #: kinds whose in-model latencies are summed into one overhead term each (None: every kind not named before). A
 #: kind's cost inside a model differs from its cost alone by a factor of its own (caches, layouts, the runtime's
 #: scheduling: TensorFlow runs a depthwise convolution inside a model ~2.6x slower than alone here, a convolution
@@ -104,9 +102,6 @@ class KernelRegressor:
     coefficients: np.ndarray | None = None
     forest: object | None = None
     group_columns: bool = False  # the prior's columns of a grouped convolution (_design), for GROUP_COLUMN_KINDS
-    #: the configuration fields its forest reads (CONFIG_FIELDS when fitted); None: a regressor saved before
-    #: `scale_shift` was one, whose forest reads the fields before it (LEGACY_FIELDS)
-    fields: tuple[str, ...] | None = None
 
     @classmethod
     def for_kind(cls, kind: str, seed: int = 0) -> KernelRegressor:
@@ -125,8 +120,7 @@ class KernelRegressor:
             residual = np.log(latency_ms / self._prior(frame))
             self.forest = RandomForestRegressor(n_estimators=60, min_samples_leaf=2, max_features=0.6,
                                                 random_state=self.seed, n_jobs=1)
-            self.fields = CONFIG_FIELDS
-            self.forest.fit(_logged(frame, self.fields), residual)
+            self.forest.fit(_logged(frame), residual)
         return self
 
     def _prior(self, frame: pd.DataFrame) -> np.ndarray:
@@ -137,7 +131,7 @@ class KernelRegressor:
         prior = self._prior(frame)
         if self.forest is None:
             return prior
-        return prior * np.exp(self.forest.predict(_logged(frame, getattr(self, "fields", None) or LEGACY_FIELDS)))
+        return prior * np.exp(self.forest.predict(_logged(frame)))
 
     def predict_in_model(self, frame: pd.DataFrame, io_ms_per_mb: float = 0.0,
                          fed_mb: np.ndarray | None = None) -> np.ndarray:
@@ -157,12 +151,12 @@ class KernelRegressor:
         return self.predict(frame) - self.coefficients[0]
 
 
-def _logged(frame: pd.DataFrame, fields: tuple[str, ...] = CONFIG_FIELDS) -> np.ndarray:
-    """The forest's inputs: the logged configuration (`fields`), channels per group, and whether the channel counts
-    miss the 8-float vector width (an odd count leaves vector lanes idle: a VGG with odd channels runs slower per FLOP)."""
+def _logged(frame: pd.DataFrame) -> np.ndarray:
+    """The forest's inputs: the logged configuration, channels per group, and whether the channel counts miss
+    the 8-float vector width (an odd count leaves vector lanes idle: a VGG with odd channels runs slower per FLOP)."""
     channels = frame[["cin", "cout"]].to_numpy(float)
     per_group = np.log1p(channels[:, :1] / np.maximum(frame[["groups"]].to_numpy(float), 1.0))
-    return np.column_stack([np.log1p(frame[list(fields)].to_numpy(float)), per_group,
+    return np.column_stack([np.log1p(frame[list(CONFIG_FIELDS)].to_numpy(float)), per_group,
                             (channels % VECTOR_FLOATS != 0).astype(float)])
 
 

@@ -209,8 +209,8 @@ def build(spec: dict):
         x = (layers.Add() if kind == "add" else layers.Concatenate())([image, other])
     elif kind == "resize":
         x = layers.UpSampling2D(k)(x)
-    elif kind == "unary":  # a batch norm or a ReLU (`bn`; names from before it: a batch norm at odd channel counts)
-        x = layers.BatchNormalization()(x) if spec.get("bn", cout % 2) else layers.Activation("relu")(x)
+    elif kind == "unary":
+        x = layers.BatchNormalization()(x) if cout % 2 else layers.Activation("relu")(x)
     else:  # other: a zero padding, the commonest layer of its kind in the zoo
         x = layers.ZeroPadding2D(1)(x)
     return keras.Model(inputs, x, name=spec_name(spec))
@@ -221,8 +221,6 @@ def spec_name(spec: dict) -> str:
     parts = [spec["kind"], f"h{spec['h']}", f"c{spec['cin']}", f"o{spec['cout']}", f"k{spec['k']}", f"s{spec['s']}"]
     if spec.get("groups"):
         parts.append(f"g{spec['groups']}")
-    if "bn" in spec:
-        parts.append(f"b{spec['bn']}")
     return "_".join(parts)
 
 
@@ -242,17 +240,7 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
     strided = random.Random(f"{seed}:strided_beyond_kernel")  # a stream of its own too
     wanted = int(profile.get("strided_beyond_kernel", 0))
     specs += _unique_draws(wanted, lambda: strided_beyond_kernel(pools, strided), seen)
-    return [variant for spec in specs for variant in unary_pair(spec)]
-
-
-def unary_pair(spec: dict) -> list[dict]:
-    """A unary draw measured twice, as a batch norm and as a ReLU of the same tensor (`bn` 1 and 0); any other kind
-    as it is. A batch norm alone costs several times a ReLU (detector.SCALE_SHIFT), and the pair sets that apart
-    from the shape: the zoo had drawn the batch norms at odd channel counts only, so that a predictor could read
-    the op only from the parity, and priced the zoo's batch norms (64-1024 channels) as ReLUs."""
-    if spec["kind"] != "unary" or "bn" in spec:
-        return [spec]
-    return [spec | {"bn": 1}, spec | {"bn": 0}]
+    return specs
 
 
 def _unique_draws(wanted: int, draw, seen: set[str]) -> list[dict]:
@@ -277,7 +265,7 @@ def adapt(worst: list[dict], per_config: int, pools: dict[str, list[Kernel]], se
         rng = streams.setdefault(near["kind"], random.Random(f"{seed + 1}:{near['kind']}"))
         for _ in range(per_config):
             spec = sample_spec(near["kind"], pools, rng, near) | {
-                key: near[key] for key in ("k", "s", "groups", "bn") if key in near}
+                key: near[key] for key in ("k", "s", "groups") if key in near}
             if spec.get("groups"):
                 spec["cin"], spec["cout"] = (max(c // spec["groups"], 1) * spec["groups"] for c in (spec["cin"], spec["cout"]))
             if spec_name(spec) not in taken:
