@@ -56,6 +56,19 @@ def _unet_net():
     return keras.Model(image, layers.Conv2D(4, 1, strides=2)(x), name="unet_net")
 
 
+def _synthetic_net():
+    """The synthetic networks' order: convolutions with their own ReLU, each followed by a batch norm."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same", activation="relu")(image))
+    x = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same", activation="relu")(x))
+    x = layers.Conv2D(8, 1, activation="relu")(x)
+    return keras.Model(image, layers.Dense(4)(layers.GlobalAveragePooling2D()(x)), name="synthetic_net")
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """Each net's Keras JSON and its ONNX export (checked against Keras by ONNX Runtime), exported once."""
@@ -63,7 +76,7 @@ def exports(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("onnx_kernels")
     made = {}
-    for build in (_residual_net, _unet_net):
+    for build in (_residual_net, _unet_net, _synthetic_net):
         model = build()
         onnx_path = folder / f"{model.name}.onnx"
         built = export_keras(model, onnx_path)
@@ -94,6 +107,20 @@ def test_an_onnx_export_has_the_kernels_of_its_keras_original(exports, name, tar
         assert mine.bytes_read == pytest.approx(theirs.bytes_read, rel=0.03), (mine, theirs)
     if name == "unet_net":  # the last 1x1 convolution, of stride 2, reads a quarter of its 16x16x8 input
         assert onnx_kernels[-1].bytes_read == (16 * 16 * 8 // 4 + 8 * 4 + 4) * detector.BYTES_PER_ELEMENT
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+@pytest.mark.parametrize("target", (*TARGETS, "host-cpu-onnxruntime"))
+def test_a_batch_norm_after_an_activation_is_detected_alike_in_an_export(exports, target):
+    """An exporter writes that batch norm as a Mul and an Add after the Relu: the same `BatchNormalization:activated`
+    rule applies (a unary kernel on ONNX Runtime, with the convolution on TF and TFLite)."""
+    descriptor, onnx_path = exports["synthetic_net"]
+    keras_kernels, onnx_kernels = detector.detect(descriptor, target), detector.detect(onnx_path, target)
+    assert [k.kind for k in onnx_kernels] == [k.kind for k in keras_kernels]
+    unary = 2 if target == "host-cpu-onnxruntime" else 0
+    assert [k.kind for k in keras_kernels] == ["conv"] + ["unary"] * (unary > 0) + ["conv"] + \
+        ["unary"] * (unary > 0) + ["conv", "globalpool", "dense"]
 
 
 @pytest.mark.tensorflow

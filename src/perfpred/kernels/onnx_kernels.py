@@ -40,7 +40,8 @@ from perfpred.features.descriptors import DescriptorError
 from perfpred.features.onnx_graph import ACTIVATION_FLOPS, _Count, inferred, integer_constants
 from perfpred.features.onnx_loading import FLOAT_BYTES, _spatial_axes
 from perfpred.features.weighted import BN_FLOPS_PER_CHANNEL, BN_FLOPS_PER_ELEMENT
-from perfpred.kernels.detector import BYTES_PER_ELEMENT, SKIP_KEY, WINDOWED_KINDS, Kernel, window_share
+from perfpred.kernels.detector import (ACTIVATION_LAYERS, AFFINE, AFTER_ACTIVATION, BYTES_PER_ELEMENT, SKIP_KEY,
+                                       WINDOWED_KINDS, Kernel, window_share)
 
 #: nodes that move no data (or only metadata): the tensor they output is their input's
 VIEWS = {"Reshape", "Flatten", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Cast", "CastLike"}
@@ -380,6 +381,7 @@ class _Detector(_Count):
                 readers[name] = readers.get(name, 0) + 1
         kernels: list[Kernel] = []
         last_of: dict[str, Kernel] = {}
+        activated: set[int] = set()  # ids of the kernels whose output has been through a non-linear activation
         for unit in units:
             if unit.kind is None:
                 if unit.sources and unit.sources[0] in last_of:
@@ -398,7 +400,13 @@ class _Detector(_Count):
                 producer.bytes_written = producer.flops * BYTES_PER_ELEMENT
                 last_of[unit.output] = producer
                 continue
-            if producer is not None and producer.kind in rules.get(unit.cls, ()) and readers.get(unit.sources[0]) == 1:
+            key = unit.cls  # a batch norm after an activation: `BatchNormalization:activated` (detector.AFFINE)
+            if key in AFFINE and producer is not None and id(producer) in activated:
+                key = f"{key}:{AFTER_ACTIVATION}"
+            nonlinear = unit.cls.split(":")[0] in ACTIVATION_LAYERS
+            if producer is not None and producer.kind in rules.get(key, ()) and readers.get(unit.sources[0]) == 1:
+                if nonlinear:
+                    activated.add(id(producer))
                 producer.layers.extend(unit.names)
                 producer.classes.append(unit.cls)
                 producer.flops += unit.flops
@@ -407,6 +415,8 @@ class _Detector(_Count):
                 last_of[unit.output] = producer
                 continue
             made = self.kernel(unit, skipping)
+            if nonlinear:
+                activated.add(id(made))
             kernels.append(made)
             last_of[unit.output] = made
         if not kernels:
