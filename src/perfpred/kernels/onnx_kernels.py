@@ -40,8 +40,16 @@ from perfpred.features.descriptors import DescriptorError
 from perfpred.features.onnx_graph import ACTIVATION_FLOPS, _Count, inferred, integer_constants
 from perfpred.features.onnx_loading import FLOAT_BYTES, _spatial_axes
 from perfpred.features.weighted import BN_FLOPS_PER_CHANNEL, BN_FLOPS_PER_ELEMENT
-from perfpred.kernels.detector import (ACTIVATION_LAYERS, AFFINE, AFTER_ACTIVATION, BYTES_PER_ELEMENT, SKIP_KEY,
-                                       WINDOWED_KINDS, Kernel, window_share)
+from perfpred.kernels.detector import (
+    ACTIVATION_LAYERS,
+    AFFINE,
+    AFTER_ACTIVATION,
+    BYTES_PER_ELEMENT,
+    SKIP_KEY,
+    WINDOWED_KINDS,
+    Kernel,
+    window_share,
+)
 
 #: nodes that move no data (or only metadata): the tensor they output is their input's
 VIEWS = {"Reshape", "Flatten", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Cast", "CastLike"}
