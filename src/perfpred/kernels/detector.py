@@ -40,8 +40,9 @@ KIND_OF_CLASS = {"DepthwiseConv2D": "depthwise", "Conv2DTranspose": "transposed"
 #: fuses only where a target's rules name it. Read from the runtimes' graphs of basic_model_c18_k5_f8_s1_32:
 #: ONNX Runtime runs such a batch norm as a Mul and an Add after the fused Conv + Relu (a pass of its own); the
 #: TFLite converter folds it into the convolution after it (18 CONV_2D ops, no MUL or ADD); TensorFlow keeps every
-#: batch norm as ops of its own whichever side of the ReLU it is (4 convolutions at 96x96x32, /tmp timing on
-#: 2026-12-01: + 0.19 ms per batch norm before the ReLU and after it alike), as its kernel zoo's convolutions do
+#: batch norm as ops of its own whichever side of the ReLU it is, as its kernel zoo's convolutions do. Measured by
+#: benchmarks/bn_after_activation.py (2026-12-01, ms a batch norm adds before / after the ReLU): TF +0.181 / +0.156,
+#: TFLite -0.002 / +0.009, ONNX Runtime +0.005 / +0.154
 AFFINE = {"BatchNormalization"}
 AFTER_ACTIVATION = "activated"
 #: layers that apply a non-linear function (an `Activation` of `linear` does not)
@@ -256,9 +257,7 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
             last_of[name] = last_of[sources[0]]  # a view: no data moves
             continue
         producer = last_of.get(sources[0]) if len(sources) == 1 else None
-        key = rule_key(cls, cfg)
-        if key in AFFINE and producer is not None and id(producer) in activated:
-            key = f"{key}:{AFTER_ACTIVATION}"  # fuses only where a rule names it (AFFINE)
+        key = fusion_key(rule_key(cls, cfg), producer, activated)
         if producer is not None and producer.kind in rules.get(key, ()) and consumers.get(sources[0], 0) == 1:
             if _nonlinear(cls, cfg):
                 activated.add(id(producer))
@@ -280,11 +279,18 @@ def detect_graph(graph: descriptors.Graph, rules: dict[str, list[str]], input_si
     return kernels
 
 
+def fusion_key(key: str, producer: Kernel | None, activated: set[int]) -> str:
+    """The rule key a layer fuses by: `key`, or for an AFFINE layer after a kernel whose output went through a
+    non-linear activation (its id in `activated`) `<key>:activated`, which fuses only where a rule names it."""
+    if key in AFFINE and producer is not None and id(producer) in activated:
+        return f"{key}:{AFTER_ACTIVATION}"
+    return key
+
+
 def _nonlinear(cls: str, cfg: dict | None) -> bool:
     """Whether a layer ends in a non-linear function: an activation layer, or another layer's own `activation`."""
-    if cls in ACTIVATION_LAYERS:
-        return cls != "Activation" or ((cfg or {}).get("activation") or "linear") != "linear"
-    return ((cfg or {}).get("activation") or "linear") not in ("linear", None)
+    function = (cfg or {}).get("activation") or "linear"
+    return (cls in ACTIVATION_LAYERS and cls != "Activation") or function != "linear"
 
 
 def detect(source, target: str | None = None, input_size: int | None = None) -> list[Kernel]:

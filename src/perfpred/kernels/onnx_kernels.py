@@ -42,12 +42,11 @@ from perfpred.features.onnx_loading import FLOAT_BYTES, _spatial_axes
 from perfpred.features.weighted import BN_FLOPS_PER_CHANNEL, BN_FLOPS_PER_ELEMENT
 from perfpred.kernels.detector import (
     ACTIVATION_LAYERS,
-    AFFINE,
-    AFTER_ACTIVATION,
     BYTES_PER_ELEMENT,
     SKIP_KEY,
     WINDOWED_KINDS,
     Kernel,
+    fusion_key,
     window_share,
 )
 
@@ -408,9 +407,7 @@ class _Detector(_Count):
                 producer.bytes_written = producer.flops * BYTES_PER_ELEMENT
                 last_of[unit.output] = producer
                 continue
-            key = unit.cls  # a batch norm after an activation: `BatchNormalization:activated` (detector.AFFINE)
-            if key in AFFINE and producer is not None and id(producer) in activated:
-                key = f"{key}:{AFTER_ACTIVATION}"
+            key = fusion_key(unit.cls, producer, activated)
             nonlinear = unit.cls.split(":")[0] in ACTIVATION_LAYERS
             if producer is not None and producer.kind in rules.get(key, ()) and readers.get(unit.sources[0]) == 1:
                 if nonlinear:
