@@ -500,25 +500,6 @@ def test_strided_draws_keep_the_zoos_stride_and_leave_every_other_draw_as_it_was
     assert all(spec["cout"] == spec["cin"] for spec in extra if spec["kind"] == "maxpool")
 
 
-def test_narrow_convolution_draws_keep_the_zoos_narrow_shapes_and_leave_every_other_draw_as_it_was():
-    """Convolutions of a few channels in and out (the synthetic networks' stacks) come from a stream of their own,
-    shaped like the zoo's narrow ones: its kernel size and stride kept, channels jittered but kept narrow."""
-    narrow = [detector.Kernel("conv", ["n"], (160, 160, 8), (160, 160, 8), 8, 8, 5, 1),
-              detector.Kernel("conv", ["m"], (64, 64, 16), (32, 32, 16), 16, 16, 2, 2)]
-    wide_in = detector.Kernel("conv", ["w"], (1, 1, 256), (1, 1, 16), 256, 16, 1, 1)  # a squeeze: not narrow
-    image = detector.Kernel("conv", ["i"], (224, 224, 3), (224, 224, 8), 3, 8, 3, 1)  # an image's first layer
-    pools = _pools() | {"conv": _pools()["conv"] + narrow + [wide_in, image]}
-    profile = {"default_per_kind": 2}
-    before = sampler.plan(profile, pools, 0)
-    after = sampler.plan(profile | {"narrow_conv": 12}, pools, 0)
-    assert after[:len(before)] == before and len(after) == len(before) + 12
-    extra = after[len(before):]
-    assert all(spec["kind"] == "conv" for spec in extra)
-    assert all(4 <= spec[c] <= sampler.NARROW_CHANNELS for spec in extra for c in ("cin", "cout"))
-    assert {(spec["k"], spec["s"]) for spec in extra} == {(5, 1), (2, 2)}
-    assert all(spec["h"] > 16 for spec in extra)  # the narrow kernels' large maps, not the squeeze's 1x1
-
-
 def test_the_overheads_constant_can_be_pinned_at_the_call_cost():
     """The zoo's real networks leave the per-model constant ill-determined; pinned at what calling a one-kernel model
     costs, the fit gives the rest to the other terms."""

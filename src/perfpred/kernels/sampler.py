@@ -139,29 +139,6 @@ def strided_beyond_kernel(pools: dict[str, list[Kernel]], rng: random.Random) ->
     return _bounded(spec)
 
 
-#: a convolution is narrow when it has at most this many output channels (and more than the 3 of an image)
-NARROW_CHANNELS = 48
-
-
-def narrow_conv(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
-    """A narrow convolution (more than 3 and at most NARROW_CHANNELS channels in and out) as the zoo has them: the
-    synthetic networks' stacks of 8-48 filters of size 1-5, MobileNet 0.25's first layers.
-
-    sample_spec draws convolutions by the zoo's counts and costs, where narrow ones are few and cheap: 4 of the
-    kernel zoo's 42 convolutions had <= 16 channels out (2026-12-01). ONNX Runtime runs them at half the
-    throughput per FLOP of wide ones (a 5x5 convolution of 8 channels at 32x32: 0.074 ms measured alone,
-    0.049 predicted), and the synthetic networks are made of nothing else."""
-    pool = [k for k in pools.get("conv", []) if k.cout <= NARROW_CHANNELS and 3 < k.input_shape[-1] <= NARROW_CHANNELS]
-    pool = pool or pools["conv"]
-    source = rng.choices(pool, weights=_costs(pool))[0]  # the large maps: most of such a network's time
-    shape = tuple(source.input_shape)
-    def narrow(value: int) -> int:  # as _channels (odd counts a third of the time), kept narrow
-        return max(min(_channels(rng, value), NARROW_CHANNELS), 4)
-    spec = {"kind": "conv", "h": _spatial(rng, shape[0] if len(shape) == 3 else 1), "cin": narrow(shape[-1]),
-            "cout": narrow(source.cout), "k": source.kernel_size, "s": source.strides}
-    return _bounded(spec)
-
-
 def _bounded(spec: dict) -> dict:
     """The configuration shrunk (spatial size first, then channels) under MAX_FLOPS and MAX_WEIGHTS."""
     if spec["h"] < spec["k"]:
@@ -263,8 +240,6 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
     strided = random.Random(f"{seed}:strided_beyond_kernel")  # a stream of its own too
     wanted = int(profile.get("strided_beyond_kernel", 0))
     specs += _unique_draws(wanted, lambda: strided_beyond_kernel(pools, strided), seen)
-    narrow = random.Random(f"{seed}:narrow_conv")  # and a fourth
-    specs += _unique_draws(int(profile.get("narrow_conv", 0)), lambda: narrow_conv(pools, narrow), seen)
     return specs
 
 
