@@ -13,7 +13,7 @@ import train_helpers
 from perfpred.model import estimators, sweep
 from perfpred.serve import predict, recommend
 from perfpred.serve.domain import FAR_FROM_ROWS, MAX_WIDENING, RANGE_MARGIN, Domain
-from perfpred.serve.predictor import Predictor
+from perfpred.serve.predictor import AUTO, Predictor, architecture_keys
 
 nano_subset = train_helpers.nano_subset
 
@@ -76,6 +76,41 @@ def test_intervals_widen_outside_the_domain(fitted, nano_subset):
     unknown = Predictor(estimator, "jetson-nano", "latency", "latency_ms", "ridge", features, calibration)
     assert unknown.check_domain(rows)["in_domain"].isna().all()
     assert unknown.predict_interval(rows)[1] == pytest.approx(plain_high)
+
+
+def test_auto_intervals_are_calibrated_on_unseen_families_for_an_architecture_the_training_rows_lack(fitted, nano_subset):
+    """AUTO: an architecture the training rows hold (at any input size) gets the random splits' intervals, any other
+    the wider ones of families never seen; a predictor stored without its architectures keeps the random ones."""
+    domain, features = fitted
+    estimator = estimators.regression_pipeline(Ridge()).fit(nano_subset[features], nano_subset["latency_ms"])
+    random_splits = np.log(np.linspace(0.9, 1.1, len(sweep.CALIBRATION_PROBABILITIES)))
+    families = np.log(np.linspace(0.6, 1.6, len(sweep.CALIBRATION_PROBABILITIES)))
+    known = nano_subset.iloc[1:]
+    predictor = Predictor(estimator, "jetson-nano", "latency", "latency_ms", "ridge", features, random_splits,
+                          domain_calibrations={"families": families},
+                          architectures=frozenset(k for k in architecture_keys(known) if k is not None))
+    seen = known.iloc[[0]].assign(flops=known["flops"].iloc[0] * 1.3)  # the same architecture at another size
+    other = known.iloc[[0]].assign(conv_params=known["conv_params"].iloc[0] + 64)  # a layer wider: not trained on
+    rows = pd.concat([seen, other], ignore_index=True)
+    assert architecture_keys(seen.assign(bn_params=np.nan)) == architecture_keys(seen.drop(columns="layers")) == [None]
+    answer = predictor.answer(rows, 0.9, AUTO)
+    assert answer["calibration"].tolist() == ["random", "families"]
+    width = answer["latency_ms_high"] / answer["latency_ms_low"]
+    assert np.log(width[1]) > 3 * np.log(width[0])  # the families' quantiles, not the random splits'
+    random_answer = predictor.answer(rows, 0.9, None)
+    assert random_answer["calibration"].tolist() == ["random"] * 2
+    assert random_answer["latency_ms_high"][1] == pytest.approx(answer["latency_ms_high"][0] / answer["latency_ms"][0]
+                                                                * answer["latency_ms"][1])
+    older = Predictor(estimator, "jetson-nano", "latency", "latency_ms", "ridge", features, random_splits,
+                      domain_calibrations={"families": families})
+    assert older.answer(rows, 0.9, AUTO)["calibration"].tolist() == ["random"] * 2
+    no_families = Predictor(estimator, "jetson-nano", "latency", "latency_ms", "ridge", features, random_splits,
+                            architectures=frozenset())
+    assert no_families.answer(rows, 0.9, AUTO)["calibration"].tolist() == ["random"] * 2
+    lines = predict.format_table(pd.DataFrame({
+        "target": ["jetson-nano"], "toolchain": ["tf"], "latency_ms": [10.0], "latency_ms_low": [6.0],
+        "latency_ms_high": [16.0], "latency_predictor": ["ridge v1"], "latency_intervals": ["families"]})).splitlines()
+    assert "ridge v1 (intervals: families)" in lines[1]
 
 
 def test_predict_and_recommend_mark_rows_outside():

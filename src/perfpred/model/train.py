@@ -22,7 +22,7 @@ from perfpred import config
 from perfpred.data import schema
 from perfpred.kernels.predictor import TERM_COLUMNS as KERNEL_TERMS
 from perfpred.model import crossboard, domains, estimators, fitcache, jobs, sweep
-from perfpred.serve.predictor import Predictor
+from perfpred.serve.predictor import Predictor, architecture_keys
 
 HYDRA_APP = True
 #: Hydra writes this logger's lines to the job's train.log as well as to the console.
@@ -95,6 +95,7 @@ def evaluate(table: pd.DataFrame, target: str, metric: str, algorithm_cfg, setti
         features=features,
         calibration=sweep.calibration(y, result.rows, result.predicted),
         domain_calibrations=calibrations,
+        architectures=frozenset(key for key in architecture_keys(table) if key is not None),
     )
     if predictor.kernel_columns:
         attach_kernel_model(predictor)

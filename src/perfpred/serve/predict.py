@@ -13,6 +13,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
+from perfpred.serve.predictor import AUTO
 from perfpred.zoo import applications
 
 #: Columns of a prediction table that describe the target rather than the prediction.
@@ -92,11 +93,12 @@ def predict_features(
     tracking_uri: str | None = None,
     model=None,
     input_width: int | None = None,
-    calibration: str | None = None,
+    calibration: str | None = AUTO,
 ) -> pd.DataFrame:
     """Predict every row of a feature table on every selected target: one row per (input row, target).
-    `calibration`: which held-out rows calibrate the intervals (None: random splits; 'families': families never
-    seen, for an architecture no training table holds; 'sizes', 'architectures', 'synthetic': the test domains).
+    `calibration`: which held-out rows calibrate the intervals (AUTO, the default: random splits for an architecture
+    the predictor's training rows hold at some input size, families never seen for any other; None: random splits;
+    'families'; 'sizes', 'architectures', 'synthetic': the test domains). `<metric>_intervals` says which per row.
 
     A kernel-level predictor (it reads kernel terms, perfpred.kernels) computes them from `model` (a single-row
     table's descriptor or ONNX file, as for predict_model) where the table lacks them; without a model graph (a
@@ -131,6 +133,7 @@ def predict_features(
                 note = " (model-level: no model graph for the kernels)"
             for name in (column, f"{column}_low", f"{column}_high"):
                 part[name] = answer[name]
+            part[f"{metric}_intervals"] = answer["calibration"]
             part[f"{metric}_predictor"] = f"{predictor.algorithm} v{predictor.version}{note}"
             domains.append(answer[["in_domain", "outside"]])
         part["in_domain"], part["outside"] = _combined_domain(domains, features.index)
@@ -158,7 +161,7 @@ def predict_model(
     targets: Sequence[str] | None = None,
     level: float = DEFAULT_LEVEL,
     tracking_uri: str | None = None,
-    calibration: str | None = None,
+    calibration: str | None = AUTO,
 ) -> pd.DataFrame:
     """Predicted latency_ms, memory_mb (and power_mw) of one CNN on each target with a champion, with intervals
     (`calibration`: as predict_features)."""
@@ -199,7 +202,8 @@ def format_table(table: pd.DataFrame, leading: Sequence[str] = ()) -> str:
             cells = [_interval_text(row, column) for _, row in table.iterrows()]
             columns.append((column, cells))
     predictor_columns = [c for c in table.columns if c.endswith("_predictor")]
-    cells = ["  ".join(f"{c[: -len('_predictor')]}: {row[c]}" for c in predictor_columns if isinstance(row[c], str)) for _, row in table.iterrows()]
+    cells = ["  ".join(f"{c[: -len('_predictor')]}: {row[c]}{_intervals_text(row, c[: -len('_predictor')])}"
+                       for c in predictor_columns if isinstance(row[c], str)) for _, row in table.iterrows()]
     columns.append(("predictors", cells))
     if "in_domain" in table.columns:
         columns.append(("in training domain", [domain_text(row) for _, row in table.iterrows()]))
@@ -208,6 +212,12 @@ def format_table(table: pd.DataFrame, leading: Sequence[str] = ()) -> str:
     for index in range(len(table)):
         lines.append("  ".join(cells[index].ljust(width) for (_, cells), width in zip(columns, widths, strict=True)))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _intervals_text(row: pd.Series, metric: str) -> str:
+    """' (intervals: families)' where a metric's intervals are not calibrated on random splits."""
+    calibration = row.get(f"{metric}_intervals")
+    return f" (intervals: {calibration})" if isinstance(calibration, str) and calibration != "random" else ""
 
 
 def json_records(table: pd.DataFrame) -> list[dict]:
@@ -228,9 +238,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help=f"level of the prediction intervals (default {DEFAULT_LEVEL})")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI, else the local store)")
     parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
-    parser.add_argument("--calibration", choices=("random", "families", "sizes", "architectures", "synthetic"),
-                        default="random", help="held-out rows that calibrate the intervals: random splits (default), "
-                        "families never seen (an architecture of your own), or a test domain")
+    parser.add_argument("--calibration", choices=(AUTO, "random", "families", "sizes", "architectures", "synthetic"),
+                        default=AUTO, help="held-out rows that calibrate the intervals: auto (default: random splits "
+                        "for an architecture the predictor was trained on at some input size, families never seen for "
+                        "an architecture of your own), random splits, families, or a test domain")
 
 
 def predict_from_args(args: argparse.Namespace) -> pd.DataFrame:

@@ -10,6 +10,23 @@ import pandas as pd
 from perfpred.model import sweep
 from perfpred.serve.domain import Domain
 
+#: `calibration` that chooses per row (Predictor.answer): random splits for an architecture the training rows hold at
+#: some input size, families never seen for any other. The registered host latency champions' random-split intervals
+#: covered 7 of 15 networks in no zoo on TF (`python benchmarks/kernels_novel.py --champion`, 2026-12-01): a user's
+#: own architecture is not a random split's test row.
+AUTO = "auto"
+#: Features that name an architecture whatever its input size: its layer counts and its convolution and batch-norm
+#: parameters (a dense head's parameters grow with the input size behind a Flatten).
+ARCHITECTURE_COLUMNS: tuple[str, ...] = ("layers", "conv_layers", "bn_layers", "fc_layers", "conv_params", "bn_params")
+
+
+def architecture_keys(table: pd.DataFrame) -> list[tuple | None]:
+    """Per row, the architecture key (ARCHITECTURE_COLUMNS rounded); None where a column is missing or empty."""
+    if not set(ARCHITECTURE_COLUMNS) <= set(table.columns):
+        return [None] * len(table)
+    values = table[list(ARCHITECTURE_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy("float64")
+    return [None if np.isnan(row).any() else tuple(int(round(v)) for v in row) for row in values]
+
 
 @dataclass
 class Predictor:
@@ -35,6 +52,8 @@ class Predictor:
     #: predictors and fusion rules, so that it computes them from a model's descriptor wherever it is loaded
     kernel_model: object | None = None
     kernel_rules: dict | None = None
+    #: architecture_keys of the training rows (None: stored before they were kept; AUTO then calibrates as random)
+    architectures: frozenset | None = None
 
     @property
     def kernel_columns(self) -> list[str]:
@@ -90,14 +109,38 @@ class Predictor:
 
     def answer(self, table: pd.DataFrame, level: float = 0.9, calibration: str | None = None) -> pd.DataFrame:
         """Per row: the point prediction (`column`), its widened `level` bounds (`<column>_low`, `<column>_high`),
-        `in_domain` and `outside`; the model and the domain check run once (predict and recommend call this).
-        `calibration`: None (random splits) or a key of `domain_calibrations` ('families': a family never seen)."""
+        `in_domain`, `outside` and `calibration` (the held-out rows its bounds come from); the model and the domain
+        check run once (predict and recommend call this). `calibration`: None (random splits), a key of
+        `domain_calibrations` ('families': a family never seen) or AUTO (per row: random splits for an architecture
+        the training rows hold, families for any other; see `seen_architecture`)."""
         predicted = self.predict(table)
         checked = self.check_domain(table)
-        low, high = self._bounds(predicted, checked["widening"].to_numpy("float64"), level, calibration)
+        widening = checked["widening"].to_numpy("float64")
+        if calibration == AUTO:
+            chosen = np.where(self.seen_architecture(table), "random", self._unseen_calibration())
+        else:
+            chosen = np.full(len(predicted), calibration or "random", dtype=object)
+        low, high = np.empty(len(predicted)), np.empty(len(predicted))
+        for name in set(chosen):
+            rows = chosen == name
+            low[rows], high[rows] = self._bounds(predicted[rows], widening[rows], level, None if name == "random" else name)
         return pd.DataFrame({self.column: predicted, f"{self.column}_low": low, f"{self.column}_high": high,
-                             "in_domain": checked["in_domain"].to_numpy(), "outside": checked["outside"].to_numpy()},
-                            index=table.index)
+                             "in_domain": checked["in_domain"].to_numpy(), "outside": checked["outside"].to_numpy(),
+                             "calibration": chosen.astype(str)}, index=table.index)
+
+    def seen_architecture(self, table: pd.DataFrame) -> np.ndarray:
+        """Per row: whether its architecture (architecture_keys: layer counts, convolution and batch-norm parameters)
+        is among the training rows', at any input size. True for every row of a predictor stored without them."""
+        known = getattr(self, "architectures", None)
+        if known is None:
+            return np.ones(len(table), dtype=bool)
+        return np.array([key is not None and key in known for key in architecture_keys(table)], dtype=bool)
+
+    def _unseen_calibration(self) -> str:
+        """What AUTO calibrates an unseen architecture on: families never seen, if this predictor was evaluated so."""
+        from perfpred.model import domains
+
+        return domains.FAMILIES if domains.FAMILIES in (getattr(self, "domain_calibrations", None) or {}) else "random"
 
     def _bounds(self, predicted: np.ndarray, widening: np.ndarray, level: float, domain: str | None):
         """(low, high): the calibration's `level` factors, their log-width scaled by `widening`, around `predicted`."""
