@@ -128,9 +128,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the per-model figures here")
     parser.add_argument("--champion", action="store_true",
                         help="also predict with the registered latency champion, as `perfpred predict` does")
-    parser.add_argument("--calibration", default=None,
+    parser.add_argument("--calibration", default="auto",
                         help="the champion's intervals calibrated on these held-out rows (`perfpred predict "
-                             "--calibration`: families, sizes, architectures, synthetic; default random splits)")
+                             "--calibration`: auto, the default as there; random, families, sizes, architectures, "
+                             "synthetic)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from perfpred.kernels import detector
@@ -154,11 +155,13 @@ def main() -> int:
 
             rows = []
             for name, latency_ms in measured.items():
-                answer = predict_model(str(paths[name]), targets=[target], calibration=args.calibration).iloc[0]
+                calibration = None if args.calibration == "random" else args.calibration
+                answer = predict_model(str(paths[name]), targets=[target], calibration=calibration).iloc[0]
                 rows.append({"model": name, "measured_ms": latency_ms, "predicted_ms": float(answer["latency_ms"]),
                              "low_ms": float(answer["latency_ms_low"]), "high_ms": float(answer["latency_ms_high"]),
-                             "predictor": answer["latency_predictor"]})
-            calibrated = f", intervals calibrated on {args.calibration}" if args.calibration else ""
+                             "predictor": answer["latency_predictor"], "intervals": answer["latency_intervals"]})
+            used = sorted({row["intervals"] for row in rows})
+            calibrated = f", intervals calibrated on {args.calibration}: {', '.join(used)}"
             report[f"{target} champion"] = summarise(
                 f"{target}: champion {rows[0]['predictor']} (perfpred predict{calibrated})", rows)
     if args.json:
