@@ -110,7 +110,14 @@ def test_auto_intervals_are_calibrated_on_unseen_families_for_an_architecture_th
     lines = predict.format_table(pd.DataFrame({
         "target": ["jetson-nano"], "toolchain": ["tf"], "latency_ms": [10.0], "latency_ms_low": [6.0],
         "latency_ms_high": [16.0], "latency_predictor": ["ridge v1"], "latency_intervals": ["families"]})).splitlines()
-    assert "ridge v1 (intervals: families)" in lines[1]
+    assert "latency: ridge v1  intervals: families" in lines[1]
+    both = pd.DataFrame({"target": ["jetson-nano"] * 2, "toolchain": ["tf"] * 2, "latency_ms": [10.0] * 2,
+                         "latency_predictor": ["ridge v1"] * 2, "memory_mb": [9.0] * 2, "memory_predictor": ["svr v2"] * 2,
+                         "latency_intervals": ["families", "random"], "memory_intervals": ["families", "families"]})
+    lines = predict.format_table(both).splitlines()
+    assert "latency: ridge v1  memory: svr v2  intervals: families" in lines[1]  # said once when it holds for all
+    assert "latency: ridge v1  memory: svr v2 (intervals: families)" in lines[2]  # the memory alone: after it
+    assert lines[2].count("intervals") == 1 and lines[1].count("intervals") == 1
 
 
 def test_predict_and_recommend_mark_rows_outside():

@@ -202,8 +202,7 @@ def format_table(table: pd.DataFrame, leading: Sequence[str] = ()) -> str:
             cells = [_interval_text(row, column) for _, row in table.iterrows()]
             columns.append((column, cells))
     predictor_columns = [c for c in table.columns if c.endswith("_predictor")]
-    cells = ["  ".join(f"{c[: -len('_predictor')]}: {row[c]}{_intervals_text(row, c[: -len('_predictor')])}"
-                       for c in predictor_columns if isinstance(row[c], str)) for _, row in table.iterrows()]
+    cells = [_predictors_text(row, predictor_columns) for _, row in table.iterrows()]
     columns.append(("predictors", cells))
     if "in_domain" in table.columns:
         columns.append(("in training domain", [domain_text(row) for _, row in table.iterrows()]))
@@ -214,10 +213,16 @@ def format_table(table: pd.DataFrame, leading: Sequence[str] = ()) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _intervals_text(row: pd.Series, metric: str) -> str:
-    """' (intervals: families)' where a metric's intervals are not calibrated on random splits."""
-    calibration = row.get(f"{metric}_intervals")
-    return f" (intervals: {calibration})" if isinstance(calibration, str) and calibration != "random" else ""
+def _predictors_text(row: pd.Series, predictor_columns: list[str]) -> str:
+    """'latency: poly v1  memory: svr v2', and where intervals are not calibrated on random splits 'intervals: families'
+    as an item of its own when every metric's are, '(intervals: families)' after each such metric otherwise."""
+    metrics = [c[: -len("_predictor")] for c in predictor_columns if isinstance(row[c], str)]
+    chosen = {metric: row.get(f"{metric}_intervals") for metric in metrics}
+    marked = {m: c for m, c in chosen.items() if isinstance(c, str) and c != "random"}
+    if marked and len(marked) == len(metrics) and len(set(marked.values())) == 1:
+        return "  ".join(f"{m}: {row[f'{m}_predictor']}" for m in metrics) + f"  intervals: {next(iter(marked.values()))}"
+    return "  ".join(f"{m}: {row[f'{m}_predictor']}" + (f" (intervals: {marked[m]})" if m in marked else "")
+                     for m in metrics)
 
 
 def json_records(table: pd.DataFrame) -> list[dict]:
