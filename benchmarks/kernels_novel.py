@@ -155,8 +155,7 @@ def main() -> int:
 
             rows = []
             for name, latency_ms in measured.items():
-                calibration = None if args.calibration == "random" else args.calibration
-                answer = predict_model(str(paths[name]), targets=[target], calibration=calibration).iloc[0]
+                answer = predict_model(str(paths[name]), targets=[target], calibration=args.calibration).iloc[0]
                 rows.append({"model": name, "measured_ms": latency_ms, "predicted_ms": float(answer["latency_ms"]),
                              "low_ms": float(answer["latency_ms_low"]), "high_ms": float(answer["latency_ms_high"]),
                              "predictor": answer["latency_predictor"], "intervals": answer["latency_intervals"]})

@@ -13,7 +13,7 @@ import pandas as pd
 
 from perfpred import config
 from perfpred.data import schema
-from perfpred.serve.predictor import AUTO
+from perfpred.serve.predictor import AUTO, RANDOM
 from perfpred.zoo import applications
 
 #: Columns of a prediction table that describe the target rather than the prediction.
@@ -97,7 +97,8 @@ def predict_features(
 ) -> pd.DataFrame:
     """Predict every row of a feature table on every selected target: one row per (input row, target).
     `calibration`: which held-out rows calibrate the intervals (AUTO, the default: random splits for an architecture
-    the predictor's training rows hold at some input size, families never seen for any other; None: random splits;
+    the predictor's training rows hold at some input size, families never seen for any other; None or RANDOM: random
+    splits;
     'families'; 'sizes', 'architectures', 'synthetic': the test domains). `<metric>_intervals` says which per row.
 
     A kernel-level predictor (it reads kernel terms, perfpred.kernels) computes them from `model` (a single-row
@@ -217,12 +218,12 @@ def _predictors_text(row: pd.Series, predictor_columns: list[str]) -> str:
     """'latency: poly v1  memory: svr v2', and where intervals are not calibrated on random splits 'intervals: families'
     as an item of its own when every metric's are, '(intervals: families)' after each such metric otherwise."""
     metrics = [c[: -len("_predictor")] for c in predictor_columns if isinstance(row[c], str)]
-    chosen = {metric: row.get(f"{metric}_intervals") for metric in metrics}
-    marked = {m: c for m, c in chosen.items() if isinstance(c, str) and c != "random"}
-    if marked and len(marked) == len(metrics) and len(set(marked.values())) == 1:
-        return "  ".join(f"{m}: {row[f'{m}_predictor']}" for m in metrics) + f"  intervals: {next(iter(marked.values()))}"
-    return "  ".join(f"{m}: {row[f'{m}_predictor']}" + (f" (intervals: {marked[m]})" if m in marked else "")
-                     for m in metrics)
+    items = [f"{metric}: {row[f'{metric}_predictor']}" for metric in metrics]
+    marks = [mark if isinstance(mark := row.get(f"{metric}_intervals"), str) and mark != RANDOM else None
+             for metric in metrics]
+    if marks and None not in marks and len(set(marks)) == 1:
+        return "  ".join(items) + f"  intervals: {marks[0]}"
+    return "  ".join(item + (f" (intervals: {mark})" if mark else "") for item, mark in zip(items, marks, strict=True))
 
 
 def json_records(table: pd.DataFrame) -> list[dict]:
@@ -243,7 +244,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help=f"level of the prediction intervals (default {DEFAULT_LEVEL})")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI, else the local store)")
     parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
-    parser.add_argument("--calibration", choices=(AUTO, "random", "families", "sizes", "architectures", "synthetic"),
+    parser.add_argument("--calibration", choices=(AUTO, RANDOM, "families", "sizes", "architectures", "synthetic"),
                         default=AUTO, help="held-out rows that calibrate the intervals: auto (default: random splits "
                         "for an architecture the predictor was trained on at some input size, families never seen for "
                         "an architecture of your own), random splits, families, or a test domain")
@@ -253,8 +254,7 @@ def predict_from_args(args: argparse.Namespace) -> pd.DataFrame:
     """The prediction table that the command-line arguments ask for."""
     if args.input_size is not None and args.input_size <= 0:
         raise ValueError(f"--input-size must be a positive width in pixels, got {args.input_size}")
-    calibration = None if args.calibration == "random" else args.calibration
-    return predict_model(args.model, args.input_size, args.target, args.level, args.tracking_uri, calibration)
+    return predict_model(args.model, args.input_size, args.target, args.level, args.tracking_uri, args.calibration)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ from perfpred.serve.domain import Domain
 #: covered 7 of 15 networks in no zoo on TF (`python benchmarks/kernels_novel.py --champion`, 2026-12-01): a user's
 #: own architecture is not a random split's test row.
 AUTO = "auto"
+#: `calibration` of the random splits' held-out rows (None means the same)
+RANDOM = "random"
 #: Features that name an architecture whatever its input size: its layer counts and its convolution and batch-norm
 #: parameters (a dense head's parameters grow with the input size behind a Flatten).
 ARCHITECTURE_COLUMNS: tuple[str, ...] = ("layers", "conv_layers", "bn_layers", "fc_layers", "conv_params", "bn_params")
@@ -110,20 +112,20 @@ class Predictor:
     def answer(self, table: pd.DataFrame, level: float = 0.9, calibration: str | None = None) -> pd.DataFrame:
         """Per row: the point prediction (`column`), its widened `level` bounds (`<column>_low`, `<column>_high`),
         `in_domain`, `outside` and `calibration` (the held-out rows its bounds come from); the model and the domain
-        check run once (predict and recommend call this). `calibration`: None (random splits), a key of
+        check run once (predict and recommend call this). `calibration`: None or RANDOM (random splits), a key of
         `domain_calibrations` ('families': a family never seen) or AUTO (per row: random splits for an architecture
         the training rows hold, families for any other; see `seen_architecture`)."""
         predicted = self.predict(table)
         checked = self.check_domain(table)
         widening = checked["widening"].to_numpy("float64")
         if calibration == AUTO:
-            chosen = np.where(self.seen_architecture(table), "random", self._unseen_calibration())
+            chosen = np.where(self.seen_architecture(table), RANDOM, self._unseen_calibration())
         else:
-            chosen = np.full(len(predicted), calibration or "random", dtype=object)
+            chosen = np.full(len(predicted), calibration or RANDOM, dtype=object)
         low, high = np.empty(len(predicted)), np.empty(len(predicted))
         for name in set(chosen):
             rows = chosen == name
-            low[rows], high[rows] = self._bounds(predicted[rows], widening[rows], level, None if name == "random" else name)
+            low[rows], high[rows] = self._bounds(predicted[rows], widening[rows], level, name)
         return pd.DataFrame({self.column: predicted, f"{self.column}_low": low, f"{self.column}_high": high,
                              "in_domain": checked["in_domain"].to_numpy(), "outside": checked["outside"].to_numpy(),
                              "calibration": chosen.astype(str)}, index=table.index)
@@ -140,12 +142,12 @@ class Predictor:
         """What AUTO calibrates an unseen architecture on: families never seen, if this predictor was evaluated so."""
         from perfpred.model import domains
 
-        return domains.FAMILIES if domains.FAMILIES in (getattr(self, "domain_calibrations", None) or {}) else "random"
+        return domains.FAMILIES if domains.FAMILIES in (getattr(self, "domain_calibrations", None) or {}) else RANDOM
 
     def _bounds(self, predicted: np.ndarray, widening: np.ndarray, level: float, domain: str | None):
         """(low, high): the calibration's `level` factors, their log-width scaled by `widening`, around `predicted`."""
         calibration = self.calibration
-        if domain is not None:
+        if domain not in (None, RANDOM):
             known = getattr(self, "domain_calibrations", None) or {}  # versions trained before domains have none
             if domain not in known:
                 raise ValueError(f"{self.target}-{self.metric} predictor has no interval calibration for domain {domain!r}: "
