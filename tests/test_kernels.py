@@ -258,6 +258,35 @@ def test_the_grouped_prior_prices_few_channels_per_group(law):
     assert np.abs(grouped._prior(table) / table["latency_ms"] - 1).mean() < 0.01 < flat_prior
 
 
+def _blocked_table(rows: int, seed: int, kind: str, block: int) -> pd.DataFrame:
+    """Kernels whose latency is a roofline of their FLOPs counted in whole blocks of `block` output channels."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({field: rng.integers(1, 64, rows) for field in detector.CONFIG_FIELDS})
+    frame["cout"] = rng.integers(3, 200, rows)
+    frame["flops"], frame["bytes_read"], frame["bytes_written"] = rng.uniform(1e6, 1e8, rows), 1e5, 1e5
+    padded = np.ceil(frame["cout"] / block) * block / frame["cout"]
+    frame["latency_ms"] = (0.02 + frame["flops"] * padded / 1e6 * 0.01) * rng.lognormal(0, 0.01, rows)
+    return frame.assign(kind=kind, status="ok", name=[f"{kind}{i}" for i in range(rows)])
+
+
+def test_a_kind_that_computes_whole_channel_blocks_gets_its_block_and_one_that_does_not_keeps_flops_as_counted():
+    """A runtime's convolution computes output channels in blocks one vector wide (19 channels cost what 32 do);
+    kernel-train chooses each kind's block by the kernel zoo's out-of-fold error, and keeps FLOPs as counted where
+    no block does clearly better (CHANNEL_BLOCK_MARGIN)."""
+    table = pd.concat([_blocked_table(60, 0, "conv", 16), _blocked_table(60, 1, "dense", 1)], ignore_index=True)
+    model = predictor.KernelModel.fit("t", table)
+    assert model.channel_blocks == {"conv": 16, "dense": 1}
+    assert model.regressors["conv"].channel_block == 16 and model.regressors["dense"].channel_block == 1
+    unseen = _blocked_table(20, 2, "conv", 16)
+    blocked = np.abs(model.regressors["conv"].predict(unseen) / unseen["latency_ms"] - 1)
+    counted = np.abs(predictor.KernelRegressor().fit(table[table["kind"] == "conv"], table.loc[table["kind"] == "conv", "latency_ms"].to_numpy())
+                     ._prior(unseen) / unseen["latency_ms"] - 1)
+    assert blocked.mean() < 0.03 < counted.mean()
+    assert predictor.padded_share(np.array([19, 32, 141]), 16) == pytest.approx([32 / 19, 1.0, 144 / 141])
+    del model.regressors["conv"].__dict__["channel_block"]  # a regressor pickled before the block counts FLOPs as is
+    assert model.regressors["conv"].channel_block == 1
+
+
 def test_worst_configurations_names_the_outlier():
     table = _roofline_table(20, 2)
     table.loc[5, "latency_ms"] *= 5

@@ -71,10 +71,32 @@ CACHE_GRID_MB = (0.0, 4.0, 8.0, 16.0, 32.0)
 #: 11.8 (seen after the grid was set, so not how it was chosen); the share chosen from this grid with the cache,
 #: nested in the family left out, 10.7 / 12.3 / 12.8 (chosen on every family: 0 / 0.5 / 0, C 0 / 8 / 16 MB).
 IO_SHARE_GRID = (0.0, 0.5, 1.0)
+#: Channel blocks a kind's prior may count its FLOPs in (KernelRegressor.channel_block), chosen per (target, kind) by
+#: the kernel zoo's own out-of-fold error (choose_channel_blocks; 1: FLOPs as counted). A runtime's convolution
+#: computes whole blocks of output channels, one vector register wide: XNNPACK (TFLite), oneDNN (TensorFlow) and MLAS
+#: (ONNX Runtime) tile them by 16 float32 lanes on this VM's AVX-512, 8 on AVX2, 4 on a Jetson's NEON, so a layer
+#: of 19 channels costs what one of 32 does. Measured alone on TFLite (2026-12-01), vgg_odd_160's convolutions
+#: (benchmarks/kernels_novel.py: 19, 37, 75, 141 channels) ran at 0.59x-0.97x the FLOP-counted predictor's speed,
+#: tracking 19/32, 37/48, 75/80, 141/144, and unet_160's (multiples of 16) at 1.1x-1.3x. Out-of-fold MAPE of the
+#: conv kind on the kernel zoo (3 fold draws), counted / blocks of 16: TF 8.5 / 5.6 %, TFLite 15.0 / 11.9, ORT 13.0 /
+#: 14.7 (ORT's depthwise 74.0 / 69.2): a block helps where the runtime pads, hence a choice per target and kind.
+CHANNEL_BLOCK_GRID = (1, 8, 16)
+#: A block other than 1 is chosen for a kind only where its out-of-fold MAPE is at most this share of the counted
+#: FLOPs' (choose_channel_blocks): a few tenths of a point between blocks is the folds' noise, and a block chosen on
+#: it moved ONNX Runtime's whole zoo models, families left out, from 11.5 to 14.0 % (2026-12-01, no margin).
+CHANNEL_BLOCK_MARGIN = 0.9
 
 
-def _design(frame: pd.DataFrame, group_columns: bool = False) -> np.ndarray:
+def padded_share(channels: np.ndarray, block: int) -> np.ndarray:
+    """Channels rounded up to whole blocks, over the channels: the work a blocked kernel does per FLOP counted."""
+    channels = np.maximum(np.asarray(channels, float), 1.0)
+    return np.ceil(channels / block) * block / channels
+
+
+def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int = 1) -> np.ndarray:
     """The prior's columns: 1, FLOPs, bytes moved (in millions, so that coefficients stay well scaled).
+
+    `channel_block` counts the FLOPs of whole blocks of output channels (padded_share, CHANNEL_BLOCK_GRID).
 
     `group_columns` adds two for a convolution split in groups, where a few channels per group leave the vector
     units idle and the runtime loops over the groups: FLOPs scaled by the share of a vector's lanes a group's
@@ -85,7 +107,10 @@ def _design(frame: pd.DataFrame, group_columns: bool = False) -> np.ndarray:
     32.7 / 24.3 / 23.5 %, TFLite 42.7 / 30.4 / 41.4 / 35.0, ONNX Runtime 52.4 / 51.9 / 52.0 / 51.9: both, the least in
     sum, for every target."""
     moved = (frame["bytes_read"] + frame["bytes_written"]).to_numpy(float)
-    columns = [np.ones(len(frame)), frame["flops"].to_numpy(float) / 1e6, moved / 1e6]
+    flops = frame["flops"].to_numpy(float)
+    if channel_block > 1:
+        flops = flops * padded_share(frame["cout"].to_numpy(float), channel_block)
+    columns = [np.ones(len(frame)), flops / 1e6, moved / 1e6]
     if group_columns:
         groups = np.maximum(frame["groups"].to_numpy(float), 1.0)
         per_group = frame["cin"].to_numpy(float) / groups
@@ -102,15 +127,16 @@ class KernelRegressor:
     coefficients: np.ndarray | None = None
     forest: object | None = None
     group_columns: bool = False  # the prior's columns of a grouped convolution (_design), for GROUP_COLUMN_KINDS
+    channel_block: int = 1  # FLOPs counted in whole blocks of output channels (_design; 1 for models saved before)
 
     @classmethod
-    def for_kind(cls, kind: str, seed: int = 0) -> KernelRegressor:
-        return cls(seed, group_columns=kind in GROUP_COLUMN_KINDS)
+    def for_kind(cls, kind: str, seed: int = 0, channel_block: int = 1) -> KernelRegressor:
+        return cls(seed, group_columns=kind in GROUP_COLUMN_KINDS, channel_block=channel_block)
 
     def fit(self, frame: pd.DataFrame, latency_ms: np.ndarray) -> KernelRegressor:
         """Fit the prior (non-negative least squares on relative error), then the forest on the log ratio."""
         latency_ms = np.asarray(latency_ms, float)
-        design = _design(frame, self.group_columns)
+        design = _design(frame, self.group_columns, self.channel_block)
         self.coefficients = nonnegative_on_relative_error(design, latency_ms)
         if not self.coefficients.any():
             self.coefficients = np.r_[latency_ms.mean(), np.zeros(design.shape[1] - 1)]
@@ -124,7 +150,7 @@ class KernelRegressor:
         return self
 
     def _prior(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.maximum(_design(frame, self.group_columns) @ self.coefficients, 1e-4)
+        return np.maximum(_design(frame, self.group_columns, self.channel_block) @ self.coefficients, 1e-4)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms per row, as measured alone (one model call per kernel)."""
@@ -177,12 +203,17 @@ class KernelModel:
     #: `kernel-train`); None: models saved before it, which took all of it
     io_share: float | None = None
 
+    #: per kind, the channel block its prior counts FLOPs in (choose_channel_blocks); None: models saved before it
+    channel_blocks: dict[str, int] | None = None
+
     @classmethod
     def fit(cls, target: str, table: pd.DataFrame, seed: int = 0) -> KernelModel:
-        """Every kind's regressor on a kernel table, and the one-kernel model's I/O slope (fit_io_slope); its cache
-        size and I/O share the grids' first until `kernel-train` chooses (a new model reckons with both either way)."""
-        return cls(target, fit_kinds(table, seed), io_slope_ms_per_mb=fit_io_slope(table), cache_mb=CACHE_GRID_MB[0],
-                   io_share=IO_SHARE_GRID[0])
+        """Every kind's regressor on a kernel table, each with the channel block its out-of-fold error chose
+        (choose_channel_blocks), and the one-kernel model's I/O slope (fit_io_slope); its cache size and I/O share
+        the grids' first until `kernel-train` chooses (a new model reckons with both either way)."""
+        blocks = choose_channel_blocks(table, seed)
+        return cls(target, fit_kinds(table, seed, blocks), io_slope_ms_per_mb=fit_io_slope(table),
+                   cache_mb=CACHE_GRID_MB[0], io_share=IO_SHARE_GRID[0], channel_blocks=blocks)
 
     @property
     def io_ms_per_mb(self) -> float:
@@ -272,11 +303,29 @@ class KernelModel:
         return latency_ms * float(np.exp(low)), latency_ms * float(np.exp(high))
 
 
-def fit_kinds(table: pd.DataFrame, seed: int = 0) -> dict[str, KernelRegressor]:
-    """One regressor per kind, on the table's ok rows."""
+def fit_kinds(table: pd.DataFrame, seed: int = 0, blocks: dict[str, int] | None = None) -> dict[str, KernelRegressor]:
+    """One regressor per kind, on the table's ok rows; `blocks`: each kind's channel block (default 1)."""
     ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
-    return {kind: KernelRegressor.for_kind(kind, seed).fit(rows, rows["latency_ms"].to_numpy())
+    blocks = blocks or {}
+    return {kind: KernelRegressor.for_kind(kind, seed, blocks.get(kind, 1)).fit(rows, rows["latency_ms"].to_numpy())
             for kind, rows in ok.groupby("kind") if len(rows)}
+
+
+def choose_channel_blocks(table: pd.DataFrame, seed: int = 0) -> dict[str, int]:
+    """Per kind, the block of CHANNEL_BLOCK_GRID whose prior gives the kernel zoo's least out-of-fold MAPE
+    (cross_validated, the same folds for every block), if at most CHANNEL_BLOCK_MARGIN of the MAPE with FLOPs as
+    counted (block 1); else 1."""
+    errors = {}
+    for block in CHANNEL_BLOCK_GRID:
+        predicted = cross_validated(table, seed, blocks=block).dropna()
+        measured = table.loc[predicted.index, "latency_ms"]
+        errors[block] = ((predicted - measured).abs() / measured).groupby(table.loc[predicted.index, "kind"]).mean()
+    frame = pd.DataFrame(errors)
+    chosen = {}
+    for kind, row in frame.iterrows():
+        best = int(row.idxmin())
+        chosen[str(kind)] = best if row[best] <= CHANNEL_BLOCK_MARGIN * row[1] else 1
+    return chosen
 
 
 def fit_io_slope(table: pd.DataFrame) -> float:
@@ -292,8 +341,9 @@ def fit_io_slope(table: pd.DataFrame) -> float:
     return float(nonnegative_on_relative_error(design, unary["latency_ms"].to_numpy(float)[cached])[1])
 
 
-def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> pd.Series:
-    """Out-of-fold predicted latency of every ok kernel (K folds per kind; leave-one-out under K rows).
+def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5, blocks: dict[str, int] | int | None = None) -> pd.Series:
+    """Out-of-fold predicted latency of every ok kernel (K folds per kind; leave-one-out under K rows). `blocks`:
+    the channel block of every kind (an int) or per kind (a dict; 1 where it names none).
 
     Each kind's folds come from a generator of its own (seed, kind): one generator shared by every kind had more
     grouped rows re-deal the folds of every kind after it, and so re-pick their adaptive round's kernels."""
@@ -307,7 +357,8 @@ def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> pd.Se
         for fold in range(k):
             held = rows.index[order[fold::k]]
             train = rows.drop(held)
-            regressor = KernelRegressor.for_kind(kind, seed).fit(train, train["latency_ms"].to_numpy())
+            block = blocks if isinstance(blocks, int) else (blocks or {}).get(kind, 1)
+            regressor = KernelRegressor.for_kind(kind, seed, block).fit(train, train["latency_ms"].to_numpy())
             predicted[held] = regressor.predict(rows.loc[held])
     return predicted
 

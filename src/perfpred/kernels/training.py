@@ -76,7 +76,7 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     """Fit one target's KernelModel; return it with its evaluation (per-kind and whole-model figures)."""
     kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
     model = predictor.KernelModel.fit(target, kernels, seed)
-    oof = predictor.cross_validated(kernels, seed).dropna()
+    oof = predictor.cross_validated(kernels, seed, blocks=model.channel_blocks).dropna()
     truth = kernels.loc[oof.index, "latency_ms"]
     errors = (oof - truth).abs() / truth
     by_kind = errors.groupby(kernels.loc[oof.index, "kind"]).mean()
@@ -95,6 +95,7 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
                 "io_share": float(model.io_share),
                 "model_within_10pct_unseen_family": 100 * float((relative <= 0.10).mean()),
                 "models": float(len(models)), "kernels_measured": float(len(kernels))}
+    metrics |= {f"channel_block_{kind}": float(block) for kind, block in (model.channel_blocks or {}).items()}
     groups = len(predictor.KIND_GROUPS)
     model.zoo_terms = models[["model", "input_width"]].assign(
         kernel_sum_ms=terms[:, :groups].sum(axis=1), kernel_count=terms[:, groups], kernel_read_mb=terms[:, groups + 1],
