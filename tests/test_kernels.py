@@ -343,11 +343,11 @@ def test_the_overhead_fit_chooses_the_cache_size_that_made_the_measurements():
 
 
 def test_kernels_are_summed_per_group_and_each_group_gets_its_own_factor():
-    kinds = ["conv", "depthwise", "conv", "maxpool", "add", "resize", "dense", "grouped"]
+    kinds = ["conv", "depthwise", "conv", "maxpool", "add", "other", "dense", "grouped", "transposed", "resize"]
     kernels = [detector.Kernel(kind, [kind], (8, 8, 4), (8, 8, 4), 4, 4) for kind in kinds]
-    sums = predictor.group_sums(kernels, np.arange(1.0, 9.0))
-    assert dict(zip(predictor.KIND_GROUPS, sums, strict=True)) == {
-        "conv": 1 + 3, "depthwise": 2, "dense": 7, "pool": 4, "elementwise": 5, "grouped": 8, "rest": 6}  # resize: the rest
+    sums = predictor.group_sums(kernels, np.arange(1.0, 11.0))
+    assert dict(zip(predictor.KIND_GROUPS, sums, strict=True)) == {  # transposed with the convolutions, resize with
+        "conv": 1 + 3 + 9, "depthwise": 2, "dense": 7, "pool": 4, "elementwise": 5 + 10, "grouped": 8, "rest": 6}  # add
     rng = np.random.default_rng(0)
     groups = len(predictor.KIND_GROUPS)
     terms = np.column_stack([rng.uniform(0.1, 10, (80, groups)), rng.integers(5, 200, 80), rng.uniform(1, 50, 80),
@@ -527,6 +527,22 @@ def test_strided_draws_keep_the_zoos_stride_and_leave_every_other_draw_as_it_was
     assert all(spec["s"] > spec["k"] for spec in extra)
     assert {(spec["k"], spec["s"]) for spec in extra} == {(1, 2), (2, 4)}
     assert all(spec["cout"] == spec["cin"] for spec in extra if spec["kind"] == "maxpool")
+
+
+def test_decoder_draws_upsample_to_the_zoos_convolutions_and_leave_every_other_draw_as_it_was():
+    """Transposed convolutions as decoders have them come from a stream of their own: stride 2, upsampling to about
+    the spatial size of one of the zoo's plain convolutions, whose output channels they give."""
+    pools = _pools()
+    profile = {"default_per_kind": 2}
+    before = sampler.plan(profile, pools, 0)
+    after = sampler.plan(profile | {"transposed_as_decoders": 6}, pools, 0)
+    assert after[:len(before)] == before and len(after) == len(before) + 6
+    extra = after[len(before):]
+    assert {spec["kind"] for spec in extra} == {"transposed"} and all(spec["s"] == 2 for spec in extra)
+    assert all(spec["k"] in (2, 3, 4) and spec["cin"] in (spec["cout"], 2 * spec["cout"]) for spec in extra)
+    largest = max(k.input_shape[0] for k in pools["conv"])
+    assert all(2 <= spec["h"] <= largest for spec in extra)
+    assert all(sampler._spec_flops(spec) <= sampler.MAX_FLOPS for spec in extra)
 
 
 def test_the_overheads_constant_can_be_pinned_at_the_call_cost():

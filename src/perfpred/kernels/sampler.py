@@ -115,6 +115,36 @@ def grouped_in_place_of_conv(pools: dict[str, list[Kernel]], rng: random.Random)
     return _bounded(spec)
 
 
+#: the smallest spatial size a decoder's transposed convolution upsamples to (transposed_as_decoders)
+DECODER_MIN_PX = 14
+
+
+def transposed_as_decoders(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
+    """A transposed convolution where a decoder (U-Net, segmentation and generator heads) has one: stride 2, a window
+    of 2-4, upsampling to the spatial size of a plain convolution of the zoo (drawn by cost: the large early ones)
+    and giving its output channels, from twice as many or as many.
+
+    The source is drawn among the zoo's convolutions whose output is DECODER_MIN_PX or more (uniformly: drawn by
+    cost, the wide late-stage ones came first, and the cost bound shrank their spatial size back to 2-9 px); a draw
+    over the cost bound is made narrower, not smaller.
+
+    The zoo holds no transposed convolution, and sample_spec's draws take half a convolution's spatial size from a
+    zoo kernel drawn mostly as the zoo has them (small late-stage ones): the kernel zoo's 16 transposed convolutions
+    of 2026-12-01 read inputs of 2-31 px, where a decoder's run at 14-112. On TFLite a stride-2 transposed convolution
+    runs at a quarter of a stride-1 one's speed per FLOP, which the small draws could not tell apart from their size
+    (a U-Net's timed alone at 20-80 px ran at 0.42-0.66x the predicted speed: benchmarks/kernels_novel.py's unet,
+    which this stream was added after, so that figure is no longer blind to transposed convolutions).
+    """
+    resolutions = [k for k in pools["conv"] if len(k.output_shape) == 3 and k.output_shape[0] >= DECODER_MIN_PX]
+    source = rng.choice(resolutions or pools["conv"])
+    cout = _channels(rng, max(source.cout, 8))
+    spec = {"kind": "transposed", "h": max(_spatial(rng, source.output_shape[0]) // 2, 2), "cout": cout,
+            "cin": cout * rng.choice([1, 2]), "k": rng.choice([2, 3, 4]), "s": 2}
+    while (_spec_flops(spec) > MAX_FLOPS or _spec_weights(spec) > MAX_WEIGHTS) and spec["cout"] > 8:
+        spec["cin"], spec["cout"] = max(spec["cin"] // 2, 8), max(spec["cout"] // 2, 8)  # narrower, not smaller
+    return _bounded(spec)
+
+
 #: kinds whose windows may stride past their size in the zoo: ResNet's 1x1 convolutions of stride 2 (its shortcut
 #: projections), the synthetic networks' 1x1 ones and their max pools of size 2-3 and stride 3-5
 STRIDED_KINDS = ("conv", "maxpool", "avgpool")
@@ -240,6 +270,9 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
     strided = random.Random(f"{seed}:strided_beyond_kernel")  # a stream of its own too
     wanted = int(profile.get("strided_beyond_kernel", 0))
     specs += _unique_draws(wanted, lambda: strided_beyond_kernel(pools, strided), seen)
+    decoders = random.Random(f"{seed}:transposed_as_decoders")  # and so is this one
+    wanted = int(profile.get("transposed_as_decoders", 0))
+    specs += _unique_draws(wanted, lambda: transposed_as_decoders(pools, decoders), seen)
     return specs
 
 
