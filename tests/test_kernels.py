@@ -545,6 +545,21 @@ def test_decoder_draws_upsample_to_the_zoos_convolutions_and_leave_every_other_d
     assert all(sampler._spec_flops(spec) <= sampler.MAX_FLOPS for spec in extra)
 
 
+def test_depthwise_window_draws_cover_every_window_the_zoo_has_and_leave_every_other_draw_as_it_was():
+    """Depthwise convolutions drawn with a window chosen uniformly among the zoo's depthwise sizes, so a size few zoo
+    kernels have (NASNet's 7x7) is measured too, from a stream of their own."""
+    depthwise = [detector.Kernel("depthwise", [f"d{i}"], (56, 56, 32), (56, 56, 32), 32, 32, 3, 1) for i in range(20)]
+    depthwise.append(detector.Kernel("depthwise", ["d7"], (42, 42, 11), (21, 21, 11), 11, 11, 7, 2))
+    pools = _pools() | {"depthwise": depthwise}
+    profile = {"default_per_kind": 2}
+    before = sampler.plan(profile, pools, 0)
+    after = sampler.plan(profile | {"depthwise_by_window": 12}, pools, 0)
+    assert after[:len(before)] == before and len(after) == len(before) + 12
+    extra = after[len(before):]
+    assert {spec["kind"] for spec in extra} == {"depthwise"} and {spec["k"] for spec in extra} == {3, 7}
+    assert all(spec["cin"] == spec["cout"] and spec["s"] == (2 if spec["k"] == 7 else 1) for spec in extra)
+
+
 def test_the_overheads_constant_can_be_pinned_at_the_call_cost():
     """The zoo's real networks leave the per-model constant ill-determined; pinned at what calling a one-kernel model
     costs, the fit gives the rest to the other terms."""
