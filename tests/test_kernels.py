@@ -251,7 +251,7 @@ def test_the_grouped_prior_prices_few_channels_per_group(law):
     frame["latency_ms"] = 0.05 + (frame["flops"] / 1e6 * 0.002 * idle if law == "idle_lanes" else 0.065 * loops)
     table = frame.assign(kind="grouped", status="ok", name=[f"g{i}" for i in range(rows)])
     grouped = predictor.fit_kinds(table)["grouped"]
-    column, slope = (3, 0.002) if law == "idle_lanes" else (4, 0.065)
+    column, slope = (-2, 0.002) if law == "idle_lanes" else (-1, 0.065)  # the last two columns (_design)
     assert grouped.group_columns and grouped.coefficients[column] == pytest.approx(slope, rel=1e-2)
     flat = predictor.KernelRegressor().fit(table, table["latency_ms"].to_numpy())
     flat_prior = np.abs(flat._prior(table) / table["latency_ms"] - 1).mean()
@@ -285,6 +285,28 @@ def test_a_kind_that_computes_whole_channel_blocks_gets_its_block_and_one_that_d
     assert predictor.padded_share(np.array([19, 32, 141]), 16) == pytest.approx([32 / 19, 1.0, 144 / 141])
     del model.regressors["conv"].__dict__["channel_block"]  # a regressor pickled before the block counts FLOPs as is
     assert model.regressors["conv"].channel_block == 1
+
+
+def test_a_depthwise_prior_prices_each_window_at_its_own_rate():
+    """A runtime has a depthwise kernel per window (TFLite's 7x7 ones run 5-10x slower per FLOP than its 3x3): the
+    prior of the one-channel-per-group kinds has a FLOP rate per window size, which one FLOP column cannot stand in for;
+    a window between the sizes takes the nearest one's."""
+    rng = np.random.default_rng(0)
+    rows = 60
+    frame = pd.DataFrame({field: rng.integers(1, 64, rows) for field in detector.CONFIG_FIELDS})
+    frame["cin"] = frame["cout"] = frame["groups"] = rng.integers(8, 200, rows)
+    frame["kernel_size"] = rng.choice([3, 5, 7], rows)
+    frame["flops"], frame["bytes_read"], frame["bytes_written"] = rng.uniform(1e5, 1e7, rows), 1e5, 1e5
+    rate = frame["kernel_size"].map({3: 0.005, 5: 0.005, 7: 0.04})  # ms per MFLOP
+    frame["latency_ms"] = 0.01 + frame["flops"] / 1e6 * rate
+    table = frame.assign(kind="depthwise", status="ok", name=[f"d{i}" for i in range(rows)])
+    fitted = predictor.fit_kinds(table)["depthwise"]
+    assert fitted.window_rates and np.abs(fitted._prior(table) / table["latency_ms"] - 1).max() < 0.01
+    one_rate = predictor.KernelRegressor().fit(table, table["latency_ms"].to_numpy())
+    assert np.abs(one_rate._prior(table) / table["latency_ms"] - 1).mean() > 0.2
+    nine = table.iloc[:1].assign(kernel_size=9)
+    assert fitted._prior(nine)[0] == pytest.approx(fitted._prior(nine.assign(kernel_size=7))[0])
+    assert predictor.KernelRegressor.for_kind("conv").window_rates is False
 
 
 def test_worst_configurations_names_the_outlier():

@@ -55,6 +55,15 @@ VECTOR_FLOATS = 8  # float32 lanes of this CPU's 256-bit vectors (AVX2; its AVX-
 IO_CACHE_MB = 2.0
 #: kinds whose prior also has the columns of a convolution split in groups (`_design`)
 GROUP_COLUMN_KINDS = ("grouped",)
+#: kinds whose prior prices the FLOPs of a convolution of one channel per group (depthwise, and ConvNeXt's grouped
+#: ones) at a rate per window size (`_design`), each of these windows taking the sizes nearest it: a runtime has a
+#: kernel per window, and TFLite (XNNPACK) runs 7x7 ones at ~8 GFLOP/s, 5-10x slower per FLOP than its 3x3 and 5x5
+#: (the kernel zoo's `depthwise_by_window` draws). Out-of-fold MAPE of the depthwise kind, one rate / a rate per
+#: window (3 fold draws, 2026-12-01's tables): TFLite 29.2 / 19.0 %, TF 2.3 / 2.2, ORT 53.1 / 55.3; grouped 28.3 /
+#: 26.9, 22.8 / 18.6, 69.9 / 70.6. Whole zoo models, families left out: TFLite 10.4 -> 9.8 %, TF 13.5 -> 13.2, ORT
+#: 11.6 -> 11.6 (adopted after that one look).
+WINDOW_RATE_KINDS = ("depthwise", "grouped")
+WINDOW_RATES = (3, 5, 7)
 #: MB of a model's weights that stay in cache from one inference to the next (KernelModel.cache_mb), the candidates
 #: `kernel-train` chooses from by leave-family-out on the zoo (fit_overhead_choosing). A kernel timed alone reads its
 #: weights from cache whenever they fit; a model whose weights exceed what its cache keeps reads the excess from DRAM
@@ -98,10 +107,13 @@ def padded_share(channels: np.ndarray, block: int) -> np.ndarray:
     return np.ceil(channels / block) * block / channels
 
 
-def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int = 1) -> np.ndarray:
+def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int = 1,
+            window_rates: bool = False) -> np.ndarray:
     """The prior's columns: 1, FLOPs, bytes moved (in millions, so that coefficients stay well scaled).
 
     `channel_block` counts the FLOPs of whole blocks of output channels (padded_share, CHANNEL_BLOCK_GRID).
+    `window_rates` adds a FLOP column per WINDOW_RATES size for the rows of one channel per group, whose FLOPs then
+    leave the common column (WINDOW_RATE_KINDS).
 
     `group_columns` adds two for a convolution split in groups, where a few channels per group leave the vector
     units idle and the runtime loops over the groups: FLOPs scaled by the share of a vector's lanes a group's
@@ -116,11 +128,18 @@ def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int
     if channel_block > 1:
         flops = flops * padded_share(frame["cout"].to_numpy(float), channel_block)
     columns = [np.ones(len(frame)), flops / 1e6, moved / 1e6]
+    if window_rates:
+        groups = frame["groups"].to_numpy(float)
+        one_per_group = (groups > 1) & (groups == frame["cin"].to_numpy(float))
+        windows = np.asarray(WINDOW_RATES, float)
+        nearest = windows[np.argmin(np.abs(frame["kernel_size"].to_numpy(float)[:, None] - windows[None, :]), axis=1)]
+        columns[1] = np.where(one_per_group, 0.0, flops) / 1e6
+        columns += [np.where(one_per_group & (nearest == window), flops, 0.0) / 1e6 for window in windows]
     if group_columns:
         groups = np.maximum(frame["groups"].to_numpy(float), 1.0)
         per_group = frame["cin"].to_numpy(float) / groups
         pixels = frame["output_elements"].to_numpy(float) / np.maximum(frame["cout"].to_numpy(float), 1.0)
-        columns += [columns[1] * VECTOR_FLOATS / np.clip(per_group, 1.0, VECTOR_FLOATS), groups * pixels / 1e6]
+        columns += [flops / 1e6 * VECTOR_FLOATS / np.clip(per_group, 1.0, VECTOR_FLOATS), groups * pixels / 1e6]
     return np.column_stack(columns)
 
 
@@ -133,15 +152,17 @@ class KernelRegressor:
     forest: object | None = None
     group_columns: bool = False  # the prior's columns of a grouped convolution (_design), for GROUP_COLUMN_KINDS
     channel_block: int = 1  # FLOPs counted in whole blocks of output channels (_design; 1 for models saved before)
+    window_rates: bool = False  # a FLOP rate per window size (_design), for WINDOW_RATE_KINDS; False for models saved before
 
     @classmethod
     def for_kind(cls, kind: str, seed: int = 0, channel_block: int = 1) -> KernelRegressor:
-        return cls(seed, group_columns=kind in GROUP_COLUMN_KINDS, channel_block=channel_block)
+        return cls(seed, group_columns=kind in GROUP_COLUMN_KINDS, channel_block=channel_block,
+                   window_rates=kind in WINDOW_RATE_KINDS)
 
     def fit(self, frame: pd.DataFrame, latency_ms: np.ndarray) -> KernelRegressor:
         """Fit the prior (non-negative least squares on relative error), then the forest on the log ratio."""
         latency_ms = np.asarray(latency_ms, float)
-        design = _design(frame, self.group_columns, self.channel_block)
+        design = _design(frame, self.group_columns, self.channel_block, self.window_rates)
         self.coefficients = nonnegative_on_relative_error(design, latency_ms)
         if not self.coefficients.any():
             self.coefficients = np.r_[latency_ms.mean(), np.zeros(design.shape[1] - 1)]
@@ -155,7 +176,7 @@ class KernelRegressor:
         return self
 
     def _prior(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.maximum(_design(frame, self.group_columns, self.channel_block) @ self.coefficients, 1e-4)
+        return np.maximum(_design(frame, self.group_columns, self.channel_block, self.window_rates) @ self.coefficients, 1e-4)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms per row, as measured alone (one model call per kernel)."""
