@@ -98,7 +98,7 @@ def grouped_in_place_of_conv(pools: dict[str, list[Kernel]], rng: random.Random)
     The zoo's own grouped convolutions (ConvNeXt's) all have a channel per group, and the other grouped draws take
     their shapes, so that no sampled grouped kernel looked like a ResNeXt's: 3x3, 32 groups of 4 channels, at 56 px.
     The two cost up to 40x apart per FLOP on TensorFlow, where a grouped convolution runs through XLA
-    (`python benchmarks/kernels_novel.py`: a ResNeXt predicted 64-67 % too fast there).
+    (`python benchmarks/kernels_novel.py`: a ResNeXt predicted 64-67 % too fast there). Marked `in_place_of_conv`.
     """
     source = rng.choices(pools["conv"], weights=_costs(pools["conv"]))[0]  # the large early kernels: most of the time
     shape = tuple(source.input_shape)
@@ -112,7 +112,7 @@ def grouped_in_place_of_conv(pools: dict[str, list[Kernel]], rng: random.Random)
     spec = {"kind": "grouped", "h": _spatial(rng, h), "cin": max(cin // groups, 1) * groups,
             "cout": max(cout // groups, 1) * groups, "k": rng.choice([3, 3, 1]), "s": rng.choice([1, 1, 2]),
             "groups": groups}
-    return _bounded(spec)
+    return _bounded(spec) | {"in_place_of_conv": True}
 
 
 def depthwise_by_window(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
@@ -276,6 +276,12 @@ def spec_name(spec: dict) -> str:
     return "_".join(parts)
 
 
+#: draws from streams of their own, after the kinds' (each seeded by its name, its count the profile's key of that
+#: name): adding one, or changing how many it draws, leaves every other draw, and so every kernel already measured,
+#: as it was
+STREAMS = (grouped_in_place_of_conv, strided_beyond_kernel, transposed_as_decoders, depthwise_by_window)
+
+
 def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]:
     """The configurations of a profile (counts per kind), seeded, without duplicates."""
     rng = random.Random(seed)
@@ -283,21 +289,10 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
     for kind in KINDS:
         wanted = int((profile.get("per_kind") or {}).get(kind, profile.get("default_per_kind", 0)))
         specs += _unique_draws(wanted, lambda kind=kind: sample_spec(kind, pools, rng), seen)
-    # grouped convolutions in place of plain ones, from a stream of their own: adding them (or changing how many)
-    # leaves every other draw, and so every kernel already measured, as it was
-    extra = random.Random(f"{seed}:grouped_in_place_of_conv")
-    wanted = int(profile.get("grouped_in_place_of_conv", 0))
-    specs += [spec | {"in_place_of_conv": True}
-              for spec in _unique_draws(wanted, lambda: grouped_in_place_of_conv(pools, extra), seen)]
-    strided = random.Random(f"{seed}:strided_beyond_kernel")  # a stream of its own too
-    wanted = int(profile.get("strided_beyond_kernel", 0))
-    specs += _unique_draws(wanted, lambda: strided_beyond_kernel(pools, strided), seen)
-    decoders = random.Random(f"{seed}:transposed_as_decoders")  # and so is this one
-    wanted = int(profile.get("transposed_as_decoders", 0))
-    specs += _unique_draws(wanted, lambda: transposed_as_decoders(pools, decoders), seen)
-    windows = random.Random(f"{seed}:depthwise_by_window")  # and this one
-    wanted = int(profile.get("depthwise_by_window", 0))
-    specs += _unique_draws(wanted, lambda: depthwise_by_window(pools, windows), seen)
+    for stream in STREAMS:
+        draws = random.Random(f"{seed}:{stream.__name__}")
+        wanted = int(profile.get(stream.__name__, 0))
+        specs += _unique_draws(wanted, lambda stream=stream, draws=draws: stream(pools, draws), seen)
     return specs
 
 
