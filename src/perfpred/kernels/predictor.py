@@ -233,11 +233,12 @@ class KernelModel:
     channel_blocks: dict[str, int] | None = None
 
     @classmethod
-    def fit(cls, target: str, table: pd.DataFrame, seed: int = 0) -> KernelModel:
+    def fit(cls, target: str, table: pd.DataFrame, seed: int = 0,
+            by_block: dict[int, pd.Series] | None = None) -> KernelModel:
         """Every kind's regressor on a kernel table, each with the channel block its out-of-fold error chose
-        (choose_channel_blocks), and the one-kernel model's I/O slope (fit_io_slope); its cache size and I/O share
-        the grids' first until `kernel-train` chooses (a new model reckons with both either way)."""
-        blocks = choose_channel_blocks(table, seed)
+        (choose_channel_blocks, on `by_block` if given), and the one-kernel model's I/O slope (fit_io_slope); its cache
+        size and I/O share the grids' first until `kernel-train` chooses (a new model reckons with both either way)."""
+        blocks = choose_channel_blocks(table, seed, by_block)
         return cls(target, fit_kinds(table, seed, blocks), io_slope_ms_per_mb=fit_io_slope(table),
                    cache_mb=CACHE_GRID_MB[0], io_share=IO_SHARE_GRID[0], channel_blocks=blocks)
 
@@ -337,13 +338,27 @@ def fit_kinds(table: pd.DataFrame, seed: int = 0, blocks: dict[str, int] | None 
             for kind, rows in ok.groupby("kind") if len(rows)}
 
 
-def choose_channel_blocks(table: pd.DataFrame, seed: int = 0) -> dict[str, int]:
+def cross_validated_by_block(table: pd.DataFrame, seed: int = 0) -> dict[int, pd.Series]:
+    """cross_validated with every kind in each block of CHANNEL_BLOCK_GRID (the same folds for every block)."""
+    return {block: cross_validated(table, seed, blocks=block) for block in CHANNEL_BLOCK_GRID}
+
+
+def chosen_out_of_fold(by_block: dict[int, pd.Series], table: pd.DataFrame, blocks: dict[str, int]) -> pd.Series:
+    """cross_validated(table, seed, blocks=blocks) taken from cross_validated_by_block's: a kind's folds and forests
+    do not depend on the other kinds' blocks."""
+    block_of = table.loc[by_block[1].index, "kind"].map(lambda kind: blocks.get(kind, 1))
+    return pd.Series([by_block[block][row] for row, block in block_of.items()], index=by_block[1].index, dtype=float)
+
+
+def choose_channel_blocks(table: pd.DataFrame, seed: int = 0,
+                          by_block: dict[int, pd.Series] | None = None) -> dict[str, int]:
     """Per kind, the block of CHANNEL_BLOCK_GRID whose prior gives the kernel zoo's least out-of-fold MAPE
-    (cross_validated, the same folds for every block), if at most CHANNEL_BLOCK_MARGIN of the MAPE with FLOPs as
-    counted (block 1); else 1."""
+    (cross_validated_by_block's, or `by_block` computed before), if at most CHANNEL_BLOCK_MARGIN of the MAPE with
+    FLOPs as counted (block 1); else 1."""
+    by_block = by_block or cross_validated_by_block(table, seed)
     errors = {}
-    for block in CHANNEL_BLOCK_GRID:
-        predicted = cross_validated(table, seed, blocks=block).dropna()
+    for block, predicted in by_block.items():
+        predicted = predicted.dropna()
         measured = table.loc[predicted.index, "latency_ms"]
         errors[block] = ((predicted - measured).abs() / measured).groupby(table.loc[predicted.index, "kind"]).mean()
     frame = pd.DataFrame(errors)

@@ -75,8 +75,9 @@ def family_residuals(models: pd.DataFrame, candidates: dict[tuple[float, float],
 def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.KernelModel, dict]:
     """Fit one target's KernelModel; return it with its evaluation (per-kind and whole-model figures)."""
     kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
-    model = predictor.KernelModel.fit(target, kernels, seed)
-    oof = predictor.cross_validated(kernels, seed, blocks=model.channel_blocks).dropna()
+    by_block = predictor.cross_validated_by_block(kernels, seed)  # chooses the blocks, then scores the kinds
+    model = predictor.KernelModel.fit(target, kernels, seed, by_block)
+    oof = predictor.chosen_out_of_fold(by_block, kernels, model.channel_blocks).dropna()
     truth = kernels.loc[oof.index, "latency_ms"]
     errors = (oof - truth).abs() / truth
     by_kind = errors.groupby(kernels.loc[oof.index, "kind"]).mean()
