@@ -21,6 +21,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", action="append", required=True)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed.. (choose settings on others than 0..)")
     args = parser.parse_args()
     from perfpred import config
     from perfpred.kernels import predictor, training
@@ -34,14 +35,14 @@ def main() -> int:
         kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
         measured = models["latency_ms"].to_numpy()
         mape, within, families = [], [], []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             fitted = predictor.KernelModel.fit(target, kernels, seed)
             predicted, _ = training.family_residuals(models, training.terms_by_candidate(models, fitted), fitted.call_ms)
             error = np.abs(predicted - measured) / measured
             mape.append(100 * error.mean())
             within.append(100 * (error <= 0.10).mean())
             families.append(pd.Series(100 * error, index=models["family"]).groupby(level=0).mean())
-        print(f"\n{target}: {len(models)} zoo models, {len(kernels)} kernels measured, seeds 0-{args.seeds - 1}")
+        print(f"\n{target}: {len(models)} zoo models, {len(kernels)} kernels measured, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}")
         print(f"  MAPE (family left out) {np.mean(mape):.1f} +- {np.std(mape):.1f} %  (per seed: "
               f"{', '.join(f'{m:.1f}' for m in mape)})")
         print(f"  within +-10%           {np.mean(within):.0f} +- {np.std(within):.0f} %")

@@ -99,6 +99,14 @@ CHANNEL_BLOCK_GRID = (1, 8, 16)
 #: FLOPs' (choose_channel_blocks): a few tenths of a point between blocks is the folds' noise, and a block chosen on
 #: it moved ONNX Runtime's whole zoo models, families left out, from 11.5 to 14.0 % (2026-12-01, no margin).
 CHANNEL_BLOCK_MARGIN = 0.9
+#: Channel alignments a kind's prior may split its FLOPs by (1: one FLOP column for every row). Under an alignment A,
+#: the FLOPs of a kernel whose input or output channels are not a multiple of A go in columns of their own, at a
+#: rate of their own: a runtime runs a kernel through its vectorised path only when the channels fill its blocks, and
+#: through a generic one otherwise. ONNX Runtime's depthwise convolutions of the kernel zoo run at 16-100 GFLOP/s
+#: with channels a multiple of 4 (492, 588, 1008 alike) and at 1.6-12 with 11, 30, 58, 73, 194, 309, 683 or 1401;
+#: one FLOP rate for both mispriced either side by up to 5x. Chosen per (target, kind) after the channel block, by the
+#: kernel zoo's out-of-fold MAPE with CHANNEL_BLOCK_MARGIN's margin (choose_alignments).
+ALIGNMENT_GRID = (1, 4, 8)
 
 
 def padded_share(channels: np.ndarray, block: int) -> np.ndarray:
@@ -107,13 +115,21 @@ def padded_share(channels: np.ndarray, block: int) -> np.ndarray:
     return np.ceil(channels / block) * block / channels
 
 
+def misaligned(frame: pd.DataFrame, alignment: int) -> np.ndarray:
+    """Rows whose input or output channels are not a multiple of `alignment` (none under 1)."""
+    channels = frame[["cin", "cout"]].to_numpy(float)
+    return (np.mod(channels, max(int(alignment), 1)) != 0).any(axis=1)
+
+
 def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int = 1,
-            window_rates: bool = False) -> np.ndarray:
+            window_rates: bool = False, alignment: int = 1) -> np.ndarray:
     """The prior's columns: 1, FLOPs, bytes moved (in millions, so that coefficients stay well scaled).
 
     `channel_block` counts the FLOPs of whole blocks of output channels (padded_share, CHANNEL_BLOCK_GRID).
     `window_rates` adds a FLOP column per WINDOW_RATES size for the rows of one channel per group, whose FLOPs then
     leave the common column (WINDOW_RATE_KINDS).
+    `alignment` (ALIGNMENT_GRID) moves the FLOPs of the rows whose channels are not a multiple of it (misaligned)
+    to a copy of each FLOP column, placed after them (and before the group columns).
 
     `group_columns` adds two for a convolution split in groups, where a few channels per group leave the vector
     units idle and the runtime loops over the groups: FLOPs scaled by the share of a vector's lanes a group's
@@ -135,6 +151,12 @@ def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int
         nearest = windows[np.argmin(np.abs(frame["kernel_size"].to_numpy(float)[:, None] - windows[None, :]), axis=1)]
         columns[1] = np.where(one_per_group, 0.0, flops) / 1e6
         columns += [np.where(one_per_group & (nearest == window), flops, 0.0) / 1e6 for window in windows]
+    if alignment > 1:
+        off = misaligned(frame, alignment)
+        flop_columns = [1, *range(3, len(columns))]
+        columns += [np.where(off, columns[i], 0.0) for i in flop_columns]
+        for i in flop_columns:
+            columns[i] = np.where(off, 0.0, columns[i])
     if group_columns:
         groups = np.maximum(frame["groups"].to_numpy(float), 1.0)
         per_group = frame["cin"].to_numpy(float) / groups
@@ -153,16 +175,21 @@ class KernelRegressor:
     group_columns: bool = False  # the prior's columns of a grouped convolution (_design), for GROUP_COLUMN_KINDS
     channel_block: int = 1  # FLOPs counted in whole blocks of output channels (_design; 1 for models saved before)
     window_rates: bool = False  # a FLOP rate per window size (_design), for WINDOW_RATE_KINDS; False for models saved before
+    alignment: int = 1  # misaligned channels' FLOPs at a rate of their own (_design); 1 for models saved before
 
     @classmethod
-    def for_kind(cls, kind: str, seed: int = 0, channel_block: int = 1) -> KernelRegressor:
+    def for_kind(cls, kind: str, seed: int = 0, channel_block: int = 1, alignment: int = 1) -> KernelRegressor:
         return cls(seed, group_columns=kind in GROUP_COLUMN_KINDS, channel_block=channel_block,
-                   window_rates=kind in WINDOW_RATE_KINDS)
+                   window_rates=kind in WINDOW_RATE_KINDS, alignment=alignment)
+
+    def design(self, frame: pd.DataFrame) -> np.ndarray:
+        """The prior's columns of these rows (_design, with this regressor's options)."""
+        return _design(frame, self.group_columns, self.channel_block, self.window_rates, self.alignment)
 
     def fit(self, frame: pd.DataFrame, latency_ms: np.ndarray) -> KernelRegressor:
         """Fit the prior (non-negative least squares on relative error), then the forest on the log ratio."""
         latency_ms = np.asarray(latency_ms, float)
-        design = _design(frame, self.group_columns, self.channel_block, self.window_rates)
+        design = self.design(frame)
         self.coefficients = nonnegative_on_relative_error(design, latency_ms)
         if not self.coefficients.any():
             self.coefficients = np.r_[latency_ms.mean(), np.zeros(design.shape[1] - 1)]
@@ -176,7 +203,7 @@ class KernelRegressor:
         return self
 
     def _prior(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.maximum(_design(frame, self.group_columns, self.channel_block, self.window_rates) @ self.coefficients, 1e-4)
+        return np.maximum(self.design(frame) @ self.coefficients, 1e-4)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms per row, as measured alone (one model call per kernel)."""
@@ -231,16 +258,23 @@ class KernelModel:
 
     #: per kind, the channel block its prior counts FLOPs in (choose_channel_blocks); None: models saved before it
     channel_blocks: dict[str, int] | None = None
+    #: per kind, the channel alignment its prior splits FLOPs by (choose_alignments); None: models saved before it
+    alignments: dict[str, int] | None = None
 
     @classmethod
     def fit(cls, target: str, table: pd.DataFrame, seed: int = 0,
-            by_block: dict[int, pd.Series] | None = None) -> KernelModel:
-        """Every kind's regressor on a kernel table, each with the channel block its out-of-fold error chose
-        (choose_channel_blocks, on `by_block` if given), and the one-kernel model's I/O slope (fit_io_slope); its cache
-        size and I/O share the grids' first until `kernel-train` chooses (a new model reckons with both either way)."""
+            by_block: dict[int, pd.Series] | None = None,
+            by_alignment: dict[int, pd.Series] | None = None) -> KernelModel:
+        """Every kind's regressor on a kernel table, each with the channel block, then the channel alignment, its
+        out-of-fold error chose (choose_channel_blocks and choose_alignments, on `by_block` and `by_alignment` if
+        given), and the one-kernel model's I/O slope (fit_io_slope); its cache size and I/O share the grids' first
+        until `kernel-train` chooses (a new model reckons with both either way)."""
+        by_block = by_block or cross_validated_by_block(table, seed)
         blocks = choose_channel_blocks(table, seed, by_block)
-        return cls(target, fit_kinds(table, seed, blocks), io_slope_ms_per_mb=fit_io_slope(table),
-                   cache_mb=CACHE_GRID_MB[0], io_share=IO_SHARE_GRID[0], channel_blocks=blocks)
+        by_alignment = by_alignment or cross_validated_by_alignment(table, seed, blocks, by_block)
+        alignments = choose_alignments(table, by_alignment)
+        return cls(target, fit_kinds(table, seed, blocks, alignments), io_slope_ms_per_mb=fit_io_slope(table),
+                   cache_mb=CACHE_GRID_MB[0], io_share=IO_SHARE_GRID[0], channel_blocks=blocks, alignments=alignments)
 
     @property
     def io_ms_per_mb(self) -> float:
@@ -330,11 +364,14 @@ class KernelModel:
         return latency_ms * float(np.exp(low)), latency_ms * float(np.exp(high))
 
 
-def fit_kinds(table: pd.DataFrame, seed: int = 0, blocks: dict[str, int] | None = None) -> dict[str, KernelRegressor]:
-    """One regressor per kind, on the table's ok rows; `blocks`: each kind's channel block (default 1)."""
+def fit_kinds(table: pd.DataFrame, seed: int = 0, blocks: dict[str, int] | None = None,
+              alignments: dict[str, int] | None = None) -> dict[str, KernelRegressor]:
+    """One regressor per kind, on the table's ok rows; `blocks` and `alignments`: each kind's channel block and
+    channel alignment (default 1)."""
     ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
-    blocks = blocks or {}
-    return {kind: KernelRegressor.for_kind(kind, seed, blocks.get(kind, 1)).fit(rows, rows["latency_ms"].to_numpy())
+    blocks, alignments = blocks or {}, alignments or {}
+    return {kind: KernelRegressor.for_kind(kind, seed, blocks.get(kind, 1), alignments.get(kind, 1)).fit(
+                rows, rows["latency_ms"].to_numpy())
             for kind, rows in ok.groupby("kind") if len(rows)}
 
 
@@ -343,11 +380,29 @@ def cross_validated_by_block(table: pd.DataFrame, seed: int = 0) -> dict[int, pd
     return {block: cross_validated(table, seed, blocks=block) for block in CHANNEL_BLOCK_GRID}
 
 
-def chosen_out_of_fold(by_block: dict[int, pd.Series], table: pd.DataFrame, blocks: dict[str, int]) -> pd.Series:
-    """cross_validated(table, seed, blocks=blocks) taken from cross_validated_by_block's: a kind's folds and forests
-    do not depend on the other kinds' blocks."""
-    block_of = table.loc[by_block[1].index, "kind"].map(lambda kind: blocks.get(kind, 1))
-    return pd.Series([by_block[block][row] for row, block in block_of.items()], index=by_block[1].index, dtype=float)
+def chosen_out_of_fold(by_option: dict[int, pd.Series], table: pd.DataFrame, chosen: dict[str, int]) -> pd.Series:
+    """cross_validated(table, seed, ...) with each kind's chosen option (its channel block, or its alignment), taken
+    from the per-option predictions (cross_validated_by_block's or cross_validated_by_alignment's): a kind's folds
+    and forests do not depend on the other kinds' options."""
+    option_of = table.loc[by_option[1].index, "kind"].map(lambda kind: chosen.get(kind, 1))
+    return pd.Series([by_option[option][row] for row, option in option_of.items()], index=by_option[1].index,
+                     dtype=float)
+
+
+def _choose_per_kind(table: pd.DataFrame, by_option: dict[int, pd.Series]) -> dict[str, int]:
+    """Per kind, the option (a key of `by_option`, out-of-fold predictions under each) with the least MAPE, if at most
+    CHANNEL_BLOCK_MARGIN of option 1's (the plain prior); else 1."""
+    errors = {}
+    for option, predicted in by_option.items():
+        predicted = predicted.dropna()
+        measured = table.loc[predicted.index, "latency_ms"]
+        errors[option] = ((predicted - measured).abs() / measured).groupby(table.loc[predicted.index, "kind"]).mean()
+    frame = pd.DataFrame(errors)
+    chosen = {}
+    for kind, row in frame.iterrows():
+        best = int(row.idxmin())
+        chosen[str(kind)] = best if row[best] <= CHANNEL_BLOCK_MARGIN * row[1] else 1
+    return chosen
 
 
 def choose_channel_blocks(table: pd.DataFrame, seed: int = 0,
@@ -355,18 +410,23 @@ def choose_channel_blocks(table: pd.DataFrame, seed: int = 0,
     """Per kind, the block of CHANNEL_BLOCK_GRID whose prior gives the kernel zoo's least out-of-fold MAPE
     (cross_validated_by_block's, or `by_block` computed before), if at most CHANNEL_BLOCK_MARGIN of the MAPE with
     FLOPs as counted (block 1); else 1."""
-    by_block = by_block or cross_validated_by_block(table, seed)
-    errors = {}
-    for block, predicted in by_block.items():
-        predicted = predicted.dropna()
-        measured = table.loc[predicted.index, "latency_ms"]
-        errors[block] = ((predicted - measured).abs() / measured).groupby(table.loc[predicted.index, "kind"]).mean()
-    frame = pd.DataFrame(errors)
-    chosen = {}
-    for kind, row in frame.iterrows():
-        best = int(row.idxmin())
-        chosen[str(kind)] = best if row[best] <= CHANNEL_BLOCK_MARGIN * row[1] else 1
-    return chosen
+    return _choose_per_kind(table, by_block or cross_validated_by_block(table, seed))
+
+
+def cross_validated_by_alignment(table: pd.DataFrame, seed: int, blocks: dict[str, int],
+                                 by_block: dict[int, pd.Series] | None = None) -> dict[int, pd.Series]:
+    """cross_validated with each kind in its chosen channel block and every kind under each alignment of
+    ALIGNMENT_GRID (the same folds for every one); alignment 1's from `by_block` where given."""
+    plain = (chosen_out_of_fold(by_block, table, blocks) if by_block is not None
+             else cross_validated(table, seed, blocks=blocks))
+    return {1: plain} | {alignment: cross_validated(table, seed, blocks=blocks, alignments=alignment)
+                         for alignment in ALIGNMENT_GRID if alignment != 1}
+
+
+def choose_alignments(table: pd.DataFrame, by_alignment: dict[int, pd.Series]) -> dict[str, int]:
+    """Per kind, the alignment of ALIGNMENT_GRID whose prior gives the kernel zoo's least out-of-fold MAPE
+    (cross_validated_by_alignment's), if at most CHANNEL_BLOCK_MARGIN of the MAPE with one FLOP rate (1); else 1."""
+    return _choose_per_kind(table, by_alignment)
 
 
 def fit_io_slope(table: pd.DataFrame) -> float:
@@ -382,9 +442,10 @@ def fit_io_slope(table: pd.DataFrame) -> float:
     return float(nonnegative_on_relative_error(design, unary["latency_ms"].to_numpy(float)[cached])[1])
 
 
-def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5, blocks: dict[str, int] | int | None = None) -> pd.Series:
-    """Out-of-fold predicted latency of every ok kernel (K folds per kind; leave-one-out under K rows). `blocks`:
-    the channel block of every kind (an int) or per kind (a dict; 1 where it names none).
+def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5, blocks: dict[str, int] | int | None = None,
+                    alignments: dict[str, int] | int | None = None) -> pd.Series:
+    """Out-of-fold predicted latency of every ok kernel (K folds per kind; leave-one-out under K rows). `blocks` and
+    `alignments`: the channel block and alignment of every kind (an int) or per kind (a dict; 1 where it names none).
 
     Each kind's folds come from a generator of its own (seed, kind): one generator shared by every kind had more
     grouped rows re-deal the folds of every kind after it, and so re-pick their adaptive round's kernels."""
@@ -399,7 +460,8 @@ def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5, blocks: 
             held = rows.index[order[fold::k]]
             train = rows.drop(held)
             block = blocks if isinstance(blocks, int) else (blocks or {}).get(kind, 1)
-            regressor = KernelRegressor.for_kind(kind, seed, block).fit(train, train["latency_ms"].to_numpy())
+            alignment = alignments if isinstance(alignments, int) else (alignments or {}).get(kind, 1)
+            regressor = KernelRegressor.for_kind(kind, seed, block, alignment).fit(train, train["latency_ms"].to_numpy())
             predicted[held] = regressor.predict(rows.loc[held])
     return predicted
 

@@ -75,9 +75,11 @@ def family_residuals(models: pd.DataFrame, candidates: dict[tuple[float, float],
 def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.KernelModel, dict]:
     """Fit one target's KernelModel; return it with its evaluation (per-kind and whole-model figures)."""
     kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
-    by_block = predictor.cross_validated_by_block(kernels, seed)  # chooses the blocks, then scores the kinds
-    model = predictor.KernelModel.fit(target, kernels, seed, by_block)
-    oof = predictor.chosen_out_of_fold(by_block, kernels, model.channel_blocks).dropna()
+    by_block = predictor.cross_validated_by_block(kernels, seed)  # chooses the blocks, ...
+    blocks = predictor.choose_channel_blocks(kernels, seed, by_block)
+    by_alignment = predictor.cross_validated_by_alignment(kernels, seed, blocks, by_block)  # ... the alignments ...
+    model = predictor.KernelModel.fit(target, kernels, seed, by_block, by_alignment)
+    oof = predictor.chosen_out_of_fold(by_alignment, kernels, model.alignments).dropna()  # ... and scores the kinds
     truth = kernels.loc[oof.index, "latency_ms"]
     errors = (oof - truth).abs() / truth
     by_kind = errors.groupby(kernels.loc[oof.index, "kind"]).mean()
@@ -97,6 +99,7 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
                 "model_within_10pct_unseen_family": 100 * float((relative <= 0.10).mean()),
                 "models": float(len(models)), "kernels_measured": float(len(kernels))}
     metrics |= {f"channel_block_{kind}": float(block) for kind, block in (model.channel_blocks or {}).items()}
+    metrics |= {f"alignment_{kind}": float(alignment) for kind, alignment in (model.alignments or {}).items()}
     groups = len(predictor.KIND_GROUPS)
     model.zoo_terms = models[["model", "input_width"]].assign(
         kernel_sum_ms=terms[:, :groups].sum(axis=1), kernel_count=terms[:, groups], kernel_read_mb=terms[:, groups + 1],
