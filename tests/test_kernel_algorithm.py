@@ -23,7 +23,8 @@ def _terms(rows: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     groups = pd.DataFrame(rng.uniform(0.02, 10, (rows, len(predictor.GROUP_COLUMNS))), columns=list(predictor.GROUP_COLUMNS))
     return groups.assign(kernel_sum_ms=groups.sum(axis=1), kernel_count=rng.integers(5, 300, rows).astype(float),
-                         kernel_read_mb=rng.uniform(0.5, 200, rows), flops=rng.uniform(1e6, 1e10, rows))
+                         kernel_read_mb=rng.uniform(0.5, 200, rows), kernel_dispatch_ms=rng.uniform(0.0, 1.0, rows),
+                         flops=rng.uniform(1e6, 1e10, rows))
 
 
 def _law(table: pd.DataFrame) -> pd.Series:
@@ -73,12 +74,13 @@ def test_kernel_terms_join_the_table_and_only_complete_ones_become_features(tmp_
     monkeypatch.setattr(store, "features_path", lambda target, params=None: path)
     assert estimators.with_kernel_terms(table, "t") is table  # no kernel predictors: unchanged
     terms = pd.DataFrame({"model": ["a_32", "a_64", "b_32"], "input_width": [32, 64, 32], "kernel_sum_ms": [1.0, 2.0, 3.0],
-                          "kernel_count": [4.0, 5.0, 6.0], "kernel_read_mb": [7.0, 8.0, 9.0], "kernel_latency_ms": 0.0})
+                          "kernel_count": [4.0, 5.0, 6.0], "kernel_read_mb": [7.0, 8.0, 9.0],
+                          "kernel_dispatch_ms": [0.1, 0.2, 0.3], "kernel_latency_ms": 0.0})
     terms = terms.assign(**dict.fromkeys(predictor.GROUP_COLUMNS, 0.5))
     terms.iloc[::-1].to_parquet(path)  # order must not matter: the join is on (model, input_width)
     joined = estimators.with_kernel_terms(table, "t")
     assert joined["kernel_sum_ms"].tolist() == [1.0, 2.0, 3.0] and "kernel_latency_ms" not in joined  # no model-level fit
-    assert estimators.feature_columns(joined)[-4:] == ["neurons", *predictor.TERM_COLUMNS]  # what ens_kernels reads
+    assert estimators.feature_columns(joined)[-5:] == ["neurons", *predictor.TERM_COLUMNS]  # what ens_kernels reads
     kernel_columns = list(predictor.TERM_COLUMNS + predictor.GROUP_COLUMNS)
     assert estimators.feature_columns(joined, kernel_groups=True)[-len(kernel_columns):] == kernel_columns
     terms[terms["model"] != "b_32"].to_parquet(path)  # a model without a descriptor: the terms are incomplete
@@ -226,7 +228,7 @@ def test_a_kernel_level_champion_answers_for_keras_models_and_the_model_level_ve
     folder = project / "data/kernels/predictors"
     folder.mkdir(parents=True)
     terms = pd.DataFrame({"model": table["model"], "input_width": table["input_width"], "kernel_sum_ms": kernel_sum,
-                          "kernel_count": count, "kernel_read_mb": read_mb})
+                          "kernel_count": count, "kernel_read_mb": read_mb, "kernel_dispatch_ms": 0.0})
     terms.assign(**{c: kernel_sum * shares[:, i] for i, c in enumerate(predictor.GROUP_COLUMNS)}).to_parquet(
         folder / "host-cpu-tf.features.parquet")
     (folder / "host-cpu-tf.pkl").write_bytes(pickle.dumps(_kernel_predictor().kernel_model))

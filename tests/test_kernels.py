@@ -212,11 +212,13 @@ def test_the_share_of_the_io_a_kernel_sheds_is_a_candidate_beside_the_cache_size
     before = predictor.KernelModel("t", model.regressors, io_slope_ms_per_mb=model.io_slope_ms_per_mb, cache_mb=0.0)
     assert before.kernel_latencies([kernel])[0] == pytest.approx(model.kernel_latencies([kernel], 1.0)[0])
     candidates = model.terms_by_candidate([kernel, kernel])
-    assert set(candidates) == {(c, s) for c in predictor.CACHE_GRID_MB for s in predictor.IO_SHARE_GRID}
+    # no chains in the table: a cost per kernel is fitted ("count"), the only mode
+    assert set(candidates) == {(c, s, "count") for c in predictor.CACHE_GRID_MB for s in predictor.IO_SHARE_GRID}
     groups = len(predictor.KIND_GROUPS)
-    assert candidates[(0.0, 0.0)][0] == pytest.approx(2 * model.kernel_latencies([kernel], 0.0)[0])
-    assert candidates[(0.0, 0.0)][0] > candidates[(0.0, 1.0)][0]  # shedding more leaves less
-    assert candidates[(0.0, 0.5)][groups + 1] == candidates[(32.0, 0.5)][groups + 1]  # no weights: the cache moves nothing
+    assert candidates[(0.0, 0.0, "count")][0] == pytest.approx(2 * model.kernel_latencies([kernel], 0.0)[0])
+    assert candidates[(0.0, 0.0, "count")][0] > candidates[(0.0, 1.0, "count")][0]  # shedding more leaves less
+    # no weights: the cache moves nothing
+    assert candidates[(0.0, 0.5, "count")][groups + 1] == candidates[(32.0, 0.5, "count")][groups + 1]
 
 
 def test_the_io_slope_is_read_on_unary_kernels_that_fit_the_cache():
@@ -630,3 +632,69 @@ def test_the_overheads_constant_can_be_pinned_at_the_call_cost():
     model = predictor.KernelModel("t", {kind: predictor.KernelRegressor(coefficients=np.r_[c, 1.0, 0.1])
                                         for kind, c in (("conv", 0.09), ("unary", 0.10), ("add", 0.13))})
     assert model.call_ms == pytest.approx(0.10)
+
+
+def test_chains_hold_their_kinds_kernels_in_a_row_and_are_named_for_them(tmp_path):
+    """A chain is `n` tiny kernels of one kind, each keeping its input's shape; its table row says which kind and how
+    many kernels the target's rules see in it (a convolution with its batch norm and ReLU is one on TF)."""
+    specs = sampler.plan({"chains": {"kinds": ["conv", "add"], "lengths": [1, 3]}}, _pools(), seed=0)
+    assert [sampler.spec_name(s) for s in specs] == ["chain_conv_n1", "chain_conv_n3", "chain_add_n1", "chain_add_n3"]
+    assert measurement.spec_from_name("chain_conv_n3") == {"kind": "chain", "of": "conv", "n": 3}
+    assert sampler.plan({}, _pools(), seed=0) == []  # no chains unless the profile asks
+    paths = sampler.write(specs, tmp_path)
+    rules = detector.fusion_rules("host-cpu-tf")
+    rows = [measurement.kernel_row(sampler.spec_name(s), "chain", p, rules) for s, p in zip(specs, paths, strict=True)]
+    assert [(r["chain_of"], r["kernels_in_descriptor"]) for r in rows] == [("conv", 1), ("conv", 3), ("add", 1), ("add", 3)]
+    with pytest.raises(ValueError, match="chains are built of"):
+        sampler.build_chain({"kind": "chain", "of": "resize", "n": 2})
+
+
+def _chain_rows(per_kernel_ms: dict[str, float], call_ms: float = 0.1) -> pd.DataFrame:
+    rows = [{"name": f"chain_{kind}_n{n}", "kind": "chain", "chain_of": kind, "kernels_in_descriptor": n, "status": "ok",
+             "latency_ms": call_ms + n * cost} for kind, cost in per_kernel_ms.items() for n in (1, 17)]
+    return pd.DataFrame(rows)
+
+
+def test_a_kinds_in_model_cost_is_read_off_its_chains_and_teaches_no_kinds_regressor():
+    chains = pd.concat([_chain_rows({"conv": 0.0136, "add": 0.0}),
+                        pd.DataFrame([{"name": "chain_dense_n1", "kind": "chain", "chain_of": "dense",
+                                       "kernels_in_descriptor": 1, "status": "ok", "latency_ms": 0.1}])])
+    dispatch = predictor.dispatch_per_kernel(chains)
+    assert dispatch == pytest.approx({"conv": 0.0136, "add": 0.0})  # one length of dense: no slope
+    noisy = _chain_rows({"add": 0.0}).assign(latency_ms=[0.1, 0.099])
+    assert predictor.dispatch_per_kernel(noisy) == {"add": 0.0}  # a chain a hair faster: not a negative cost
+    assert predictor.dispatch_per_kernel(_roofline_table(10, 0)) == {}
+    table = pd.concat([_roofline_table(30, 0), chains], ignore_index=True)
+    model = predictor.KernelModel.fit("t", table)
+    assert set(model.regressors) == {"conv"} and model.dispatch_ms == pytest.approx(dispatch)
+    assert predictor.cross_validated(table).dropna().index.equals(pd.RangeIndex(30))
+
+
+def test_the_overhead_prices_kernels_by_their_chains_where_that_made_the_measurements():
+    """Whole models whose kernels cost, beyond their work, what their kind's chains say (13.6 us a convolution, nothing
+    an add, as TF runs them) are fitted better by pinning those costs than by one cost per kernel: the overhead
+    fit chooses "dispatch" among the candidates, and a model so priced pays the call plus its kernels' costs."""
+    rng = np.random.default_rng(3)
+    regressors = {kind: predictor.KernelRegressor(coefficients=np.r_[0.1, 0.01, 0.0]) for kind in ("conv", "add")}
+    model = predictor.KernelModel("t", regressors, dispatch_ms={"conv": 0.0136, "add": 0.0}, cache_mb=0.0, io_share=0.0)
+    assert model.count_modes() == ("count", "dispatch")
+    def kernel(kind: str) -> detector.Kernel:
+        return detector.Kernel(kind, ["x"], (8, 8, 8), (8, 8, 8), 8, 8, flops=float(rng.uniform(1e5, 1e7)))
+
+    models = []
+    for _ in range(40):
+        convs, adds = int(rng.integers(1, 40)), int(rng.integers(0, 40))
+        models.append([kernel("conv") for _ in range(convs)] + [kernel("add") for _ in range(adds)])
+    candidates = {}
+    for kernels in models:
+        for key, terms in model.terms_by_candidate(kernels, caches_mb=(0.0,), io_shares=(0.0,)).items():
+            candidates.setdefault(key, []).append(terms)
+    candidates = {key: np.array(rows) for key, rows in candidates.items()}
+    measured = np.array([model.call_ms + sum(model.kernel_latencies(k)) + model.dispatch_sum_ms(k) for k in models])
+    key, coefficients = predictor.fit_overhead_choosing(candidates, measured, np.arange(40) % 5, constant_ms=model.call_ms)
+    assert key == (0.0, 0.0, "dispatch")
+    model.overhead, model.count_mode = coefficients, "dispatch"
+    assert model.model_latency(models[0]) == pytest.approx(measured[0], rel=0.01)
+    assert model.term_features(models[0])["kernel_count"] == len(models[0])  # a count, whatever the mode
+    before = predictor.KernelModel("t", regressors, cache_mb=0.0, io_share=0.0)  # no chains: one mode, as before
+    assert before.count_modes() == ("count",) and before.dispatch_sum_ms(models[0]) == 0.0

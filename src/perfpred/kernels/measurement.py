@@ -46,6 +46,8 @@ def zoo_descriptors(params: dict) -> list[Path]:
 def spec_from_name(name: str) -> dict:
     """The configuration a kernel descriptor's name encodes (sampler.spec_name's inverse)."""
     kind, *parts = name.split("_")
+    if kind == "chain":
+        return {"kind": kind, "of": parts[0], "n": int(parts[1][1:])}
     keys = {"h": "h", "c": "cin", "o": "cout", "k": "k", "s": "s", "g": "groups"}
     return {"kind": kind} | {keys[part[0]]: int(part[1:]) for part in parts}
 
@@ -78,7 +80,10 @@ def kernel_row(name: str, kind: str, descriptor: Path, rules: dict) -> dict:
     """The configuration of a kernel descriptor's main kernel under a target's fusion rules."""
     kernels = detector.detect_graph(detector.descriptors.load(descriptor), rules)
     main = next((k for k in kernels if k.kind == kind), kernels[0])
-    return {"name": name, "kind": kind, **main.features(), "kernels_in_descriptor": len(kernels)}
+    row = {"name": name, "kind": kind, **main.features(), "kernels_in_descriptor": len(kernels)}
+    if kind == "chain":  # a kind's kernels in a row (sampler.build_chain); kernels_in_descriptor: how many the rules see
+        row["chain_of"] = spec_from_name(name)["of"]
+    return row
 
 
 def measure_round(entries: list[dict], target: str, params: dict, retry_failed: bool = False) -> list[dict]:

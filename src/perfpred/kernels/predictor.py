@@ -33,7 +33,7 @@ KIND_GROUPS: dict[str, tuple[str, ...] | None] = {
 GROUP_COLUMNS = tuple(f"kernel_{group}_ms" for group in KIND_GROUPS)
 #: a model's kernel terms as feature columns of a measurement table (`model_terms` without its constant): what the
 #: kernel predictors say of the model, with no whole-model fit in them, so a model-level algorithm may read them
-TERM_COLUMNS = ("kernel_sum_ms", "kernel_count", "kernel_read_mb")
+TERM_COLUMNS = ("kernel_sum_ms", "kernel_count", "kernel_read_mb", "kernel_dispatch_ms")
 #: a group's factor (in-model / alone) is at most this many times the common one. The largest measured is TF's
 #: depthwise convolutions, ~2.6x slower inside a model than alone (benchmarks/tf_in_context.py); a group that the
 #: training models barely hold is otherwise free to take any factor: a fit without the synthetic networks gave
@@ -107,6 +107,18 @@ CHANNEL_BLOCK_MARGIN = 0.9
 #: one FLOP rate for both mispriced either side by up to 5x. Chosen per (target, kind) after the channel block, by the
 #: kernel zoo's out-of-fold MAPE with CHANNEL_BLOCK_MARGIN's margin (choose_alignments).
 ALIGNMENT_GRID = (1, 4, 8)
+#: The kernel table's rows of chains (sampler.build_chain): they teach no kind's regressor, only DISPATCH.
+CHAIN = "chain"
+#: How the overhead prices a kernel beyond its work (KernelModel.count_mode, chosen by `kernel-train` with the cache
+#: size and I/O share, by leave-family-out): "count", a fitted cost per kernel, the same for every kind; "dispatch",
+#: each kernel's in-model cost as the kernel zoo's chains measured it for its kind (dispatch_per_kernel), pinned as
+#: the one-kernel model's call is (added to the overhead's constant, not fitted). TF runs a convolution with its batch
+#: norm and ReLU at 13.6 us a kernel and an element-wise op at ~0: one fitted cost for both (8.7 us) priced the
+#: synthetic networks' and MobileNetV3's many small convolutions too low and ResNet's adds too high.
+COUNT_MODES = ("count", "dispatch")
+#: the chain whose per-kernel cost a kind without chains of its own takes
+DISPATCH_ALIASES = {"grouped": "conv", "transposed": "conv", "avgpool": "maxpool", "globalpool": "maxpool",
+                    "concat": "add", "resize": "add", "other": "add"}
 
 
 def padded_share(channels: np.ndarray, block: int) -> np.ndarray:
@@ -260,6 +272,11 @@ class KernelModel:
     channel_blocks: dict[str, int] | None = None
     #: per kind, the channel alignment its prior splits FLOPs by (choose_alignments); None: models saved before it
     alignments: dict[str, int] | None = None
+    #: per kind, a kernel's in-model cost beyond its work, in ms, from the kernel zoo's chains (dispatch_per_kernel);
+    #: None: no chains measured (or a model saved before them)
+    dispatch_ms: dict[str, float] | None = None
+    #: COUNT_MODES' choice (`kernel-train`); None: models saved before it, which fitted a cost per kernel ("count")
+    count_mode: str | None = None
 
     @classmethod
     def fit(cls, target: str, table: pd.DataFrame, seed: int = 0,
@@ -274,7 +291,29 @@ class KernelModel:
         by_alignment = by_alignment or cross_validated_by_alignment(table, seed, blocks, by_block)
         alignments = choose_alignments(table, by_alignment)
         return cls(target, fit_kinds(table, seed, blocks, alignments), io_slope_ms_per_mb=fit_io_slope(table),
-                   cache_mb=CACHE_GRID_MB[0], io_share=IO_SHARE_GRID[0], channel_blocks=blocks, alignments=alignments)
+                   cache_mb=CACHE_GRID_MB[0], io_share=IO_SHARE_GRID[0], channel_blocks=blocks, alignments=alignments,
+                   dispatch_ms=dispatch_per_kernel(table) or None, count_mode=COUNT_MODES[0])
+
+    def dispatch_sum_ms(self, kernels: list[Kernel]) -> float:
+        """The in-model cost of a model's kernels beyond their work, each at its kind's chain's (DISPATCH_ALIASES for
+        a kind without chains, 0 for one without either)."""
+        dispatch = self.dispatch_ms or {}
+        return float(sum(dispatch.get(k.kind, dispatch.get(DISPATCH_ALIASES.get(k.kind, ""), 0.0)) for k in kernels))
+
+    def count_modes(self) -> tuple[str, ...]:
+        """The COUNT_MODES this model can price kernels by: "dispatch" needs chains and a call to pin it beside."""
+        return COUNT_MODES if self.dispatch_ms and self.call_ms > 0 else COUNT_MODES[:1]
+
+    def _counted(self, terms: np.ndarray, kernels: list[Kernel], mode: str | None) -> np.ndarray:
+        """model_terms' row as `mode` prices the kernels: "count" as it is; "dispatch" with no fitted cost per kernel
+        and the chains' in-model costs added to the constant, whose coefficient is pinned at call_ms (so the constant
+        column holds 1 + dispatch / call)."""
+        if mode in (None, "count"):
+            return terms
+        terms = terms.copy()
+        terms[len(KIND_GROUPS)] = 0.0
+        terms[-1] = 1.0 + self.dispatch_sum_ms(kernels) / self.call_ms
+        return terms
 
     @property
     def io_ms_per_mb(self) -> float:
@@ -333,23 +372,28 @@ class KernelModel:
         """The overhead's inputs: in-model kernel sums per group (ms, KIND_GROUPS), kernel count, MB read, 1.
         `cache_mb`: the weights kept in cache (model_terms); default the model's own."""
         cache_mb = getattr(self, "cache_mb", None) if cache_mb is None else cache_mb
-        return model_terms(group_sums(kernels, self.kernel_latencies(kernels)), kernels, cache_mb)
+        terms = model_terms(group_sums(kernels, self.kernel_latencies(kernels)), kernels, cache_mb)
+        return self._counted(terms, kernels, getattr(self, "count_mode", None))
 
     def terms_by_candidate(self, kernels: list[Kernel], caches_mb=CACHE_GRID_MB,
-                           io_shares=IO_SHARE_GRID) -> dict[tuple[float, float], np.ndarray]:
-        """`terms` under each candidate (cache size, I/O share), the kernels predicted once."""
+                           io_shares=IO_SHARE_GRID) -> dict[tuple[float, float, str], np.ndarray]:
+        """`terms` under each candidate (cache size, I/O share, count mode), the kernels predicted once."""
         alone, fed_mb = self._alone(kernels)
         candidates = {}
         for share in io_shares:
             sums = group_sums(kernels, self._in_model(alone, fed_mb, share))
-            candidates |= {(cache, share): model_terms(sums, kernels, cache) for cache in caches_mb}
+            for cache in caches_mb:
+                terms = model_terms(sums, kernels, cache)
+                candidates |= {(cache, share, mode): self._counted(terms, kernels, mode) for mode in self.count_modes()}
         return candidates
 
     def term_features(self, kernels: list[Kernel]) -> dict[str, float]:
-        """The model's TERM_COLUMNS (in-model kernel sum in ms, kernel count, MB the kernels read) and GROUP_COLUMNS."""
+        """The model's TERM_COLUMNS (in-model kernel sum in ms, kernel count, MB the kernels read, the kernels' in-model
+        cost beyond their work by their chains, dispatch_sum_ms) and GROUP_COLUMNS."""
         terms = self.terms(kernels)
         groups = len(KIND_GROUPS)
-        values = [float(terms[:groups].sum()), float(terms[groups]), float(terms[groups + 1]), *map(float, terms[:groups])]
+        values = [float(terms[:groups].sum()), float(len(kernels)), float(terms[groups + 1]),
+                  self.dispatch_sum_ms(kernels), *map(float, terms[:groups])]
         return dict(zip(TERM_COLUMNS + GROUP_COLUMNS, values, strict=True))
 
     def model_latency(self, kernels: list[Kernel]) -> float:
@@ -368,7 +412,7 @@ def fit_kinds(table: pd.DataFrame, seed: int = 0, blocks: dict[str, int] | None 
               alignments: dict[str, int] | None = None) -> dict[str, KernelRegressor]:
     """One regressor per kind, on the table's ok rows; `blocks` and `alignments`: each kind's channel block and
     channel alignment (default 1)."""
-    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
+    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0) & (table["kind"] != CHAIN)]
     blocks, alignments = blocks or {}, alignments or {}
     return {kind: KernelRegressor.for_kind(kind, seed, blocks.get(kind, 1), alignments.get(kind, 1)).fit(
                 rows, rows["latency_ms"].to_numpy())
@@ -429,6 +473,21 @@ def choose_alignments(table: pd.DataFrame, by_alignment: dict[int, pd.Series]) -
     return _choose_per_kind(table, by_alignment)
 
 
+def dispatch_per_kernel(table: pd.DataFrame) -> dict[str, float]:
+    """Per chained kind, what one more kernel of it costs inside a model (ms): the least-squares slope of the chains'
+    latency over the kernels the target's rules see in them (kernels_in_descriptor), at least 0; a kind needs chains
+    of two lengths. Empty without chains."""
+    if "chain_of" not in table.columns:
+        return {}
+    chains = table[(table["kind"] == CHAIN) & (table["status"] == "ok") & (table["latency_ms"] > 0)]
+    out = {}
+    for kind, rows in chains.groupby("chain_of"):
+        lengths = rows["kernels_in_descriptor"].to_numpy(float)
+        if len(np.unique(lengths)) >= 2:
+            out[str(kind)] = max(float(np.polyfit(lengths, rows["latency_ms"].to_numpy(float), 1)[0]), 0.0)
+    return out
+
+
 def fit_io_slope(table: pd.DataFrame) -> float:
     """ms per MB a one-kernel model pays to take its input and give its output: the per-MB slope of the unary
     kernels (an element-wise op does almost nothing but move its tensors) whose tensors fit IO_CACHE_MB, fitted as
@@ -449,7 +508,7 @@ def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5, blocks: 
 
     Each kind's folds come from a generator of its own (seed, kind): one generator shared by every kind had more
     grouped rows re-deal the folds of every kind after it, and so re-pick their adaptive round's kernels."""
-    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
+    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0) & (table["kind"] != CHAIN)]
     predicted = pd.Series(np.nan, index=ok.index)
     for kind, rows in ok.groupby("kind"):
         if len(rows) < 3:

@@ -231,11 +231,58 @@ def _spec_flops(spec: dict) -> float:
     return float(h * h * cin * k * k)
 
 
-def build(spec: dict):
-    """The single-kernel keras.Model of a configuration."""
+#: Chains measure what a kernel costs inside a model beyond its work (dispatching it, and whatever the runtime does
+#: between two kernels): N tiny kernels of one kind in a row, each keeping its input's shape, N in CHAIN_LENGTHS; the
+#: difference of the two chains' latencies over the difference of their lengths is a kernel's in-model cost, the one
+#: call of the model cancelling out. Tiny tensors (CHAIN_SHAPE: 4x4 pixels of 16 channels, a vector of 64) leave the
+#: kernels' own work at a few nanoseconds. On host-cpu-tf (2026-12-01): conv (with its batch norm and ReLU) 13.6 us a
+#: kernel, depthwise 14.0, max pool 3.6, dense 5.7, add and sigmoid ~0 (TensorFlow fuses chains of element-wise ops);
+#: on TFLite 0.02-0.15 us, on ONNX Runtime 0.2-0.4 us.
+CHAIN_KINDS = ("conv", "depthwise", "maxpool", "add", "unary", "dense")
+CHAIN_LENGTHS = (1, 17)
+CHAIN_SHAPE = {"h": 4, "c": 16, "vector": 64}
+
+
+def chain_specs(kinds: Iterable[str] = CHAIN_KINDS, lengths: Iterable[int] = CHAIN_LENGTHS) -> list[dict]:
+    """The chains of a profile: each kind at each length."""
+    return [{"kind": "chain", "of": kind, "n": int(n)} for kind in kinds for n in lengths]
+
+
+def build_chain(spec: dict):
+    """The keras.Model of a chain: `n` kernels of kind `of` in a row, each keeping the shape of its input."""
     import keras
     from keras import layers
 
+    kind, n = spec["of"], int(spec["n"])
+    if kind not in CHAIN_KINDS:
+        raise ValueError(f"no chain of {kind!r} kernels: chains are built of {', '.join(CHAIN_KINDS)}")
+    if kind == "dense":
+        first = x = keras.Input((CHAIN_SHAPE["vector"],))
+    else:
+        first = x = keras.Input((CHAIN_SHAPE["h"], CHAIN_SHAPE["h"], CHAIN_SHAPE["c"]))
+    for _ in range(n):
+        if kind == "conv":
+            x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(CHAIN_SHAPE["c"], 1, use_bias=False)(x)))
+        elif kind == "depthwise":
+            x = layers.ReLU()(layers.BatchNormalization()(layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)))
+        elif kind == "maxpool":
+            x = layers.MaxPooling2D(3, strides=1, padding="same")(x)
+        elif kind == "add":
+            x = layers.Add()([x, first])
+        elif kind == "unary":
+            x = layers.Activation("sigmoid")(x)  # not idempotent: a runtime cannot drop the repeats
+        else:
+            x = layers.Dense(CHAIN_SHAPE["vector"], activation="relu")(x)
+    return keras.Model(first, x, name=spec_name(spec))
+
+
+def build(spec: dict):
+    """The single-kernel keras.Model of a configuration (or a chain's model, build_chain)."""
+    import keras
+    from keras import layers
+
+    if spec["kind"] == "chain":
+        return build_chain(spec)
     kind, h, cin, cout, k, s = (spec[key] for key in ("kind", "h", "cin", "cout", "k", "s"))
     image = keras.Input((h, h, cin))
     inputs, x = [image], image
@@ -270,6 +317,8 @@ def build(spec: dict):
 
 def spec_name(spec: dict) -> str:
     """A file-safe name that identifies a configuration."""
+    if spec["kind"] == "chain":
+        return f"chain_{spec['of']}_n{spec['n']}"
     parts = [spec["kind"], f"h{spec['h']}", f"c{spec['cin']}", f"o{spec['cout']}", f"k{spec['k']}", f"s{spec['s']}"]
     if spec.get("groups"):
         parts.append(f"g{spec['groups']}")
@@ -293,6 +342,9 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
         draws = random.Random(f"{seed}:{stream.__name__}")
         wanted = int(profile.get(stream.__name__, 0))
         specs += _unique_draws(wanted, lambda stream=stream, draws=draws: stream(pools, draws), seen)
+    chains = profile.get("chains") or {}
+    if chains:
+        specs += chain_specs(chains.get("kinds", CHAIN_KINDS), chains.get("lengths", CHAIN_LENGTHS))
     return specs
 
 

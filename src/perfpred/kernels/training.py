@@ -51,7 +51,8 @@ def model_rows(target: str, params: dict) -> pd.DataFrame:
 
 def terms_by_candidate(models: pd.DataFrame, model: predictor.KernelModel) -> dict[tuple[float, float], np.ndarray]:
     """Every model's overhead terms (predictor.model_terms: in-model kernel sums per group, count, MB read, 1) under
-    each candidate cache size (predictor.CACHE_GRID_MB) and I/O share (predictor.IO_SHARE_GRID): key -> matrix."""
+    each candidate cache size (predictor.CACHE_GRID_MB), I/O share (predictor.IO_SHARE_GRID) and count mode
+    (predictor.COUNT_MODES): key -> matrix."""
     per_model = [model.terms_by_candidate(kernels) for kernels in models["kernels"]]
     return {key: np.array([terms[key] for terms in per_model]) for key in per_model[0]}
 
@@ -59,7 +60,7 @@ def terms_by_candidate(models: pd.DataFrame, model: predictor.KernelModel) -> di
 def family_residuals(models: pd.DataFrame, candidates: dict[tuple[float, float], np.ndarray],
                      constant_ms: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predicted latency of every model with its family left out of the overhead fit (the shrinkage strength, and
-    the cache size and I/O share of `candidates` (terms_by_candidate), chosen by leave-family-out among the other
+    the cache size, I/O share and count mode of `candidates` (terms_by_candidate), chosen by leave-family-out among the other
     families: nested), and log(measured / predicted). `constant_ms`: the overhead's constant, pinned (KernelModel.call_ms)."""
     measured = models["latency_ms"].to_numpy()
     families = models["family"].to_numpy()
@@ -89,7 +90,7 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     candidates = terms_by_candidate(models, model)
     key, model.overhead = predictor.fit_overhead_choosing(
         candidates, models["latency_ms"].to_numpy(), models["family"].to_numpy(), constant_ms=model.call_ms)
-    model.cache_mb, model.io_share = key
+    model.cache_mb, model.io_share, model.count_mode = key
     terms = candidates[key]
     predicted, residuals = family_residuals(models, candidates, model.call_ms)
     model.log_residuals = residuals
@@ -97,12 +98,15 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
     metrics |= {"model_mape_unseen_family": 100 * float(relative.mean()), "cache_mb": float(model.cache_mb),
                 "io_share": float(model.io_share),
                 "model_within_10pct_unseen_family": 100 * float((relative <= 0.10).mean()),
-                "models": float(len(models)), "kernels_measured": float(len(kernels))}
+                "models": float(len(models)), "kernels_measured": float((kernels["kind"] != predictor.CHAIN).sum())}
     metrics |= {f"channel_block_{kind}": float(block) for kind, block in (model.channel_blocks or {}).items()}
     metrics |= {f"alignment_{kind}": float(alignment) for kind, alignment in (model.alignments or {}).items()}
+    metrics |= {"count_mode_dispatch": float(model.count_mode == "dispatch")}
+    metrics |= {f"dispatch_us_{kind}": 1000 * ms for kind, ms in (model.dispatch_ms or {}).items()}
     groups = len(predictor.KIND_GROUPS)
     model.zoo_terms = models[["model", "input_width"]].assign(
-        kernel_sum_ms=terms[:, :groups].sum(axis=1), kernel_count=terms[:, groups], kernel_read_mb=terms[:, groups + 1],
+        kernel_sum_ms=terms[:, :groups].sum(axis=1), kernel_count=models["kernels"].map(len).to_numpy(float),
+        kernel_read_mb=terms[:, groups + 1], kernel_dispatch_ms=models["kernels"].map(model.dispatch_sum_ms).to_numpy(float),
         **{column: terms[:, i] for i, column in enumerate(predictor.GROUP_COLUMNS)},
         kernel_latency_ms=np.maximum(terms @ model.overhead, 1e-3))
     return model, metrics

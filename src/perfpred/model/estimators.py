@@ -351,20 +351,30 @@ class KernelOverhead(*_base_classes()):
     `blend_kernels` from 10.28 / 13.09 / 13.33 to 10.26 / 13.02 / 13.18 (2026-11-30).
     """
 
-    def __init__(self, folds: int = 5, seed: int = 0, call_ms: float | None = None):
+    def __init__(self, folds: int = 5, seed: int = 0, call_ms: float | None = None, count_mode: str | None = None):
         self.folds = folds
         self.seed = seed
         self.call_ms = call_ms
+        self.count_mode = count_mode
 
     def _terms(self, features: pd.DataFrame) -> np.ndarray:
-        from perfpred.kernels.predictor import GROUP_COLUMNS, TERM_COLUMNS
+        """predictor.model_terms' layout (group sums, count, MB read, constant); under the count mode "dispatch"
+        (KernelModel.count_mode, set by `perfpred train` with call_ms) the kernels priced by their chains as the kernel
+        model prices them: no fitted cost per kernel, kernel_dispatch_ms in the constant pinned at call_ms."""
+        from perfpred.kernels.predictor import GROUP_COLUMNS
 
-        columns = list(GROUP_COLUMNS + TERM_COLUMNS[1:])  # the layout of predictor.model_terms, less its constant
-        missing = [c for c in columns if c not in getattr(features, "columns", [])]
+        columns = list(GROUP_COLUMNS) + ["kernel_count", "kernel_read_mb"]
+        dispatch = getattr(self, "count_mode", None) == "dispatch" and bool(self.call_ms)
+        wanted = columns + (["kernel_dispatch_ms"] if dispatch else [])
+        missing = [c for c in wanted if c not in getattr(features, "columns", [])]
         if missing:
-            raise ValueError(f"the kernels algorithm reads the kernel terms {columns}; {missing} are not among the "
+            raise ValueError(f"the kernels algorithm reads the kernel terms {wanted}; {missing} are not among the "
                              "features: the target needs kernel predictors (`perfpred kernel-train`)")
-        return np.column_stack([features[columns].to_numpy("float64"), np.ones(len(features))])
+        terms = np.column_stack([features[columns].to_numpy("float64"), np.ones(len(features))])
+        if dispatch:
+            terms[:, len(GROUP_COLUMNS)] = 0.0
+            terms[:, -1] = 1.0 + features["kernel_dispatch_ms"].to_numpy("float64") / self.call_ms
+        return terms
 
     @fitcache.shared  # an ensemble's member refits what its own algorithm's job fitted
     def fit(self, features: pd.DataFrame, target):

@@ -142,12 +142,15 @@ def build_estimator(algorithm_cfg, target: str, metric: str, use_tuned: bool = T
 
 def with_call_cost(estimator, target: str):
     """The estimator, with the `kernels` algorithm's per-model constant pinned at the target's call cost (the kernel
-    model's KernelModel.call_ms) where it has kernel predictors and the constant is not set already."""
+    model's KernelModel.call_ms) and its count mode the kernel model's, where it has kernel predictors and the
+    constant is not set already."""
     from perfpred.kernels import store
 
     if isinstance(estimator, estimators.KernelOverhead) and estimator.call_ms is None \
             and store.predictor_path(target).exists():
-        estimator.call_ms = store.load_model(target).call_ms
+        model = store.load_model(target)
+        estimator.call_ms = model.call_ms
+        estimator.count_mode = getattr(model, "count_mode", None)  # how the kernel model prices a kernel's dispatch
     return estimator
 
 
