@@ -260,6 +260,15 @@ def test_the_grouped_prior_prices_few_channels_per_group(law):
     assert np.abs(grouped._prior(table) / table["latency_ms"] - 1).mean() < 0.01 < flat_prior
 
 
+def _fitted_on_kind(table: pd.DataFrame, kind: str, regressor: predictor.KernelRegressor) -> predictor.KernelRegressor:
+    rows = table[table["kind"] == kind]
+    return regressor.fit(rows, rows["latency_ms"].to_numpy())
+
+
+def _relative_error(predicted: np.ndarray, frame: pd.DataFrame) -> float:
+    return float(np.abs(predicted / frame["latency_ms"] - 1).mean())
+
+
 def _blocked_table(rows: int, seed: int, kind: str, block: int) -> pd.DataFrame:
     """Kernels whose latency is a roofline of their FLOPs counted in whole blocks of `block` output channels."""
     rng = np.random.default_rng(seed)
@@ -280,10 +289,8 @@ def test_a_kind_that_computes_whole_channel_blocks_gets_its_block_and_one_that_d
     assert model.channel_blocks == {"conv": 16, "dense": 1}
     assert model.regressors["conv"].channel_block == 16 and model.regressors["dense"].channel_block == 1
     unseen = _blocked_table(20, 2, "conv", 16)
-    blocked = np.abs(model.regressors["conv"].predict(unseen) / unseen["latency_ms"] - 1)
-    counted = np.abs(predictor.KernelRegressor().fit(table[table["kind"] == "conv"], table.loc[table["kind"] == "conv", "latency_ms"].to_numpy())
-                     ._prior(unseen) / unseen["latency_ms"] - 1)
-    assert blocked.mean() < 0.03 < counted.mean()
+    counted = _fitted_on_kind(table, "conv", predictor.KernelRegressor())
+    assert _relative_error(model.regressors["conv"].predict(unseen), unseen) < 0.03 < _relative_error(counted._prior(unseen), unseen)
     assert predictor.padded_share(np.array([19, 32, 141]), 16) == pytest.approx([32 / 19, 1.0, 144 / 141])
     del model.regressors["conv"].__dict__["channel_block"]  # a regressor pickled before the block counts FLOPs as is
     assert model.regressors["conv"].channel_block == 1
@@ -311,10 +318,8 @@ def test_a_kind_with_a_slow_path_for_misaligned_channels_gets_a_rate_for_it_and_
     assert model.alignments == {"depthwise": 4, "dense": 1}
     assert model.regressors["depthwise"].alignment == 4 and model.regressors["dense"].alignment == 1
     unseen = _aligned_table(30, 2, "depthwise", 4)
-    split = np.abs(model.regressors["depthwise"]._prior(unseen) / unseen["latency_ms"] - 1)
-    one_rate = predictor.KernelRegressor.for_kind("depthwise").fit(
-        table[table["kind"] == "depthwise"], table.loc[table["kind"] == "depthwise", "latency_ms"].to_numpy())
-    assert split.mean() < 0.03 < np.abs(one_rate._prior(unseen) / unseen["latency_ms"] - 1).mean()
+    one_rate = _fitted_on_kind(table, "depthwise", predictor.KernelRegressor.for_kind("depthwise"))
+    assert _relative_error(model.regressors["depthwise"]._prior(unseen), unseen) < 0.03 < _relative_error(one_rate._prior(unseen), unseen)
     assert predictor.misaligned(pd.DataFrame({"cin": [8, 12, 3], "cout": [16, 16, 16]}), 8).tolist() == [False, True, True]
     del model.regressors["depthwise"].__dict__["alignment"]  # a regressor pickled before it has one rate
     assert model.regressors["depthwise"].alignment == 1
