@@ -305,15 +305,10 @@ class KernelModel:
         return COUNT_MODES if self.dispatch_ms and self.call_ms > 0 else COUNT_MODES[:1]
 
     def _counted(self, terms: np.ndarray, kernels: list[Kernel], mode: str | None) -> np.ndarray:
-        """model_terms' row as `mode` prices the kernels: "count" as it is; "dispatch" with no fitted cost per kernel
-        and the chains' in-model costs added to the constant, whose coefficient is pinned at call_ms (so the constant
-        column holds 1 + dispatch / call)."""
+        """model_terms' row as `mode` prices the kernels: "count" as it is; "dispatch" priced_by_dispatch."""
         if mode in (None, "count"):
             return terms
-        terms = terms.copy()
-        terms[len(KIND_GROUPS)] = 0.0
-        terms[-1] = 1.0 + self.dispatch_sum_ms(kernels) / self.call_ms
-        return terms
+        return priced_by_dispatch(terms, self.dispatch_sum_ms(kernels), self.call_ms)
 
     @property
     def io_ms_per_mb(self) -> float:
@@ -408,11 +403,17 @@ class KernelModel:
         return latency_ms * float(np.exp(low)), latency_ms * float(np.exp(high))
 
 
+def measured(table: pd.DataFrame, kind: str | None = None) -> pd.DataFrame:
+    """A kernel table's rows measured ok, of one kind, or (None) of every kernel kind: the chains left out."""
+    ok = (table["status"] == "ok") & (table["latency_ms"] > 0)
+    return table[ok & ((table["kind"] != CHAIN) if kind is None else (table["kind"] == kind))]
+
+
 def fit_kinds(table: pd.DataFrame, seed: int = 0, blocks: dict[str, int] | None = None,
               alignments: dict[str, int] | None = None) -> dict[str, KernelRegressor]:
     """One regressor per kind, on the table's ok rows; `blocks` and `alignments`: each kind's channel block and
     channel alignment (default 1)."""
-    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0) & (table["kind"] != CHAIN)]
+    ok = measured(table)
     blocks, alignments = blocks or {}, alignments or {}
     return {kind: KernelRegressor.for_kind(kind, seed, blocks.get(kind, 1), alignments.get(kind, 1)).fit(
                 rows, rows["latency_ms"].to_numpy())
@@ -479,7 +480,7 @@ def dispatch_per_kernel(table: pd.DataFrame) -> dict[str, float]:
     of two lengths. Empty without chains."""
     if "chain_of" not in table.columns:
         return {}
-    chains = table[(table["kind"] == CHAIN) & (table["status"] == "ok") & (table["latency_ms"] > 0)]
+    chains = measured(table, CHAIN)
     out = {}
     for kind, rows in chains.groupby("chain_of"):
         lengths = rows["kernels_in_descriptor"].to_numpy(float)
@@ -492,7 +493,7 @@ def fit_io_slope(table: pd.DataFrame) -> float:
     """ms per MB a one-kernel model pays to take its input and give its output: the per-MB slope of the unary
     kernels (an element-wise op does almost nothing but move its tensors) whose tensors fit IO_CACHE_MB, fitted as
     the prior is (constant + slope, non-negative, on relative error); 0 with fewer than three of them."""
-    unary = table[(table["kind"] == "unary") & (table["status"] == "ok") & (table["latency_ms"] > 0)]
+    unary = measured(table, "unary")
     moved_mb = (unary["bytes_read"] + unary["bytes_written"]).to_numpy(float) / 1e6
     cached = moved_mb <= IO_CACHE_MB
     if cached.sum() < 3:
@@ -508,7 +509,7 @@ def cross_validated(table: pd.DataFrame, seed: int = 0, folds: int = 5, blocks: 
 
     Each kind's folds come from a generator of its own (seed, kind): one generator shared by every kind had more
     grouped rows re-deal the folds of every kind after it, and so re-pick their adaptive round's kernels."""
-    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0) & (table["kind"] != CHAIN)]
+    ok = measured(table)
     predicted = pd.Series(np.nan, index=ok.index)
     for kind, rows in ok.groupby("kind"):
         if len(rows) < 3:
@@ -563,6 +564,16 @@ def model_terms(group_sums_ms: np.ndarray, kernels: list[Kernel], cache_mb: floa
     DRAM, so a model pays for the bytes its kernels read.
     """
     return np.r_[np.asarray(group_sums_ms, float), float(len(kernels)), read_mb(kernels, cache_mb), 1.0]
+
+
+def priced_by_dispatch(terms: np.ndarray, dispatch_ms, call_ms: float) -> np.ndarray:
+    """model_terms' rows (one row or a matrix) under the count mode "dispatch": no fitted cost per kernel, and the
+    kernels' in-model costs by their chains (`dispatch_ms`, one per row) added to the constant, whose coefficient is
+    pinned at `call_ms` (so the constant column holds 1 + dispatch / call). A copy."""
+    terms = np.array(terms, dtype=float)
+    terms[..., len(KIND_GROUPS)] = 0.0
+    terms[..., -1] = 1.0 + np.asarray(dispatch_ms, float) / call_ms
+    return terms
 
 
 def _common_factor(terms: np.ndarray, measured_ms: np.ndarray, constant_ms: float | None = None) -> float:

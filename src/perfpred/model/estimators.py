@@ -361,7 +361,7 @@ class KernelOverhead(*_base_classes()):
         """predictor.model_terms' layout (group sums, count, MB read, constant); under the count mode "dispatch"
         (KernelModel.count_mode, set by `perfpred train` with call_ms) the kernels priced by their chains as the kernel
         model prices them: no fitted cost per kernel, kernel_dispatch_ms in the constant pinned at call_ms."""
-        from perfpred.kernels.predictor import GROUP_COLUMNS
+        from perfpred.kernels.predictor import GROUP_COLUMNS, priced_by_dispatch
 
         columns = list(GROUP_COLUMNS) + ["kernel_count", "kernel_read_mb"]
         dispatch = getattr(self, "count_mode", None) == "dispatch" and bool(self.call_ms)
@@ -371,10 +371,7 @@ class KernelOverhead(*_base_classes()):
             raise ValueError(f"the kernels algorithm reads the kernel terms {wanted}; {missing} are not among the "
                              "features: the target needs kernel predictors (`perfpred kernel-train`)")
         terms = np.column_stack([features[columns].to_numpy("float64"), np.ones(len(features))])
-        if dispatch:
-            terms[:, len(GROUP_COLUMNS)] = 0.0
-            terms[:, -1] = 1.0 + features["kernel_dispatch_ms"].to_numpy("float64") / self.call_ms
-        return terms
+        return priced_by_dispatch(terms, features["kernel_dispatch_ms"], self.call_ms) if dispatch else terms
 
     @fitcache.shared  # an ensemble's member refits what its own algorithm's job fitted
     def fit(self, features: pd.DataFrame, target):
