@@ -703,3 +703,50 @@ def test_the_overhead_prices_kernels_by_their_chains_where_that_made_the_measure
     assert model.term_features(models[0])["kernel_count"] == len(models[0])  # a count, whatever the mode
     before = predictor.KernelModel("t", regressors, cache_mb=0.0, io_share=0.0)  # no chains: one mode, as before
     assert before.count_modes() == ("count",) and before.dispatch_sum_ms(models[0]) == 0.0
+
+
+def test_pairs_without_a_batch_norm_copy_drawn_convolutions_and_leave_every_other_draw_as_it_was(tmp_path):
+    profile = {"default_per_kind": 1, "per_kind": {"conv": 6, "depthwise": 3}}
+    before = sampler.plan(profile, _pools(), 0)
+    after = sampler.plan(profile | {"without_batch_norm": 2}, _pools(), 0)
+    bare = [spec for spec in after if spec.get("bn") is False]
+    assert after[:len(before)] == before and len(bare) == 2 and len(after) == len(before) + 2
+    for spec in bare:
+        assert {k: v for k, v in spec.items() if k != "bn"} in before and spec["kind"] in ("conv", "depthwise")
+        assert sampler.spec_name(spec).endswith("_nobn") and measurement.spec_from_name(sampler.spec_name(spec)) == spec
+        assert sampler.output_elements(spec) >= sampler.PAIR_MIN_OUTPUT
+    with_bn, without = (sampler.write([spec], tmp_path)[0] for spec in ({k: v for k, v in bare[0].items() if k != "bn"}, bare[0]))
+    rules = detector.fusion_rules("host-cpu-tf")
+    rows = [measurement.kernel_row(path.stem, bare[0]["kind"], path, rules) for path in (with_bn, without)]
+    assert [row["affine"] for row in rows] == [1, 0] and rows[0]["fused"] == rows[1]["fused"] + 1
+
+
+def test_a_batch_norm_is_priced_from_the_pairs_and_taken_off_the_kernels_that_have_none():
+    """Pairs of a convolution measured with and without its batch norm, the norm costing 0.08 ms per MB written: the
+    rate is read off them, they teach no kind's regressor, and a model's convolution without a batch norm costs that
+    much less than the same convolution with one (nothing changes where the rate is 0)."""
+    table = _roofline_table(30, 0)
+    pairs = table.head(6).assign(name=lambda t: t["name"] + "_nobn",
+                                 latency_ms=lambda t: t["latency_ms"] - 0.08 * t["bytes_written"] / 1e6)
+    noisy = pairs.head(1).assign(latency_ms=lambda t: t["latency_ms"] * 3)  # one outlier pair: the median holds
+    paired = pd.concat([table, pairs.iloc[1:], noisy], ignore_index=True)
+    assert predictor.fit_batch_norm_rate(paired) == pytest.approx(0.08)
+    assert predictor.fit_batch_norm_rate(table) == 0.0
+    assert predictor.cross_validated(paired).dropna().index.equals(pd.RangeIndex(30))
+    assert predictor.KernelModel.fit("t", paired).batch_norm_ms_per_mb == pytest.approx(0.08)
+    regressors = {"conv": predictor.KernelRegressor(coefficients=np.r_[0.1, 0.01, 0.0])}
+    model = predictor.KernelModel("t", regressors, cache_mb=0.0, io_share=0.0, batch_norm_ms_per_mb=0.08)
+
+    def conv(layers, classes):
+        return detector.Kernel("conv", layers, (32, 32, 16), (32, 32, 64), 16, 64, 3, flops=2 * 32 * 32 * 64 * 144,
+                               bytes_read=32 * 32 * 16 * 4, bytes_written=32 * 32 * 64 * 4, classes=classes)
+
+    normalised = conv(["c", "bn", "relu"], ["Conv2D", "BatchNormalization", "ReLU"])
+    after_relu = conv(["c", "bn"], ["Conv2D", "BatchNormalization:activated"])
+    bare = conv(["c", "relu"], ["Conv2D", "ReLU"])
+    assert [k.affine for k in (normalised, after_relu, bare)] == [1, 1, 0]
+    inside = model.kernel_latencies([normalised, after_relu, bare])
+    assert inside[0] == pytest.approx(inside[1])
+    assert inside[0] - inside[2] == pytest.approx(0.08 * bare.bytes_written / 1e6)
+    model.batch_norm_ms_per_mb = 0.0
+    assert model.kernel_latencies([bare])[0] == pytest.approx(inside[0])

@@ -88,6 +88,12 @@ class Kernel:
                 "inputs": self.inputs, "output_elements": shapes.elements(self.output_shape), "flops": self.flops,
                 "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "fused": len(self.layers) - 1}
 
+    @property
+    def affine(self) -> int:
+        """How many per-channel affine layers (AFFINE: batch norms, whichever side of an activation) are fused in
+        the kernel, after its own operator."""
+        return sum(cls.split(":")[0] in AFFINE for cls in self.classes[1:])
+
     def as_dict(self) -> dict:
         """A JSON-ready dict of the kernel."""
         return asdict(self) | {"input_shape": list(self.input_shape), "output_shape": list(self.output_shape)}

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.kernels.detector import CONFIG_FIELDS, KINDS, Kernel
+from perfpred.kernels.sampler import BATCH_NORM_KINDS, NO_BATCH_NORM
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
 #: kinds whose in-model latencies are summed into one overhead term each (None: every kind not named before). A
@@ -277,6 +278,9 @@ class KernelModel:
     dispatch_ms: dict[str, float] | None = None
     #: COUNT_MODES' choice (`kernel-train`); None: models saved before it, which fitted a cost per kernel ("count")
     count_mode: str | None = None
+    #: ms per MB written that the batch norm the kernel zoo's conv-like kernels are measured with costs
+    #: (fit_batch_norm_rate), taken off a model's conv-like kernels that have none; None: models saved before it
+    batch_norm_ms_per_mb: float | None = None
 
     @classmethod
     def fit(cls, target: str, table: pd.DataFrame, seed: int = 0,
@@ -292,7 +296,8 @@ class KernelModel:
         alignments = choose_alignments(table, by_alignment)
         return cls(target, fit_kinds(table, seed, blocks, alignments), io_slope_ms_per_mb=fit_io_slope(table),
                    cache_mb=CACHE_GRID_MB[0], io_share=IO_SHARE_GRID[0], channel_blocks=blocks, alignments=alignments,
-                   dispatch_ms=dispatch_per_kernel(table) or None, count_mode=COUNT_MODES[0])
+                   dispatch_ms=dispatch_per_kernel(table) or None, count_mode=COUNT_MODES[0],
+                   batch_norm_ms_per_mb=fit_batch_norm_rate(table))
 
     def dispatch_sum_ms(self, kernels: list[Kernel]) -> float:
         """The in-model cost of a model's kernels beyond their work, each at its kind's chain's (DISPATCH_ALIASES for
@@ -352,11 +357,19 @@ class KernelModel:
                 raise ValueError(f"no kernel predictor for kind {kind!r} on {self.target}: measure its kernel zoo")
             mask = kinds == kind
             out[mask] = regressor.predict_less_call(frame[mask])
+        out = out - self.batch_norm_ms(kernels)  # floored at 0 in _in_model, after the I/O is taken off
         if getattr(self, "cache_mb", None) is None:
             fed_mb = frame[["bytes_read", "bytes_written"]].to_numpy(float).sum(axis=1) / 1e6
         else:
             fed_mb = np.array([(k.bytes_read - k.weight_bytes + k.bytes_written) / 1e6 for k in kernels])
         return out, fed_mb
+
+    def batch_norm_ms(self, kernels: list[Kernel]) -> np.ndarray:
+        """Per kernel, what the batch norm its kind was measured with costs where the kernel has none (a conv-like
+        kernel with no AFFINE layer fused): batch_norm_ms_per_mb x the MB it writes; 0 elsewhere."""
+        rate = getattr(self, "batch_norm_ms_per_mb", None) or 0.0
+        return np.array([rate * k.bytes_written / 1e6 if k.kind in BATCH_NORM_KINDS and not k.affine else 0.0
+                         for k in kernels])
 
     def _in_model(self, alone_ms: np.ndarray, fed_mb: np.ndarray, io_share: float | None = None) -> np.ndarray:
         if io_share is None:
@@ -404,9 +417,28 @@ class KernelModel:
 
 
 def measured(table: pd.DataFrame, kind: str | None = None) -> pd.DataFrame:
-    """A kernel table's rows measured ok, of one kind, or (None) of every kernel kind: the chains left out."""
-    ok = (table["status"] == "ok") & (table["latency_ms"] > 0)
+    """A kernel table's rows measured ok, of one kind, or (None) of every kernel kind: the chains and the kernels
+    measured without their batch norm (which only price it, fit_batch_norm_rate) left out."""
+    ok = (table["status"] == "ok") & (table["latency_ms"] > 0) & ~without_batch_norm(table)
     return table[ok & ((table["kind"] != CHAIN) if kind is None else (table["kind"] == kind))]
+
+
+def without_batch_norm(table: pd.DataFrame) -> np.ndarray:
+    """The rows of a kernel table measured without their batch norm (sampler.without_batch_norm)."""
+    return table["name"].astype(str).str.endswith("_" + NO_BATCH_NORM).to_numpy(bool)
+
+
+def fit_batch_norm_rate(table: pd.DataFrame) -> float:
+    """ms per MB of output that a batch norm after a conv-like kernel costs: the median, over the kernel zoo's pairs
+    (a configuration measured with and without it, sampler.without_batch_norm), of the difference over the MB the
+    kernel writes; at least 0, and 0 without pairs."""
+    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
+    latency = dict(zip(ok["name"], ok["latency_ms"], strict=True))
+    bare = ok[without_batch_norm(ok)]
+    rates = [(latency[name[:-len(NO_BATCH_NORM) - 1]] - ms) / (written / 1e6)
+             for name, ms, written in zip(bare["name"], bare["latency_ms"], bare["bytes_written"], strict=True)
+             if name[:-len(NO_BATCH_NORM) - 1] in latency and written > 0]
+    return max(float(np.median(rates)), 0.0) if rates else 0.0
 
 
 def fit_kinds(table: pd.DataFrame, seed: int = 0, blocks: dict[str, int] | None = None,

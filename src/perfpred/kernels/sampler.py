@@ -243,6 +243,35 @@ CHAIN_LENGTHS = (1, 17)
 CHAIN_SHAPE = {"h": 4, "c": 16, "vector": 64}
 
 
+#: the name part of a conv-like kernel measured without its batch norm (without_batch_norm)
+NO_BATCH_NORM = "nobn"
+#: kinds the kernel zoo measures with a batch norm after the operator (`build`), which a model's kernel may lack
+BATCH_NORM_KINDS = ("conv", "depthwise", "grouped", "transposed")
+#: a pair's kernel writes at least this many output elements, so that its batch norm costs more than the timing's noise
+PAIR_MIN_OUTPUT = 50_000
+
+
+def output_elements(spec: dict) -> int:
+    """Output elements of a conv-like configuration ("same" padding)."""
+    size = spec["h"] * spec["s"] if spec["kind"] == "transposed" else -(-spec["h"] // spec["s"])
+    return int(size * size * (spec["cin"] if spec["kind"] == "depthwise" else spec["cout"]))
+
+
+def without_batch_norm(specs: list[dict], count: int, rng: random.Random) -> list[dict]:
+    """Copies of `count` of the profile's conv and depthwise configurations without their batch norm (ReLU kept):
+    each pair's difference is what the batch norm costs (predictor.fit_batch_norm_rate).
+
+    The kernel zoo measures every convolution with a batch norm and a ReLU after it (`build`), the commonest kernel
+    of the zoo's networks, but a model's convolution may have none after it: a VGG's, a DenseNet's (its batch norms
+    come before the convolution), the synthetic networks' unnormalised ones, the depthwise half of a separable
+    convolution (NASNet, Xception). On TensorFlow a batch norm is a pass of its own over the output: stacked in a
+    model, it added 0.061 / 0.030 / 0.017 ms to a 3x3 depthwise or a 1x1 convolution of 80x80x24 / 40x40x64 /
+    20x20x128 (~0.08 ms per MB written, 0.03-0.07 ms for the convolutions themselves); TFLite and ONNX Runtime fold
+    it into the convolution (+0.000-0.002 ms)."""
+    candidates = [s for s in specs if s["kind"] in ("conv", "depthwise") and output_elements(s) >= PAIR_MIN_OUTPUT]
+    return [s | {"bn": False} for s in rng.sample(candidates, min(count, len(candidates)))]
+
+
 def chain_specs(kinds: Iterable[str] = CHAIN_KINDS, lengths: Iterable[int] = CHAIN_LENGTHS) -> list[dict]:
     """The chains of a profile: each kind at each length."""
     return [{"kind": "chain", "of": kind, "n": int(n)} for kind in kinds for n in lengths]
@@ -293,7 +322,9 @@ def build(spec: dict):
             x = layers.Conv2DTranspose(cout, k, strides=s, padding="same", use_bias=False)(x)
         else:
             x = layers.Conv2D(cout, k, strides=s, padding="same", use_bias=False, groups=spec.get("groups", 1))(x)
-        x = layers.Activation("relu")(layers.BatchNormalization()(x))
+        if spec.get("bn", True):
+            x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
     elif kind == "dense":
         inputs = [keras.Input((cin,))]
         x = layers.Activation("relu")(layers.Dense(cout)(inputs[0]))
@@ -322,6 +353,8 @@ def spec_name(spec: dict) -> str:
     parts = [spec["kind"], f"h{spec['h']}", f"c{spec['cin']}", f"o{spec['cout']}", f"k{spec['k']}", f"s{spec['s']}"]
     if spec.get("groups"):
         parts.append(f"g{spec['groups']}")
+    if spec.get("bn", True) is False:
+        parts.append(NO_BATCH_NORM)
     return "_".join(parts)
 
 
@@ -342,6 +375,7 @@ def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]
         draws = random.Random(f"{seed}:{stream.__name__}")
         wanted = int(profile.get(stream.__name__, 0))
         specs += _unique_draws(wanted, lambda stream=stream, draws=draws: stream(pools, draws), seen)
+    specs += without_batch_norm(specs, int(profile.get("without_batch_norm", 0)), random.Random(f"{seed}:bn"))
     chains = profile.get("chains") or {}
     if chains:
         specs += chain_specs(chains.get("kinds", CHAIN_KINDS), chains.get("lengths", CHAIN_LENGTHS))

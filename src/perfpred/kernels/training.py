@@ -101,7 +101,8 @@ def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.Kern
                 "models": float(len(models)), "kernels_measured": float((kernels["kind"] != predictor.CHAIN).sum())}
     metrics |= {f"channel_block_{kind}": float(block) for kind, block in (model.channel_blocks or {}).items()}
     metrics |= {f"alignment_{kind}": float(alignment) for kind, alignment in (model.alignments or {}).items()}
-    metrics |= {"count_mode_dispatch": float(model.count_mode == "dispatch")}
+    metrics |= {"count_mode_dispatch": float(model.count_mode == "dispatch"),
+                "batch_norm_ms_per_mb": float(model.batch_norm_ms_per_mb or 0.0)}
     metrics |= {f"dispatch_us_{kind}": 1000 * ms for kind, ms in (model.dispatch_ms or {}).items()}
     groups = len(predictor.KIND_GROUPS)
     model.zoo_terms = models[["model", "input_width"]].assign(
