@@ -750,3 +750,42 @@ def test_a_batch_norm_is_priced_from_the_pairs_and_taken_off_the_kernels_that_ha
     assert inside[0] - inside[2] == pytest.approx(0.08 * bare.bytes_written / 1e6)
     model.batch_norm_ms_per_mb = 0.0
     assert model.kernel_latencies([bare])[0] == pytest.approx(inside[0])
+
+
+def test_activation_draws_name_their_function_and_leave_every_other_draw_as_it_was(tmp_path):
+    pools = _pools() | {"unary": [detector.Kernel("unary", ["a"], (28, 28, 64), (28, 28, 64), 64, 64)]}
+    profile = {"default_per_kind": 1, "per_kind": {"conv": 3}}
+    before = sampler.plan(profile, pools, 0)
+    after = sampler.plan(profile | {"unary_by_function": 6}, pools, 0)
+    drawn = [spec for spec in after if spec.get("fn")]
+    assert [spec for spec in after if not spec.get("fn")] == before and len(drawn) == 6
+    assert {spec["fn"] for spec in drawn} <= set(sampler.DRAWN_FUNCTIONS)
+    for spec in drawn:
+        assert measurement.spec_from_name(sampler.spec_name(spec)) == spec
+    hard = next((spec for spec in drawn if spec["fn"] == "hard_swish"), drawn[0] | {"fn": "hard_swish"})
+    path = sampler.write([hard], tmp_path)[0]
+    row = measurement.kernel_row(path.stem, "unary", path, detector.fusion_rules("host-cpu-tflite"))
+    assert row["function"] == "hard_swish" and row["kernels_in_descriptor"] == 1
+
+
+def test_an_activation_function_with_draws_of_its_own_gets_its_own_rate_and_one_without_keeps_the_common_rate():
+    """Unary kernels cost 0.02 ms per MB (batch norms, ReLUs) but gelu 0.2: the unary prior learns a rate for gelu
+    from its draws, and a function with fewer than MIN_FUNCTION_ROWS draws (swish, one) keeps the common rate."""
+    rng = np.random.default_rng(0)
+    moved = rng.uniform(1e5, 1e7, 24)
+    functions = np.array([""] * 14 + ["gelu"] * 9 + ["swish"])
+    frame = pd.DataFrame({field: rng.integers(1, 64, 24) for field in detector.CONFIG_FIELDS})
+    frame["flops"], frame["bytes_read"], frame["bytes_written"] = moved / 8, moved / 2, moved / 2
+    frame["function"] = functions
+    latency = 0.05 + moved / 1e6 * np.where(functions == "gelu", 0.2, 0.02)
+    regressor = predictor.KernelRegressor.for_kind("unary").fit(frame, latency)
+    assert regressor.function_rates == ("gelu",)
+    assert regressor._prior(frame) == pytest.approx(latency, rel=0.02)
+    unary = detector.Kernel("unary", ["g"], (40, 40, 96), (40, 40, 96), 96, 96, bytes_read=614400, bytes_written=614400,
+                            classes=["Activation:gelu"])
+    relu = detector.Kernel("unary", ["r"], (40, 40, 96), (40, 40, 96), 96, 96, bytes_read=614400, bytes_written=614400,
+                           classes=["Activation"])
+    assert (unary.function, relu.function) == ("gelu", "")
+    model = predictor.KernelModel("t", {"unary": regressor}, cache_mb=0.0, io_share=0.0)
+    gelu_ms, relu_ms = model.kernel_latencies([unary, relu])
+    assert gelu_ms / relu_ms == pytest.approx(10.0, rel=0.2)

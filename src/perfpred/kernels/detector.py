@@ -54,6 +54,13 @@ ACTIVATION_LAYERS = {"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax
 RELU_ACTIVATIONS = {"relu", "relu6", "linear"}
 #: Keras' other names of one function (Keras 3 `silu`, multi-backend Keras' `_hard_swish`, `_relu6`)
 ACTIVATION_ALIASES = {"silu": "swish", "hard_silu": "hard_swish", "_hard_swish": "hard_swish", "_relu6": "relu6"}
+#: activation functions whose element-wise kernels cost a rate of their own per MB (KernelRegressor's `function_rates`),
+#: by the rate they share; other functions (relu, batch norms, scalings) cost the unary kernels' common rate. Per MB
+#: of a 40x40x96 tensor, after a 1x1 convolution, in ms (2026-12-01; relu fuses into it): TF sigmoid 0.114, swish
+#: 0.059, gelu 0.218, hard_swish 0.058, tanh 0.054; TFLite 0.021 / 0.038 / 0.032 / 0.009 / 0.024; ONNX Runtime
+#: 0.055 / 0.032 / 0.186 / 0.112 / 0.051, where one rate for every unary kernel priced each at 0.02-0.04
+FUNCTION_RATES = {"swish": "swish", "sigmoid": "sigmoid", "tanh": "sigmoid", "elu": "sigmoid", "selu": "sigmoid",
+                  "softplus": "sigmoid", "gelu": "gelu", "hard_swish": "hard_swish", "hard_sigmoid": "hard_swish"}
 #: the numeric configuration of a kernel, in the order predictors read it
 CONFIG_FIELDS: tuple[str, ...] = ("input_height", "input_width", "cin", "cout", "kernel_size", "strides", "groups",
                                   "inputs", "output_elements", "flops", "bytes_read", "bytes_written", "fused")
@@ -87,6 +94,13 @@ class Kernel:
                 "kernel_size": self.kernel_size, "strides": self.strides, "groups": self.groups,
                 "inputs": self.inputs, "output_elements": shapes.elements(self.output_shape), "flops": self.flops,
                 "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "fused": len(self.layers) - 1}
+
+    @property
+    def function(self) -> str:
+        """The rate (FUNCTION_RATES) an element-wise kernel's activation function costs at, "" for any other kernel."""
+        if self.kind != "unary" or not self.classes or not self.classes[0].startswith("Activation:"):
+            return ""
+        return FUNCTION_RATES.get(self.classes[0].split(":", 1)[1], "")
 
     @property
     def affine(self) -> int:

@@ -50,7 +50,9 @@ def spec_from_name(name: str) -> dict:
         return {"kind": kind, "of": parts[0], "n": int(parts[1][1:])}
     keys = {"h": "h", "c": "cin", "o": "cout", "k": "k", "s": "s", "g": "groups"}
     bare = {"bn": False} if parts and parts[-1] == sampler.NO_BATCH_NORM else {}
-    return {"kind": kind} | {keys[part[0]]: int(part[1:]) for part in parts[:len(parts) - len(bare)]} | bare
+    function = {"fn": parts[-1][1:].replace("-", "_")} if parts and parts[-1].startswith("a") else {}
+    numbers = parts[:len(parts) - len(bare) - len(function)]
+    return {"kind": kind} | {keys[part[0]]: int(part[1:]) for part in numbers} | bare | function
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
@@ -81,7 +83,8 @@ def kernel_row(name: str, kind: str, descriptor: Path, rules: dict) -> dict:
     """The configuration of a kernel descriptor's main kernel under a target's fusion rules."""
     kernels = detector.detect_graph(detector.descriptors.load(descriptor), rules)
     main = next((k for k in kernels if k.kind == kind), kernels[0])
-    row = {"name": name, "kind": kind, **main.features(), "affine": main.affine, "kernels_in_descriptor": len(kernels)}
+    row = {"name": name, "kind": kind, **main.features(), "affine": main.affine, "function": main.function,
+           "kernels_in_descriptor": len(kernels)}
     if kind == "chain":  # a kind's kernels in a row (sampler.build_chain); kernels_in_descriptor: how many the rules see
         row["chain_of"] = spec_from_name(name)["of"]
     return row

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from perfpred.kernels.detector import CONFIG_FIELDS, KINDS, Kernel
+from perfpred.kernels.detector import CONFIG_FIELDS, FUNCTION_RATES, KINDS, Kernel
 from perfpred.kernels.sampler import BATCH_NORM_KINDS, NO_BATCH_NORM
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
@@ -64,6 +64,11 @@ GROUP_COLUMN_KINDS = ("grouped",)
 #: 26.9, 22.8 / 18.6, 69.9 / 70.6. Whole zoo models, families left out: TFLite 10.4 -> 9.8 %, TF 13.5 -> 13.2, ORT
 #: 11.6 -> 11.6 (adopted after that one look).
 WINDOW_RATE_KINDS = ("depthwise", "grouped")
+#: kinds whose prior prices the MB an activation function moves at a rate per function (`_design`, the rates of
+#: detector.FUNCTION_RATES; the kernel zoo's `unary_by_function` draws teach them)
+FUNCTION_RATE_KINDS = ("unary",)
+RATED_FUNCTIONS = tuple(sorted(set(FUNCTION_RATES.values())))
+MIN_FUNCTION_ROWS = 2
 WINDOW_RATES = (3, 5, 7)
 #: MB of a model's weights that stay in cache from one inference to the next (KernelModel.cache_mb), the candidates
 #: `kernel-train` chooses from by leave-family-out on the zoo (fit_overhead_choosing). A kernel timed alone reads its
@@ -135,7 +140,7 @@ def misaligned(frame: pd.DataFrame, alignment: int) -> np.ndarray:
 
 
 def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int = 1,
-            window_rates: bool = False, alignment: int = 1) -> np.ndarray:
+            window_rates: bool = False, alignment: int = 1, function_rates: tuple[str, ...] = ()) -> np.ndarray:
     """The prior's columns: 1, FLOPs, bytes moved (in millions, so that coefficients stay well scaled).
 
     `channel_block` counts the FLOPs of whole blocks of output channels (padded_share, CHANNEL_BLOCK_GRID).
@@ -143,6 +148,9 @@ def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int
     leave the common column (WINDOW_RATE_KINDS).
     `alignment` (ALIGNMENT_GRID) moves the FLOPs of the rows whose channels are not a multiple of it (misaligned)
     to a copy of each FLOP column, placed after them (and before the group columns).
+
+    `function_rates` moves the MB of the rows whose activation function is one of them (the frame's `function`
+    column, Kernel.function: a rate of detector.FUNCTION_RATES) to a column per function, placed last.
 
     `group_columns` adds two for a convolution split in groups, where a few channels per group leave the vector
     units idle and the runtime loops over the groups: FLOPs scaled by the share of a vector's lanes a group's
@@ -175,6 +183,10 @@ def _design(frame: pd.DataFrame, group_columns: bool = False, channel_block: int
         per_group = frame["cin"].to_numpy(float) / groups
         pixels = frame["output_elements"].to_numpy(float) / np.maximum(frame["cout"].to_numpy(float), 1.0)
         columns += [flops / 1e6 * VECTOR_FLOATS / np.clip(per_group, 1.0, VECTOR_FLOATS), groups * pixels / 1e6]
+    if function_rates:
+        functions = frame["function"].fillna("").to_numpy(str) if "function" in frame else np.full(len(frame), "")
+        columns += [np.where(functions == rate, moved, 0.0) / 1e6 for rate in function_rates]
+        columns[2] = np.where(np.isin(functions, list(function_rates)), 0.0, columns[2])
     return np.column_stack(columns)
 
 
@@ -189,19 +201,27 @@ class KernelRegressor:
     channel_block: int = 1  # FLOPs counted in whole blocks of output channels (_design; 1 for models saved before)
     window_rates: bool = False  # a FLOP rate per window size (_design), for WINDOW_RATE_KINDS; False for models saved before
     alignment: int = 1  # misaligned channels' FLOPs at a rate of their own (_design); 1 for models saved before
+    #: activation functions priced at an MB rate of their own (_design), for FUNCTION_RATE_KINDS: RATED_FUNCTIONS until
+    #: `fit` keeps those its rows hold MIN_FUNCTION_ROWS of (the others cost the common rate); () for models saved before
+    function_rates: tuple[str, ...] = ()
 
     @classmethod
     def for_kind(cls, kind: str, seed: int = 0, channel_block: int = 1, alignment: int = 1) -> KernelRegressor:
         return cls(seed, group_columns=kind in GROUP_COLUMN_KINDS, channel_block=channel_block,
-                   window_rates=kind in WINDOW_RATE_KINDS, alignment=alignment)
+                   window_rates=kind in WINDOW_RATE_KINDS, alignment=alignment,
+                   function_rates=RATED_FUNCTIONS if kind in FUNCTION_RATE_KINDS else ())
 
     def design(self, frame: pd.DataFrame) -> np.ndarray:
         """The prior's columns of these rows (_design, with this regressor's options)."""
-        return _design(frame, self.group_columns, self.channel_block, self.window_rates, self.alignment)
+        return _design(frame, self.group_columns, self.channel_block, self.window_rates, self.alignment,
+                       getattr(self, "function_rates", ()))
 
     def fit(self, frame: pd.DataFrame, latency_ms: np.ndarray) -> KernelRegressor:
         """Fit the prior (non-negative least squares on relative error), then the forest on the log ratio."""
         latency_ms = np.asarray(latency_ms, float)
+        if self.function_rates:
+            functions = frame["function"].fillna("") if "function" in frame else pd.Series("", index=frame.index)
+            self.function_rates = tuple(f for f in self.function_rates if (functions == f).sum() >= MIN_FUNCTION_ROWS)
         design = self.design(frame)
         self.coefficients = nonnegative_on_relative_error(design, latency_ms)
         if not self.coefficients.any():
@@ -348,7 +368,8 @@ class KernelModel:
         """Each kernel's predicted latency alone less the one-kernel model's call (KernelRegressor.predict_less_call),
         and the MB a one-kernel model feeds and fetches: its activations in and out, or every byte it moves for
         models saved before the cache size (as KernelRegressor.predict_in_model reckons without `fed_mb`)."""
-        frame = pd.DataFrame([k.features() for k in kernels], columns=list(CONFIG_FIELDS))
+        frame = pd.DataFrame([k.features() | {"function": k.function} for k in kernels],
+                             columns=[*CONFIG_FIELDS, "function"])
         kinds = np.array([k.kind for k in kernels])
         out = np.zeros(len(kernels))
         for kind in set(kinds):

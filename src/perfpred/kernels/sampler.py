@@ -137,6 +137,25 @@ def depthwise_by_window(pools: dict[str, list[Kernel]], rng: random.Random) -> d
     return _bounded(spec)
 
 
+#: the activation functions unary_by_function draws, one per rate of detector.FUNCTION_RATES
+DRAWN_FUNCTIONS = ("swish", "sigmoid", "gelu", "hard_swish")
+
+
+def unary_by_function(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
+    """An activation function of its own (drawn uniformly among DRAWN_FUNCTIONS) on the tensor of a zoo unary kernel
+    (drawn by cost: the large early ones), its channels jittered.
+
+    The kind's other draws are batch norms and ReLUs (`build`), while the zoo's networks run swish (EfficientNet),
+    hard swish (MobileNetV3) and gelu (ConvNeXt) on as large tensors: after a convolution, they cost TF 2-11x, TFLite
+    2-8x and ONNX Runtime up to 5x what a unary kernel of that size was predicted to (detector.FUNCTION_RATES)."""
+    pool = [k for k in pools.get("unary") or [] if len(k.output_shape) == 3] or pools["conv"]
+    source = rng.choices(pool, weights=_costs(pool))[0]
+    shape = tuple(source.output_shape)
+    cin = _channels(rng, shape[-1])
+    spec = {"kind": "unary", "h": _spatial(rng, shape[0]), "cin": cin, "cout": cin, "k": 1, "s": 1}
+    return _bounded(spec) | {"fn": rng.choice(DRAWN_FUNCTIONS)}
+
+
 #: the smallest spatial size a decoder's transposed convolution upsamples to (transposed_as_decoders)
 DECODER_MIN_PX = 14
 
@@ -339,6 +358,8 @@ def build(spec: dict):
         x = (layers.Add() if kind == "add" else layers.Concatenate())([image, other])
     elif kind == "resize":
         x = layers.UpSampling2D(k)(x)
+    elif kind == "unary" and spec.get("fn"):
+        x = layers.Activation(spec["fn"])(x)
     elif kind == "unary":
         x = layers.BatchNormalization()(x) if cout % 2 else layers.Activation("relu")(x)
     else:  # other: a zero padding, the commonest layer of its kind in the zoo
@@ -355,13 +376,16 @@ def spec_name(spec: dict) -> str:
         parts.append(f"g{spec['groups']}")
     if spec.get("bn", True) is False:
         parts.append(NO_BATCH_NORM)
+    if spec.get("fn"):
+        parts.append("a" + spec["fn"].replace("_", "-"))
     return "_".join(parts)
 
 
 #: draws from streams of their own, after the kinds' (each seeded by its name, its count the profile's key of that
 #: name): adding one, or changing how many it draws, leaves every other draw, and so every kernel already measured,
 #: as it was
-STREAMS = (grouped_in_place_of_conv, strided_beyond_kernel, transposed_as_decoders, depthwise_by_window)
+STREAMS = (grouped_in_place_of_conv, strided_beyond_kernel, transposed_as_decoders, depthwise_by_window,
+           unary_by_function)
 
 
 def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]:
