@@ -25,14 +25,13 @@ def main() -> int:
     args = parser.parse_args()
     from perfpred import config
     from perfpred.kernels import predictor, training
-    from perfpred.kernels.measurement import kernels_dir
 
     params = config.load_params()
     for target in args.target:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             models = training.model_rows(target, params)
-        kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
+        kernels = training.kernel_table(target, params)
         measured = models["latency_ms"].to_numpy()
         mape, within, families = [], [], []
         for seed in range(args.first_seed, args.first_seed + args.seeds):

@@ -85,7 +85,8 @@ def test_unknown_target_and_bad_descriptor_are_clear_errors(tmp_path):
 def test_every_host_target_has_fusion_rules():
     for target in ("host-cpu-tf", "host-cpu-tflite", "host-cpu-onnxruntime"):
         rules = detector.fusion_rules(target)
-        assert {key.split(":")[0] for key in rules} - {detector.SKIP_KEY} <= detector.UNARY
+        assert {key.split(":")[0] for key in rules} - {detector.SKIP_KEY, detector.FUNCTION_RATES_KEY} <= detector.UNARY
+        assert set(rules.get(detector.FUNCTION_RATES_KEY, ())) <= set(predictor.FUNCTION_RATE_KINDS)
         assert all(set(kinds) <= set(detector.KINDS) for kinds in rules.values())
         assert set(rules.get(detector.SKIP_KEY, detector.WINDOWED_KINDS)) <= set(detector.WINDOWED_KINDS)
 
@@ -789,3 +790,15 @@ def test_an_activation_function_with_draws_of_its_own_gets_its_own_rate_and_one_
     model = predictor.KernelModel("t", {"unary": regressor}, cache_mb=0.0, io_share=0.0)
     gelu_ms, relu_ms = model.kernel_latencies([unary, relu])
     assert gelu_ms / relu_ms == pytest.approx(10.0, rel=0.2)
+
+
+def test_a_target_without_function_rates_learns_from_the_table_as_before_the_function_draws():
+    table = pd.DataFrame({"name": ["unary_a", "unary_b_agelu", "chain_unary_n1", "conv_c"],
+                          "kind": ["unary", "unary", "chain", "conv"], "function": ["", "gelu", "sigmoid", ""]})
+    rated = predictor.rated_for(table, ["unary"])
+    assert rated.equals(table)
+    plain = predictor.rated_for(table, ())
+    assert plain["name"].tolist() == ["unary_a", "chain_unary_n1", "conv_c"]
+    assert plain["function"].tolist() == ["", "sigmoid", ""]  # a chain's first kernel: only its latency is read
+    rules = {t: detector.fusion_rules(t).get(detector.FUNCTION_RATES_KEY) for t in ("host-cpu-tf", "host-cpu-onnxruntime")}
+    assert rules == {"host-cpu-tf": ["unary"], "host-cpu-onnxruntime": None}

@@ -115,7 +115,8 @@ class Kernel:
 
 def fusion_rules(target: str | None) -> dict[str, list[str]]:
     """Layer class -> kernel kinds it fuses into when it follows one (conf/kernels/<target>.yaml; none: no fusion),
-    and SKIP_KEY -> the kinds whose strided windows skip the input between them (_window_share)."""
+    SKIP_KEY -> the kinds whose strided windows skip the input between them (_window_share), and FUNCTION_RATES_KEY
+    -> the kinds that price activation functions at rates of their own."""
     if target is None:
         return {}
     import yaml
@@ -126,8 +127,9 @@ def fusion_rules(target: str | None) -> dict[str, list[str]]:
         raise config.ConfigError(f"no fusion rules for target {target!r} at {path}: known are {known}")
     document = yaml.safe_load(path.read_text()) or {}
     rules = {str(cls): list(kinds) for cls, kinds in (document.get("fuse") or {}).items()}
-    if SKIP_KEY in document:  # not a layer class: which kinds' strided windows skip the input between them
-        rules[SKIP_KEY] = list(document[SKIP_KEY] or [])
+    for key in (SKIP_KEY, FUNCTION_RATES_KEY):  # not layer classes: which kinds ... (the keys' comments say)
+        if key in document:
+            rules[key] = list(document[key] or [])
     return rules
 
 
@@ -172,6 +174,9 @@ def _weights_bytes(stats: shapes.LayerStats) -> int:
 #: the rules' key (fusion_rules) of the kinds whose windows, strided past their size, skip the input between them
 #: (conf/kernels/<target>.yaml `strided_windows_skip:`); without it every windowed kind does
 SKIP_KEY = "strided_windows_skip"
+#: the rules' key of the kinds whose prior prices each activation function at a rate of its own (the kernel zoo's
+#: `unary_by_function` draws teach it; perfpred.kernels.training.kernel_table); absent: every function at the common rate
+FUNCTION_RATES_KEY = "function_rates"
 WINDOWED_KINDS = ("conv", "grouped", "depthwise", "maxpool", "avgpool")
 
 

@@ -444,6 +444,18 @@ def measured(table: pd.DataFrame, kind: str | None = None) -> pd.DataFrame:
     return table[ok & ((table["kind"] != CHAIN) if kind is None else (table["kind"] == kind))]
 
 
+def rated_for(table: pd.DataFrame, kinds) -> pd.DataFrame:
+    """A kernel table as a target whose rules price activation functions at their own rates for `kinds`
+    (detector.FUNCTION_RATES_KEY) reads it: elsewhere the function draws (`sampler.unary_by_function`) are left out
+    and no row names a function, so every function costs its kind's common rate, as before the draws."""
+    if "function" not in table.columns:
+        return table
+    named = (table["function"].fillna("").astype(str) != "") & (table["kind"] != CHAIN)
+    kept = table[~named | table["kind"].isin(list(kinds))].copy()
+    kept.loc[~kept["kind"].isin([*kinds, CHAIN]), "function"] = ""
+    return kept
+
+
 def without_batch_norm(table: pd.DataFrame) -> np.ndarray:
     """The rows of a kernel table measured without their batch norm (sampler.without_batch_norm)."""
     return table["name"].astype(str).str.endswith("_" + NO_BATCH_NORM).to_numpy(bool)

@@ -73,9 +73,15 @@ def family_residuals(models: pd.DataFrame, candidates: dict[tuple[float, float],
     return predicted, np.log(measured / predicted)
 
 
+def kernel_table(target: str, params: dict) -> pd.DataFrame:
+    """A target's kernel table as its predictors learn from it (predictor.rated_for its rules' function_rates)."""
+    table = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
+    return predictor.rated_for(table, detector.fusion_rules(target).get(detector.FUNCTION_RATES_KEY, ()))
+
+
 def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.KernelModel, dict]:
     """Fit one target's KernelModel; return it with its evaluation (per-kind and whole-model figures)."""
-    kernels = pd.read_parquet(kernels_dir(params) / "measurements" / f"{target}.parquet")
+    kernels = kernel_table(target, params)
     by_block = predictor.cross_validated_by_block(kernels, seed)  # chooses the blocks, ...
     blocks = predictor.choose_channel_blocks(kernels, seed, by_block)
     by_alignment = predictor.cross_validated_by_alignment(kernels, seed, blocks, by_block)  # ... the alignments ...
