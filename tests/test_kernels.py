@@ -802,3 +802,11 @@ def test_a_target_without_function_rates_learns_from_the_table_as_before_the_fun
     assert plain["function"].tolist() == ["", "sigmoid", ""]  # a chain's first kernel: only its latency is read
     rules = {t: detector.fusion_rules(t).get(detector.FUNCTION_RATES_KEY) for t in ("host-cpu-tf", "host-cpu-onnxruntime")}
     assert rules == {"host-cpu-tf": ["unary"], "host-cpu-onnxruntime": None}
+
+
+def test_the_adaptive_round_draws_an_activations_neighbours_with_its_function():
+    pools = _pools() | {"unary": [detector.Kernel("unary", ["a"], (28, 28, 64), (28, 28, 64), 64, 64)]}
+    worst = {"kind": "unary", "h": 28, "cin": 64, "cout": 64, "k": 1, "s": 1, "fn": "gelu"}
+    drawn = sampler.adapt([worst], 3, pools, 0, set())
+    assert len(drawn) == 3 and all(spec["fn"] == "gelu" for spec in drawn)
+    assert all(measurement.spec_from_name(sampler.spec_name(spec)) == spec for spec in drawn)

@@ -148,7 +148,8 @@ def measure_target(target: str, params: dict, progress: bool = True, retry_faile
     rules = detector.fusion_rules(target)
     first = table(entries, measure_round(entries, target, params, retry_failed), rules)
     profile = params["kernel_zoo"]["adaptive"]
-    worst = predictor.worst_configurations(first, int(profile["worst"]), seed=int(params["kernel_zoo"]["seed"]))
+    rated = predictor.rated_for(first, rules.get(detector.FUNCTION_RATES_KEY, ()))  # as the target's predictors read it
+    worst = predictor.worst_configurations(rated, int(profile["worst"]), seed=int(params["kernel_zoo"]["seed"]))
     pools = sampler.zoo_pools(zoo_descriptors(params))
     taken = {e["name"] for e in entries}
     specs = sampler.adapt([spec_from_name(name) for name in worst], int(profile["per_worst"]), pools,

@@ -421,14 +421,15 @@ def _unique_draws(wanted: int, draw, seen: set[str]) -> list[dict]:
 
 def adapt(worst: list[dict], per_config: int, pools: dict[str, list[Kernel]], seed: int, taken: set[str]) -> list[dict]:
     """More configurations near the worst-predicted ones (nn-Meter's adaptive round), from a random stream per kind:
-    a change to one kind's worst leaves the other kinds' draws as they were."""
+    a change to one kind's worst leaves the other kinds' draws as they were. A draw keeps its worst's window,
+    stride, groups and activation function (a gelu's neighbours are gelus)."""
     streams: dict[str, random.Random] = {}
     specs = []
     for near in worst:
         rng = streams.setdefault(near["kind"], random.Random(f"{seed + 1}:{near['kind']}"))
         for _ in range(per_config):
             spec = sample_spec(near["kind"], pools, rng, near) | {
-                key: near[key] for key in ("k", "s", "groups") if key in near}
+                key: near[key] for key in ("k", "s", "groups", "fn") if key in near}
             if spec.get("groups"):
                 spec["cin"], spec["cout"] = (max(c // spec["groups"], 1) * spec["groups"] for c in (spec["cin"], spec["cout"]))
             if spec_name(spec) not in taken:
