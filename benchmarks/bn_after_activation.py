@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kernels_novel import measure
+from kernels_novel import measure, written
 
 ORDERS = ("plain", "bn_relu", "relu_bn")
 LAYERS = 4
@@ -46,13 +46,7 @@ def main() -> int:
     parser.add_argument("--target", action="append", required=True)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/perfpred-bn-after-activation"))
     args = parser.parse_args()
-    args.folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for order in ORDERS:
-        path = args.folder / f"stack_{order}.json"
-        if not path.exists():
-            path.write_text(build(order).to_json())
-        paths[f"stack_{order}"] = path
+    paths = written({f"stack_{order}": lambda order=order: build(order) for order in ORDERS}, args.folder)
     results = {}
     for target in args.target:
         latency = measure(paths, target, args.folder)

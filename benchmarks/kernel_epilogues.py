@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kernels_novel import measure
+from kernels_novel import measure, written
 
 LAYERS = 4
 NORM_SHAPES = ((80, 24), (40, 64), (20, 128))
@@ -61,17 +61,11 @@ def activation_stack(function: str):
 
 
 def descriptors(folder: Path) -> dict[str, Path]:
-    """Every stack's Keras JSON under `folder` (written once)."""
-    models = [norm_stack(kind, size, channels, variant) for kind in ("dw", "pw") for size, channels in NORM_SHAPES
-              for variant in NORM_VARIANTS]
-    models += [activation_stack(function) for function in FUNCTIONS]
-    paths = {}
-    for model in models:
-        path = folder / f"{model.name}.json"
-        if not path.exists():
-            path.write_text(model.to_json())
-        paths[model.name] = path
-    return paths
+    """Every stack's Keras JSON under `folder` (written once, kernels_novel.written)."""
+    builders = {f"{kind}_{size}_{channels}_{variant}": lambda k=kind, s=size, c=channels, v=variant: norm_stack(k, s, c, v)
+                for kind in ("dw", "pw") for size, channels in NORM_SHAPES for variant in NORM_VARIANTS}
+    builders |= {f"act_{function}": lambda f=function: activation_stack(f) for function in FUNCTIONS}
+    return written(builders, folder)
 
 
 def main() -> int:
@@ -79,7 +73,6 @@ def main() -> int:
     parser.add_argument("--target", action="append", required=True)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/perfpred-kernel-epilogues"))
     args = parser.parse_args()
-    args.folder.mkdir(parents=True, exist_ok=True)
     paths = descriptors(args.folder)
     size, channels = ACTIVATION_SHAPE
     tensor_mb = size * size * channels * 4 / 1e6

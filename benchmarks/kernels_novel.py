@@ -89,15 +89,20 @@ def build(architecture: str, width: int):
     return keras.Model(image, out, name=f"{architecture}_{width}")
 
 
-def descriptors(folder: Path) -> dict[str, Path]:
-    """Write every (architecture, size) descriptor once; name -> path."""
+def written(builders: dict, folder: Path) -> dict[str, Path]:
+    """name -> <folder>/<name>.json, each Keras descriptor written from its builder (a function returning the
+    keras.Model) only where the file is missing: a rerun builds nothing and measures from the journal."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {f"{a}_{w}": folder / f"{a}_{w}.json" for a in ARCHITECTURES for w in SIZES}
+    paths = {name: folder / f"{name}.json" for name in builders}
     for name, path in paths.items():
         if not path.exists():
-            architecture, width = name.rsplit("_", 1)
-            path.write_text(build(architecture, int(width)).to_json())
+            path.write_text(builders[name]().to_json())
     return paths
+
+
+def descriptors(folder: Path) -> dict[str, Path]:
+    """Write every (architecture, size) descriptor once; name -> path."""
+    return written({f"{a}_{w}": lambda a=a, w=w: build(a, w) for a in ARCHITECTURES for w in SIZES}, folder)
 
 
 def measure(paths: dict[str, Path], target: str, folder: Path) -> dict[str, float]:

@@ -440,8 +440,13 @@ class KernelModel:
 def measured(table: pd.DataFrame, kind: str | None = None) -> pd.DataFrame:
     """A kernel table's rows measured ok, of one kind, or (None) of every kernel kind: the chains and the kernels
     measured without their batch norm (which only price it, fit_batch_norm_rate) left out."""
-    ok = (table["status"] == "ok") & (table["latency_ms"] > 0) & ~without_batch_norm(table)
+    ok = measured_ok(table) & ~without_batch_norm(table)
     return table[ok & ((table["kind"] != CHAIN) if kind is None else (table["kind"] == kind))]
+
+
+def measured_ok(table: pd.DataFrame) -> pd.Series:
+    """Which rows of a kernel table were measured ok (a positive latency), whatever they are."""
+    return (table["status"] == "ok") & (table["latency_ms"] > 0)
 
 
 def rated_for(table: pd.DataFrame, kinds) -> pd.DataFrame:
@@ -465,12 +470,13 @@ def fit_batch_norm_rate(table: pd.DataFrame) -> float:
     """ms per MB of output that a batch norm after a conv-like kernel costs: the median, over the kernel zoo's pairs
     (a configuration measured with and without it, sampler.without_batch_norm), of the difference over the MB the
     kernel writes; at least 0, and 0 without pairs."""
-    ok = table[(table["status"] == "ok") & (table["latency_ms"] > 0)]
+    ok = table[measured_ok(table)]
     latency = dict(zip(ok["name"], ok["latency_ms"], strict=True))
     bare = ok[without_batch_norm(ok)]
-    rates = [(latency[name[:-len(NO_BATCH_NORM) - 1]] - ms) / (written / 1e6)
-             for name, ms, written in zip(bare["name"], bare["latency_ms"], bare["bytes_written"], strict=True)
-             if name[:-len(NO_BATCH_NORM) - 1] in latency and written > 0]
+    paired = bare["name"].str[:-len(NO_BATCH_NORM) - 1].map(latency)  # the same configuration with its batch norm
+    rates = [(with_ms - ms) / (written / 1e6)
+             for with_ms, ms, written in zip(paired, bare["latency_ms"], bare["bytes_written"], strict=True)
+             if pd.notna(with_ms) and written > 0]
     return max(float(np.median(rates)), 0.0) if rates else 0.0
 
 
