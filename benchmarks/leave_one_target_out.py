@@ -107,7 +107,7 @@ def one_draw(source_model, descriptor, table, features, measured, k, draw, svr, 
     return result
 
 
-def leave_out(target: str, metric: str, draws: int) -> list[dict]:
+def leave_out(target: str, metric: str, draws: int, first_draw: int = 0, ks=KS) -> list[dict]:
     """Every (k, draw) score of one left-out (target, metric)."""
     table = estimators.training_table(target, metric)
     features = estimators.feature_columns(table)
@@ -122,12 +122,12 @@ def leave_out(target: str, metric: str, draws: int) -> list[dict]:
     source_logs = transfer.source_predictions(source_model, table[features])  # what select places the rows by
     records = [{"target": target, "metric": metric, "k": 0, "draw": 0, "sources": ",".join(sources), "champion": champion,
                 "adapt_random": mape(measured, zero_shot.predict(table[features]))}]
-    for k in KS[1:]:
+    for k in (k for k in ks if k > 0):
         if k > len(table) - 10:
             continue
-        for draw in range(draws):
+        for draw in range(first_draw, first_draw + draws):
             scores = one_draw(source_model, descriptor, table, features, measured, k, draw, svr,
-                              coverage=k >= 10 and draw < COVERAGE_DRAWS, source_logs=source_logs)
+                              coverage=k >= 10 and draw < first_draw + COVERAGE_DRAWS, source_logs=source_logs)
             records.append({"target": target, "metric": metric, "k": k, "draw": draw, "sources": ",".join(sources),
                             "champion": champion, **scores})
         done = [r for r in records if r["k"] == k]
@@ -219,6 +219,10 @@ def main() -> int:
     parser.add_argument("--targets", help="comma-separated left-out targets (default: every target with a table)")
     parser.add_argument("--metrics", default=",".join(schema.METRIC_COLUMNS), help="comma-separated metrics")
     parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--first-draw", type=int, default=0,
+                        help="numpy seed of the first draw (the report's figures: 0; choose settings on others, e.g. 100)")
+    parser.add_argument("--ks", default=",".join(map(str, KS)), help="comma-separated k values (default: all)")
+    parser.add_argument("--no-write", action="store_true", help="print the table only (tuning runs: leave reports/ as it is)")
     parser.add_argument("--conditions", default="2-core VM shared with other jobs", help="load conditions for the report")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -227,9 +231,15 @@ def main() -> int:
         targets = args.targets.split(",") if args.targets else targets_with_table(metric)
         for target in targets:
             if metric in config.target_config(target).get("metrics", []):
-                records += leave_out(target, metric, args.draws)
-                write_outputs(summarise(records), records, args.conditions)  # after each: a long run keeps what it did
+                records += leave_out(target, metric, args.draws, args.first_draw, tuple(int(k) for k in args.ks.split(",")))
+                if not args.no_write:
+                    write_outputs(summarise(records), records, args.conditions)  # after each: a long run keeps what it did
     summary = summarise(records)
+    if args.no_write:
+        for row in summary:
+            print(row["target"], row["metric"], row["k"], *(f"{row.get(c, float('nan')):.2f}" for c in
+                  ("adapt_random", "adapt_selected", "per_target", "coverage_90")))
+        return 0
     log_mlflow(summary)
     print((config.path("reports") / "leave_one_target_out.md").read_text())
     return 0
