@@ -347,3 +347,19 @@ def test_blend_kernels_is_built_from_its_members_as_each_trains_alone():
     assert [name for name, _, _ in blend.members] == ["ens_kernels", "kernels"]
     assert blend.members[0][2] == list(predictor.GROUP_COLUMNS) and blend.members[1][2] == []
     assert type(blend.members[1][1]).__name__ == "KernelOverhead"
+
+
+def test_an_onnx_layer_normalization_is_a_unary_kernel_at_the_layer_norm_rate(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from perfpred.kernels.onnx_kernels import detect_onnx
+
+    scale, bias = (numpy_helper.from_array(np.ones(16, "float32"), n) for n in ("scale", "bias"))
+    nodes = [helper.make_node("LayerNormalization", ["image", "scale", "bias"], ["out"], axis=-1, name="norm")]
+    graph = helper.make_graph(nodes, "norm", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 8, 8, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [scale, bias])
+    path = tmp_path / "norm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    (kernel,) = detect_onnx(path, {})
+    assert (kernel.kind, kernel.function, kernel.classes) == ("unary", "layer_norm", ["LayerNormalization"])

@@ -801,7 +801,45 @@ def test_a_target_without_function_rates_learns_from_the_table_as_before_the_fun
     assert plain["name"].tolist() == ["unary_a", "chain_unary_n1", "conv_c"]
     assert plain["function"].tolist() == ["", "sigmoid", ""]  # a chain's first kernel: only its latency is read
     rules = {t: detector.fusion_rules(t).get(detector.FUNCTION_RATES_KEY) for t in ("host-cpu-tf", "host-cpu-onnxruntime")}
-    assert rules == {"host-cpu-tf": ["unary"], "host-cpu-onnxruntime": None}
+    assert rules == {"host-cpu-tf": ["unary"], "host-cpu-onnxruntime": ["unary:layer_norm"]}
+
+
+def test_a_kind_function_entry_rates_that_function_alone():
+    """ONNX Runtime prices its layer norms at their own rate and every activation function at the common one."""
+    table = pd.DataFrame({"name": ["unary_a", "unary_b_agelu", "unary_c_alayer-norm", "chain_unary_n1", "conv_c"],
+                          "kind": ["unary", "unary", "unary", "chain", "conv"],
+                          "function": ["", "gelu", "layer_norm", "sigmoid", ""]})
+    rated = predictor.rated_for(table, ["unary:layer_norm"])
+    assert rated["name"].tolist() == ["unary_a", "unary_c_alayer-norm", "chain_unary_n1", "conv_c"]
+    assert rated["function"].tolist() == ["", "layer_norm", "sigmoid", ""]
+    assert predictor.rated_for(table, ["unary"]).equals(table)
+
+
+def test_layer_norm_draws_are_unary_kernels_at_a_rate_of_their_own_and_leave_every_other_draw_as_it_was(tmp_path):
+    """A LayerNormalization is a unary kernel named `layer_norm` (it was an `other` one, priced as a zero padding); the
+    zoo's layer norms stay in the `other` pool, so the draws of every kind are those made before."""
+    import keras
+
+    inputs = keras.Input((12, 12, 40))
+    normalised = keras.layers.LayerNormalization(epsilon=1e-6)(keras.layers.DepthwiseConv2D(7, padding="same")(inputs))
+    network = tmp_path / "convnext_block.json"
+    network.write_text(keras.Model(inputs, keras.layers.Dense(160)(normalised)).to_json())
+    kernels = detector.detect(network, "host-cpu-onnxruntime")
+    norm = next(k for k in kernels if k.classes[0] == "LayerNormalization")
+    assert (norm.kind, norm.function, norm.cout) == ("unary", "layer_norm", 40)
+    pools = sampler.zoo_pools([network])
+    assert [k.classes[0] for k in pools["other"]] == ["LayerNormalization"] and not pools["unary"]
+    pools |= {"conv": _pools()["conv"]}
+    profile = {"default_per_kind": 1, "per_kind": {"conv": 3}}
+    before = sampler.plan(profile, pools, 0)
+    after = sampler.plan(profile | {"unary_layer_norm": 3}, pools, 0)
+    drawn = [spec for spec in after if spec.get("fn")]
+    assert [spec for spec in after if not spec.get("fn")] == before and len(drawn) == 3
+    assert all(spec["fn"] == sampler.LAYER_NORM and spec["h"] <= 17 for spec in drawn)  # near the zoo's 12 x 12
+    assert all(measurement.spec_from_name(sampler.spec_name(spec)) == spec for spec in drawn)
+    path = sampler.write(drawn[:1], tmp_path / "zoo")[0]
+    row = measurement.kernel_row(path.stem, "unary", path, detector.fusion_rules("host-cpu-onnxruntime"))
+    assert row["function"] == "layer_norm" and row["kernels_in_descriptor"] == 1
 
 
 def test_the_adaptive_round_draws_an_activations_neighbours_with_its_function():

@@ -27,7 +27,7 @@ NO_OPS = {"InputLayer", "Dropout", "SpatialDropout2D", "GaussianNoise", "Gaussia
           "FixedDropout", "StochasticDepth", "ActivityRegularization"}
 #: layers that run one element-wise pass over their input when nothing fuses them
 UNARY = {"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Rescaling", "Normalization",
-         "LayerScale"}
+         "LayerScale", "LayerNormalization"}
 MERGES = {"Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"}
 KIND_OF_CLASS = {"DepthwiseConv2D": "depthwise", "Conv2DTranspose": "transposed", "Deconvolution2D": "transposed",
                  "Dense": "dense", "MaxPooling2D": "maxpool", "MaxPool2D": "maxpool", "AveragePooling2D": "avgpool",
@@ -61,6 +61,15 @@ ACTIVATION_ALIASES = {"silu": "swish", "hard_silu": "hard_swish", "_hard_swish":
 #: 0.055 / 0.032 / 0.186 / 0.112 / 0.051, where one rate for every unary kernel priced each at 0.02-0.04
 FUNCTION_RATES = {"swish": "swish", "sigmoid": "sigmoid", "tanh": "sigmoid", "elu": "sigmoid", "selu": "sigmoid",
                   "softplus": "sigmoid", "gelu": "gelu", "hard_swish": "hard_swish", "hard_sigmoid": "hard_swish"}
+#: layers (not activation functions) whose element-wise kernel costs a rate of its own per MB, by rule key: a layer
+#: norm reads its input twice (the mean and variance over channels, then the normalisation) and, as ONNX Runtime runs
+#: tf2onnx's export of it, as ten element-wise ops (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add);
+#: ConvNeXt runs one after each of its 18 depthwise convolutions. It was an `other` kernel priced as a zero padding,
+#: and ConvNeXt was predicted 24 % too fast on ONNX Runtime (families left out, 2026-12-01)
+CLASS_RATES = {"LayerNormalization": "layer_norm"}
+#: where the zoo's kernels of a CLASS_RATES class are pooled for sampling (sampler.zoo_pools): where they were when
+#: the kernel zoo's draws were made, so that moving their kind leaves every drawn kernel as it was
+POOLED_AS = {"LayerNormalization": "other"}
 #: the numeric configuration of a kernel, in the order predictors read it
 CONFIG_FIELDS: tuple[str, ...] = ("input_height", "input_width", "cin", "cout", "kernel_size", "strides", "groups",
                                   "inputs", "output_elements", "flops", "bytes_read", "bytes_written", "fused")
@@ -97,8 +106,13 @@ class Kernel:
 
     @property
     def function(self) -> str:
-        """The rate (FUNCTION_RATES) an element-wise kernel's activation function costs at, "" for any other kernel."""
-        if self.kind != "unary" or not self.classes or not self.classes[0].startswith("Activation:"):
+        """The rate an element-wise kernel costs at: its layer's (CLASS_RATES: a layer norm's) or its activation
+        function's (FUNCTION_RATES); "" for any other kernel."""
+        if self.kind != "unary" or not self.classes:
+            return ""
+        if self.classes[0] in CLASS_RATES:
+            return CLASS_RATES[self.classes[0]]
+        if not self.classes[0].startswith("Activation:"):
             return ""
         return FUNCTION_RATES.get(self.classes[0].split(":", 1)[1], "")
 

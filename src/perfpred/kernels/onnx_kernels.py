@@ -270,6 +270,9 @@ class _Detector(_Count):
             params = sum(self.weight(n) for n in node.input[1:5])
             return _Unit("unary", "BatchNormalization", [name], tensors[:1], output,
                          BN_FLOPS_PER_ELEMENT * elements + BN_FLOPS_PER_CHANNEL * channels, params)
+        if op == "LayerNormalization":  # opset 17's op, as Keras' LayerNormalization: a unary kernel at its own rate
+            params = sum(self.weight(n) for n in node.input[1:] if n in self.constants)
+            return _Unit("unary", "LayerNormalization", [name], tensors[:1], output, 7 * elements, params)
         if op in RULE_CLASS or op in UNARY_OPS:
             params = sum(self.weight(n) for n in node.input[1:] if n in self.constants and not self.scalar(n))
             flops = ACTIVATION_FLOPS.get(op, 0 if op in RULE_CLASS else 1) * elements

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from perfpred.kernels.detector import CONFIG_FIELDS, FUNCTION_RATES, KINDS, Kernel
+from perfpred.kernels.detector import CLASS_RATES, CONFIG_FIELDS, FUNCTION_RATES, KINDS, Kernel
 from perfpred.kernels.sampler import BATCH_NORM_KINDS, NO_BATCH_NORM
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
@@ -64,10 +64,11 @@ GROUP_COLUMN_KINDS = ("grouped",)
 #: 26.9, 22.8 / 18.6, 69.9 / 70.6. Whole zoo models, families left out: TFLite 10.4 -> 9.8 %, TF 13.5 -> 13.2, ORT
 #: 11.6 -> 11.6 (adopted after that one look).
 WINDOW_RATE_KINDS = ("depthwise", "grouped")
-#: kinds whose prior prices the MB an activation function moves at a rate per function (`_design`, the rates of
-#: detector.FUNCTION_RATES; the kernel zoo's `unary_by_function` draws teach them)
+#: kinds whose prior prices the MB an activation function (or a layer norm) moves at a rate per function (`_design`,
+#: the rates of detector.FUNCTION_RATES and CLASS_RATES; the kernel zoo's `unary_by_function` and
+#: `unary_layer_norm` draws teach them)
 FUNCTION_RATE_KINDS = ("unary",)
-RATED_FUNCTIONS = tuple(sorted(set(FUNCTION_RATES.values())))
+RATED_FUNCTIONS = tuple(sorted(set(FUNCTION_RATES.values()) | set(CLASS_RATES.values())))
 MIN_FUNCTION_ROWS = 2
 WINDOW_RATES = (3, 5, 7)
 #: MB of a model's weights that stay in cache from one inference to the next (KernelModel.cache_mb), the candidates
@@ -450,14 +451,22 @@ def measured_ok(table: pd.DataFrame) -> pd.Series:
 
 
 def rated_for(table: pd.DataFrame, kinds) -> pd.DataFrame:
-    """A kernel table as a target whose rules price activation functions at their own rates for `kinds`
-    (detector.FUNCTION_RATES_KEY) reads it: elsewhere the function draws (`sampler.unary_by_function`) are left out
-    and no row names a function, so every function costs its kind's common rate, as before the draws."""
+    """A kernel table as a target whose rules price activation functions at their own rates (detector.FUNCTION_RATES_KEY)
+    reads it. Each entry of `kinds` is a kind (every function of it at its own rate) or `kind:function` (that function
+    only: ONNX Runtime's layer norms, whose other functions cost it no more than in a model, see
+    conf/kernels/host-cpu-onnxruntime.yaml). Elsewhere the function draws (`sampler.unary_by_function`,
+    `sampler.unary_layer_norm`) are left out and no row names a function, so every other function costs its kind's
+    common rate, as before the draws."""
     if "function" not in table.columns:
         return table
-    named = (table["function"].fillna("").astype(str) != "") & (table["kind"] != CHAIN)
-    kept = table[~named | table["kind"].isin(list(kinds))].copy()
-    kept.loc[~kept["kind"].isin([*kinds, CHAIN]), "function"] = ""
+    whole = {entry for entry in kinds if ":" not in entry}
+    pairs = {tuple(entry.split(":", 1)) for entry in kinds if ":" in entry}
+    functions = table["function"].fillna("").astype(str)
+    rated = table["kind"].isin(list(whole)) | pd.Series(
+        [(kind, function) in pairs for kind, function in zip(table["kind"], functions, strict=True)], index=table.index)
+    named = (functions != "") & (table["kind"] != CHAIN)
+    kept = table[~named | rated].copy()
+    kept.loc[~(rated[kept.index] | (kept["kind"] == CHAIN)), "function"] = ""
     return kept
 
 

@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from perfpred.kernels.detector import KINDS, Kernel, detect
+from perfpred.kernels.detector import KINDS, POOLED_AS, Kernel, detect
 
 #: the layers that follow a convolution in a sampled conv-like kernel (the fusion rules decide if they fuse)
 CONV_TAIL = ("bn", "relu")
@@ -26,12 +26,13 @@ MIN_SPATIAL = 1
 
 
 def zoo_pools(descriptors: Iterable[Path]) -> dict[str, list[Kernel]]:
-    """Every kernel of the zoo's descriptors, by kind (no fusion: the bare operators and their shapes)."""
+    """Every kernel of the zoo's descriptors, by kind (no fusion: the bare operators and their shapes); a layer
+    class of detector.POOLED_AS under the kind it was pooled as when the draws were made."""
     pools: dict[str, list[Kernel]] = {kind: [] for kind in KINDS}
     for path in descriptors:
         try:
             for kernel in detect(path):
-                pools[kernel.kind].append(kernel)
+                pools[POOLED_AS.get((kernel.classes or [""])[0], kernel.kind)].append(kernel)
         except (ValueError, KeyError):
             continue  # a descriptor describe refuses has no shapes to learn ranges from
     return pools
@@ -154,6 +155,25 @@ def unary_by_function(pools: dict[str, list[Kernel]], rng: random.Random) -> dic
     cin = _channels(rng, shape[-1])
     spec = {"kind": "unary", "h": _spatial(rng, shape[0]), "cin": cin, "cout": cin, "k": 1, "s": 1}
     return _bounded(spec) | {"fn": rng.choice(DRAWN_FUNCTIONS)}
+
+
+#: the `fn` of a layer-norm draw (unary_layer_norm): detector.CLASS_RATES' rate of a LayerNormalization
+LAYER_NORM = "layer_norm"
+
+
+def unary_layer_norm(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
+    """A layer norm over the channels (Keras' LayerNormalization on the last axis, as ConvNeXt's) on the tensor of
+    one of the zoo's layer norms (drawn by cost), its channels jittered; without one in the zoo, a unary kernel's.
+
+    Its kernel is a unary one with a rate of its own (detector.CLASS_RATES): it reads its input twice and, exported
+    to ONNX, runs as ten element-wise ops, where a unary kernel of the zoo is a single pass."""
+    norms = [k for k in pools.get("other") or [] if k.classes[:1] == ["LayerNormalization"] and len(k.output_shape) == 3]
+    pool = norms or [k for k in pools.get("unary") or [] if len(k.output_shape) == 3] or pools["conv"]
+    source = rng.choices(pool, weights=_costs(pool))[0]
+    shape = tuple(source.output_shape)
+    cin = _channels(rng, shape[-1])
+    spec = {"kind": "unary", "h": _spatial(rng, shape[0]), "cin": cin, "cout": cin, "k": 1, "s": 1}
+    return _bounded(spec) | {"fn": LAYER_NORM}
 
 
 #: the smallest spatial size a decoder's transposed convolution upsamples to (transposed_as_decoders)
@@ -358,6 +378,8 @@ def build(spec: dict):
         x = (layers.Add() if kind == "add" else layers.Concatenate())([image, other])
     elif kind == "resize":
         x = layers.UpSampling2D(k)(x)
+    elif kind == "unary" and spec.get("fn") == LAYER_NORM:
+        x = layers.LayerNormalization(epsilon=1e-6)(x)
     elif kind == "unary" and spec.get("fn"):
         x = layers.Activation(spec["fn"])(x)
     elif kind == "unary":
@@ -385,7 +407,7 @@ def spec_name(spec: dict) -> str:
 #: name): adding one, or changing how many it draws, leaves every other draw, and so every kernel already measured,
 #: as it was
 STREAMS = (grouped_in_place_of_conv, strided_beyond_kernel, transposed_as_decoders, depthwise_by_window,
-           unary_by_function)
+           unary_by_function, unary_layer_norm)
 
 
 def plan(profile: dict, pools: dict[str, list[Kernel]], seed: int) -> list[dict]:
