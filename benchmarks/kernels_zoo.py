@@ -22,6 +22,8 @@ def main() -> int:
     parser.add_argument("--target", action="append", required=True)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed.. (choose settings on others than 0..)")
+    parser.add_argument("--rows", metavar="CSV", help="write each model's measured and predicted latency (mean over seeds) "
+                        "per target to CSV (the target's name is inserted before the suffix)")
     args = parser.parse_args()
     from perfpred import config
     from perfpred.kernels import predictor, training
@@ -33,11 +35,12 @@ def main() -> int:
             models = training.model_rows(target, params)
         kernels = training.kernel_table(target, params)
         measured = models["latency_ms"].to_numpy()
-        mape, within, families = [], [], []
+        mape, within, families, predictions = [], [], [], []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             fitted = predictor.KernelModel.fit(target, kernels, seed)
             predicted, _ = training.family_residuals(models, training.terms_by_candidate(models, fitted), fitted.call_ms)
             error = np.abs(predicted - measured) / measured
+            predictions.append(predicted)
             mape.append(100 * error.mean())
             within.append(100 * (error <= 0.10).mean())
             families.append(pd.Series(100 * error, index=models["family"]).groupby(level=0).mean())
@@ -47,6 +50,15 @@ def main() -> int:
         print(f"  within +-10%           {np.mean(within):.0f} +- {np.std(within):.0f} %")
         by_family = pd.concat(families, axis=1).mean(axis=1).round(1)
         print("  MAPE per family (mean over seeds): " + ", ".join(f"{f} {v}" for f, v in by_family.items()))
+        if args.rows:
+            from pathlib import Path
+
+            out = Path(args.rows)
+            out = out.with_name(f"{out.stem}-{target}{out.suffix or '.csv'}")
+            predicted = np.mean(predictions, axis=0)
+            models[["model", "family"]].assign(latency_ms=measured, predicted_ms=predicted,
+                                                error_pct=100 * (predicted - measured) / measured).to_csv(out, index=False)
+            print(f"  rows: {out}")
     return 0
 
 
