@@ -86,8 +86,20 @@ def test_every_host_target_has_fusion_rules():
     for target in ("host-cpu-tf", "host-cpu-tflite", "host-cpu-onnxruntime"):
         rules = detector.fusion_rules(target)
         assert {key.split(":")[0] for key in rules} - {detector.SKIP_KEY, detector.FUNCTION_RATES_KEY} <= detector.UNARY
-        assert set(rules.get(detector.FUNCTION_RATES_KEY, ())) <= set(predictor.FUNCTION_RATE_KINDS)
-        assert all(set(kinds) <= set(detector.KINDS) for kinds in rules.values())
+        rated = rules.get(detector.FUNCTION_RATES_KEY, ())
+        assert {entry.split(":")[0] for entry in rated} <= set(predictor.FUNCTION_RATE_KINDS)
+        assert {entry.split(":")[1] for entry in rated if ":" in entry} <= set(predictor.RATED_FUNCTIONS)
+        assert all(set(kinds) <= set(detector.KINDS) for key, kinds in rules.items() if key != detector.FUNCTION_RATES_KEY)
+
+
+def test_a_function_rates_entry_that_names_no_kind_or_rate_is_refused(tmp_path, monkeypatch):
+    from perfpred import config
+
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "t.yaml").write_text("fuse: {}\nfunction_rates: [\"unary:layernorm\"]\n")
+    monkeypatch.setattr(config, "conf_dir", lambda: tmp_path)
+    with pytest.raises(config.ConfigError, match="t.yaml.*unary:layernorm.*layer_norm"):
+        detector.fusion_rules("t")
         assert set(rules.get(detector.SKIP_KEY, detector.WINDOWED_KINDS)) <= set(detector.WINDOWED_KINDS)
 
 
@@ -848,3 +860,4 @@ def test_the_adaptive_round_draws_an_activations_neighbours_with_its_function():
     drawn = sampler.adapt([worst], 3, pools, 0, set())
     assert len(drawn) == 3 and all(spec["fn"] == "gelu" for spec in drawn)
     assert all(measurement.spec_from_name(sampler.spec_name(spec)) == spec for spec in drawn)
+

@@ -144,6 +144,12 @@ def fusion_rules(target: str | None) -> dict[str, list[str]]:
     for key in (SKIP_KEY, FUNCTION_RATES_KEY):  # not layer classes: which kinds ... (the keys' comments say)
         if key in document:
             rules[key] = list(document[key] or [])
+    rates = sorted(set(FUNCTION_RATES.values()) | set(CLASS_RATES.values()))
+    for entry in rules.get(FUNCTION_RATES_KEY, ()):
+        kind, _, function = str(entry).partition(":")
+        if kind not in KINDS or (function and function not in rates):
+            raise config.ConfigError(f"{path}: `{FUNCTION_RATES_KEY}` entry {entry!r} is not a kind ({', '.join(KINDS)}) "
+                                     f"or kind:rate with a rate of {', '.join(rates)}")
     return rules
 
 
