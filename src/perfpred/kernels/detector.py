@@ -70,6 +70,8 @@ CLASS_RATES = {"LayerNormalization": "layer_norm"}
 #: where the zoo's kernels of a CLASS_RATES class are pooled for sampling (sampler.zoo_pools): where they were when
 #: the kernel zoo's draws were made, so that moving their kind leaves every drawn kernel as it was
 POOLED_AS = {"LayerNormalization": "other"}
+#: every rate an element-wise kernel may cost at (Kernel.function), in the order predictors' columns take them
+RATES: tuple[str, ...] = tuple(sorted(set(FUNCTION_RATES.values()) | set(CLASS_RATES.values())))
 #: the numeric configuration of a kernel, in the order predictors read it
 CONFIG_FIELDS: tuple[str, ...] = ("input_height", "input_width", "cin", "cout", "kernel_size", "strides", "groups",
                                   "inputs", "output_elements", "flops", "bytes_read", "bytes_written", "fused")
@@ -144,12 +146,11 @@ def fusion_rules(target: str | None) -> dict[str, list[str]]:
     for key in (SKIP_KEY, FUNCTION_RATES_KEY):  # not layer classes: which kinds ... (the keys' comments say)
         if key in document:
             rules[key] = list(document[key] or [])
-    rates = sorted(set(FUNCTION_RATES.values()) | set(CLASS_RATES.values()))
     for entry in rules.get(FUNCTION_RATES_KEY, ()):
         kind, _, function = str(entry).partition(":")
-        if kind not in KINDS or (function and function not in rates):
+        if kind not in KINDS or (function and function not in RATES):
             raise config.ConfigError(f"{path}: `{FUNCTION_RATES_KEY}` entry {entry!r} is not a kind ({', '.join(KINDS)}) "
-                                     f"or kind:rate with a rate of {', '.join(rates)}")
+                                     f"or kind:rate with a rate of {', '.join(RATES)}")
     return rules
 
 

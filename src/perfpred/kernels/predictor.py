@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from perfpred.kernels.detector import CLASS_RATES, CONFIG_FIELDS, FUNCTION_RATES, KINDS, Kernel
+from perfpred.kernels.detector import CONFIG_FIELDS, KINDS, RATES, Kernel
 from perfpred.kernels.sampler import BATCH_NORM_KINDS, NO_BATCH_NORM
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
@@ -68,7 +68,7 @@ WINDOW_RATE_KINDS = ("depthwise", "grouped")
 #: the rates of detector.FUNCTION_RATES and CLASS_RATES; the kernel zoo's `unary_by_function` and
 #: `unary_layer_norm` draws teach them)
 FUNCTION_RATE_KINDS = ("unary",)
-RATED_FUNCTIONS = tuple(sorted(set(FUNCTION_RATES.values()) | set(CLASS_RATES.values())))
+RATED_FUNCTIONS = RATES
 MIN_FUNCTION_ROWS = 2
 WINDOW_RATES = (3, 5, 7)
 #: MB of a model's weights that stay in cache from one inference to the next (KernelModel.cache_mb), the candidates
@@ -459,11 +459,9 @@ def rated_for(table: pd.DataFrame, kinds) -> pd.DataFrame:
     common rate, as before the draws."""
     if "function" not in table.columns:
         return table
-    whole = {entry for entry in kinds if ":" not in entry}
-    pairs = {tuple(entry.split(":", 1)) for entry in kinds if ":" in entry}
+    kinds = list(kinds)
     functions = table["function"].fillna("").astype(str)
-    rated = table["kind"].isin(list(whole)) | pd.Series(
-        [(kind, function) in pairs for kind, function in zip(table["kind"], functions, strict=True)], index=table.index)
+    rated = table["kind"].isin(kinds) | (table["kind"].astype(str) + ":" + functions).isin(kinds)
     named = (functions != "") & (table["kind"] != CHAIN)
     kept = table[~named | rated].copy()
     kept.loc[~(rated[kept.index] | (kept["kind"] == CHAIN)), "function"] = ""

@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from perfpred.kernels.detector import KINDS, POOLED_AS, Kernel, detect
+from perfpred.kernels.detector import CLASS_RATES, KINDS, POOLED_AS, Kernel, detect
 
 #: the layers that follow a convolution in a sampled conv-like kernel (the fusion rules decide if they fuse)
 CONV_TAIL = ("bn", "relu")
@@ -150,15 +150,20 @@ def unary_by_function(pools: dict[str, list[Kernel]], rng: random.Random) -> dic
     hard swish (MobileNetV3) and gelu (ConvNeXt) on as large tensors: after a convolution, they cost TF 2-11x, TFLite
     2-8x and ONNX Runtime up to 5x what a unary kernel of that size was predicted to (detector.FUNCTION_RATES)."""
     pool = [k for k in pools.get("unary") or [] if len(k.output_shape) == 3] or pools["conv"]
+    return _unary_on(pool, rng) | {"fn": rng.choice(DRAWN_FUNCTIONS)}
+
+
+def _unary_on(pool: list[Kernel], rng: random.Random) -> dict:
+    """A unary kernel on the output tensor of a kernel of `pool` (drawn by cost: the large early ones), its channels
+    jittered."""
     source = rng.choices(pool, weights=_costs(pool))[0]
     shape = tuple(source.output_shape)
     cin = _channels(rng, shape[-1])
-    spec = {"kind": "unary", "h": _spatial(rng, shape[0]), "cin": cin, "cout": cin, "k": 1, "s": 1}
-    return _bounded(spec) | {"fn": rng.choice(DRAWN_FUNCTIONS)}
+    return _bounded({"kind": "unary", "h": _spatial(rng, shape[0]), "cin": cin, "cout": cin, "k": 1, "s": 1})
 
 
 #: the `fn` of a layer-norm draw (unary_layer_norm): detector.CLASS_RATES' rate of a LayerNormalization
-LAYER_NORM = "layer_norm"
+LAYER_NORM = CLASS_RATES["LayerNormalization"]
 
 
 def unary_layer_norm(pools: dict[str, list[Kernel]], rng: random.Random) -> dict:
@@ -169,11 +174,7 @@ def unary_layer_norm(pools: dict[str, list[Kernel]], rng: random.Random) -> dict
     to ONNX, runs as ten element-wise ops, where a unary kernel of the zoo is a single pass."""
     norms = [k for k in pools.get("other") or [] if k.classes[:1] == ["LayerNormalization"] and len(k.output_shape) == 3]
     pool = norms or [k for k in pools.get("unary") or [] if len(k.output_shape) == 3] or pools["conv"]
-    source = rng.choices(pool, weights=_costs(pool))[0]
-    shape = tuple(source.output_shape)
-    cin = _channels(rng, shape[-1])
-    spec = {"kind": "unary", "h": _spatial(rng, shape[0]), "cin": cin, "cout": cin, "k": 1, "s": 1}
-    return _bounded(spec) | {"fn": LAYER_NORM}
+    return _unary_on(pool, rng) | {"fn": LAYER_NORM}
 
 
 #: the smallest spatial size a decoder's transposed convolution upsamples to (transposed_as_decoders)
