@@ -37,7 +37,7 @@ def main() -> int:
         measured = models["latency_ms"].to_numpy()
         mape, within, families, predictions = [], [], [], []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            fitted = predictor.KernelModel.fit(target, kernels, seed)
+            fitted = predictor.KernelModel.fit(target, kernels, seed, overhead_groups=training.overhead_groups(target))
             predicted, _ = training.family_residuals(models, training.terms_by_candidate(models, fitted), fitted.call_ms)
             error = np.abs(predicted - measured) / measured
             predictions.append(predicted)

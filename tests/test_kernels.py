@@ -85,11 +85,14 @@ def test_unknown_target_and_bad_descriptor_are_clear_errors(tmp_path):
 def test_every_host_target_has_fusion_rules():
     for target in ("host-cpu-tf", "host-cpu-tflite", "host-cpu-onnxruntime"):
         rules = detector.fusion_rules(target)
-        assert {key.split(":")[0] for key in rules} - {detector.SKIP_KEY, detector.FUNCTION_RATES_KEY} <= detector.UNARY
+        keys = {detector.SKIP_KEY, detector.FUNCTION_RATES_KEY, detector.OVERHEAD_GROUPS_KEY}
+        assert {key.split(":")[0] for key in rules} - keys <= detector.UNARY
         rated = rules.get(detector.FUNCTION_RATES_KEY, ())
         assert {entry.split(":")[0] for entry in rated} <= set(predictor.FUNCTION_RATE_KINDS)
         assert {entry.split(":")[1] for entry in rated if ":" in entry} <= set(predictor.RATED_FUNCTIONS)
-        assert all(set(kinds) <= set(detector.KINDS) for key, kinds in rules.items() if key != detector.FUNCTION_RATES_KEY)
+        assert all(set(kinds) <= set(detector.KINDS) for key, kinds in rules.items()
+                   if key not in (detector.FUNCTION_RATES_KEY, detector.OVERHEAD_GROUPS_KEY))
+        assert set(rules.get(detector.OVERHEAD_GROUPS_KEY, ())) <= set(detector.OPTIONAL_GROUPS)
         assert set(rules.get(detector.SKIP_KEY, detector.WINDOWED_KINDS)) <= set(detector.WINDOWED_KINDS)
 
 
@@ -101,6 +104,28 @@ def test_a_function_rates_entry_that_names_no_kind_or_rate_is_refused(tmp_path, 
     monkeypatch.setattr(config, "conf_dir", lambda: tmp_path)
     with pytest.raises(config.ConfigError, match="t.yaml.*unary:layernorm.*layer_norm"):
         detector.fusion_rules("t")
+
+
+def test_an_overhead_group_the_rules_name_prices_the_pointwise_convolutions_apart(tmp_path, monkeypatch):
+    from perfpred import config
+    from perfpred.kernels import training
+
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "t.yaml").write_text("fuse: {}\noverhead_groups: [pointwise]\n")
+    (tmp_path / "kernels" / "u.yaml").write_text("fuse: {}\n")
+    (tmp_path / "kernels" / "bad.yaml").write_text("fuse: {}\noverhead_groups: [spatial]\n")
+    monkeypatch.setattr(config, "conf_dir", lambda: tmp_path)
+    assert training.overhead_groups("t") == ("pointwise",) and training.overhead_groups("u") == ()
+    with pytest.raises(config.ConfigError, match="bad.yaml.*spatial.*pointwise"):
+        detector.fusion_rules("bad")
+    kernels = [detector.Kernel("conv", ["a"], (8, 8, 4), (8, 8, 4), 4, 4, kernel_size=1, flops=1e5),
+               detector.Kernel("conv", ["b"], (8, 8, 4), (8, 8, 4), 4, 4, kernel_size=3, flops=9e5)]
+    regressors = {"conv": predictor.KernelRegressor(coefficients=np.r_[0.01, 1e-6, 0.0])}
+    split, joined = (predictor.KernelModel("t", regressors, cache_mb=0.0, io_share=0.0, overhead_groups=groups)
+                     for groups in (training.overhead_groups("t"), ()))
+    pointwise, conv = predictor.GROUP_COLUMNS.index("kernel_pointwise_ms"), predictor.GROUP_COLUMNS.index("kernel_conv_ms")
+    assert split.terms(kernels)[pointwise] > 0 and joined.terms(kernels)[pointwise] == 0
+    assert split.terms(kernels)[[pointwise, conv]].sum() == pytest.approx(joined.terms(kernels)[conv])
 
 
 def _pools() -> dict:
@@ -228,8 +253,9 @@ def test_the_share_of_the_io_a_kernel_sheds_is_a_candidate_beside_the_cache_size
     # no chains in the table: a cost per kernel is fitted ("count"), the only mode
     assert set(candidates) == {(c, s, "count") for c in predictor.CACHE_GRID_MB for s in predictor.IO_SHARE_GRID}
     groups = len(predictor.KIND_GROUPS)
-    assert candidates[(0.0, 0.0, "count")][0] == pytest.approx(2 * model.kernel_latencies([kernel], 0.0)[0])
-    assert candidates[(0.0, 0.0, "count")][0] > candidates[(0.0, 1.0, "count")][0]  # shedding more leaves less
+    conv = predictor.GROUP_COLUMNS.index("kernel_conv_ms")  # a 1x1 convolution joins them: "t" names no group
+    assert candidates[(0.0, 0.0, "count")][conv] == pytest.approx(2 * model.kernel_latencies([kernel], 0.0)[0])
+    assert candidates[(0.0, 0.0, "count")][conv] > candidates[(0.0, 1.0, "count")][conv]  # shedding more leaves less
     # no weights: the cache moves nothing
     assert candidates[(0.0, 0.5, "count")][groups + 1] == candidates[(32.0, 0.5, "count")][groups + 1]
 
@@ -416,19 +442,24 @@ def test_the_overhead_fit_chooses_the_cache_size_that_made_the_measurements():
 
 
 def test_kernels_are_summed_per_group_and_each_group_gets_its_own_factor():
-    kinds = ["conv", "depthwise", "conv", "maxpool", "add", "other", "dense", "grouped", "transposed", "resize"]
-    kernels = [detector.Kernel(kind, [kind], (8, 8, 4), (8, 8, 4), 4, 4) for kind in kinds]
-    sums = predictor.group_sums(kernels, np.arange(1.0, 11.0))
+    kinds = ["conv", "depthwise", "conv", "maxpool", "add", "other", "dense", "grouped", "transposed", "resize", "conv"]
+    kernels = [detector.Kernel(kind, [kind], (8, 8, 4), (8, 8, 4), 4, 4, kernel_size=3) for kind in kinds]
+    kernels[-1].kernel_size = 1  # a 1x1 convolution: pointwise, a group of its own
+    sums = predictor.group_sums(kernels, np.arange(1.0, 12.0), groups=("pointwise",))
     assert dict(zip(predictor.KIND_GROUPS, sums, strict=True)) == {  # transposed with the convolutions, resize with
-        "conv": 1 + 3 + 9, "depthwise": 2, "dense": 7, "pool": 4, "elementwise": 5 + 10, "grouped": 8, "rest": 6}  # add
+        "pointwise": 11, "conv": 1 + 3 + 9, "depthwise": 2, "dense": 7, "pool": 4, "elementwise": 5 + 10, "grouped": 8,
+        "rest": 6}  # add
+    joined = dict(zip(predictor.KIND_GROUPS, predictor.group_sums(kernels, np.arange(1.0, 12.0)), strict=True))
+    assert joined["pointwise"] == 0 and joined["conv"] == 1 + 3 + 9 + 11  # a target whose rules do not name the group
     rng = np.random.default_rng(0)
     groups = len(predictor.KIND_GROUPS)
     terms = np.column_stack([rng.uniform(0.1, 10, (80, groups)), rng.integers(5, 200, 80), rng.uniform(1, 50, 80),
                              np.ones(80)])
-    truth = np.r_[0.5, 2.6, 1.0, 1.0, 1.0, 1.0, 1.0, 0.004, 0.01, 0.2]  # in-model conv 0.5x, depthwise 2.6x as alone
+    truth = np.r_[1.0, 0.5, 2.6, 1.0, 1.0, 1.0, 1.0, 1.0, 0.004, 0.01, 0.2]  # in-model spatial conv 0.5x, depthwise 2.6x
     folds = np.arange(80) % 5
     fitted = predictor.fit_overhead_shrunk(terms, terms @ truth, folds)
-    assert fitted == pytest.approx(truth, rel=0.05, abs=0.002)  # exact data: the weakest pull wins
+    assert fitted[:-1] == pytest.approx(truth[:-1], rel=0.05, abs=0.002)  # exact data: the weakest pull wins
+    assert fitted[-1] == pytest.approx(truth[-1], abs=0.03)  # the constant, a sliver of every row, the least sure
     pooled = predictor.fit_overhead_shrunk(terms, terms @ truth, folds, grid=(1e9,))  # an infinite pull: one factor
     assert np.ptp(pooled[:groups]) < 1e-3
 
@@ -545,15 +576,16 @@ def test_a_group_the_training_models_barely_hold_cannot_take_any_factor():
     rng = np.random.default_rng(0)
     rows = 40
     groups = len(predictor.KIND_GROUPS)
+    conv, pool = list(predictor.KIND_GROUPS).index("conv"), list(predictor.KIND_GROUPS).index("pool")
     terms = np.zeros((rows, groups + 3))
-    terms[:, 0] = rng.uniform(1.0, 10.0, rows)  # conv
-    terms[:, 3] = rng.uniform(0.0, 0.01, rows)  # pool: almost nothing
+    terms[:, conv] = rng.uniform(1.0, 10.0, rows)
+    terms[:, pool] = rng.uniform(0.0, 0.01, rows)  # almost nothing
     terms[:, groups:] = np.column_stack([rng.integers(10, 100, rows), rng.uniform(1, 20, rows), np.ones(rows)])
-    measured = terms[:, 0] * 1.0 + 0.002 * terms[:, groups] + 0.1
-    measured[terms[:, 3] > 0.008] += 0.5  # a few models slower for another reason, which the pool term can soak up
+    measured = terms[:, conv] * 1.0 + 0.002 * terms[:, groups] + 0.1
+    measured[terms[:, pool] > 0.008] += 0.5  # a few models slower for another reason, which the pool term can soak up
     coefficients = predictor._shrunk(terms, measured, 0.0, common=1.0)
-    assert coefficients[3] == pytest.approx(predictor.MAX_GROUP_FACTOR)
-    assert np.all(coefficients >= 0) and coefficients[0] == pytest.approx(1.0, rel=0.1)
+    assert coefficients[pool] == pytest.approx(predictor.MAX_GROUP_FACTOR)
+    assert np.all(coefficients >= 0) and coefficients[conv] == pytest.approx(1.0, rel=0.1)
 
 
 def test_a_window_that_strides_past_its_size_reads_only_its_windows():

@@ -131,8 +131,9 @@ class Kernel:
 
 def fusion_rules(target: str | None) -> dict[str, list[str]]:
     """Layer class -> kernel kinds it fuses into when it follows one (conf/kernels/<target>.yaml; none: no fusion),
-    SKIP_KEY -> the kinds whose strided windows skip the input between them (_window_share), and FUNCTION_RATES_KEY
-    -> the kinds that price activation functions at rates of their own."""
+    SKIP_KEY -> the kinds whose strided windows skip the input between them (_window_share), FUNCTION_RATES_KEY
+    -> the kinds that price activation functions at rates of their own, and OVERHEAD_GROUPS_KEY -> the optional
+    groups the whole-model overhead prices at factors of their own."""
     if target is None:
         return {}
     import yaml
@@ -143,9 +144,13 @@ def fusion_rules(target: str | None) -> dict[str, list[str]]:
         raise config.ConfigError(f"no fusion rules for target {target!r} at {path}: known are {known}")
     document = yaml.safe_load(path.read_text()) or {}
     rules = {str(cls): list(kinds) for cls, kinds in (document.get("fuse") or {}).items()}
-    for key in (SKIP_KEY, FUNCTION_RATES_KEY):  # not layer classes: which kinds ... (the keys' comments say)
+    for key in (SKIP_KEY, FUNCTION_RATES_KEY, OVERHEAD_GROUPS_KEY):  # not layer classes (the keys' comments say)
         if key in document:
             rules[key] = list(document[key] or [])
+    for entry in rules.get(OVERHEAD_GROUPS_KEY, ()):
+        if entry not in OPTIONAL_GROUPS:
+            raise config.ConfigError(f"{path}: `{OVERHEAD_GROUPS_KEY}` entry {entry!r} is not an optional group of the "
+                                     f"overhead: {', '.join(OPTIONAL_GROUPS)}")
     for entry in rules.get(FUNCTION_RATES_KEY, ()):
         kind, _, function = str(entry).partition(":")
         if kind not in KINDS or (function and function not in RATES):
@@ -198,6 +203,12 @@ SKIP_KEY = "strided_windows_skip"
 #: the rules' key of the kinds whose prior prices each activation function at a rate of its own (the kernel zoo's
 #: `unary_by_function` draws teach it; perfpred.kernels.training.kernel_table); absent: every function at the common rate
 FUNCTION_RATES_KEY = "function_rates"
+#: the rules' key of the optional groups (OPTIONAL_GROUPS) the whole-model overhead prices at a factor of their own
+#: (perfpred.kernels.predictor.KIND_GROUPS); absent: their kernels go with their kind's group
+OVERHEAD_GROUPS_KEY = "overhead_groups"
+#: optional overhead groups, each with the group its kernels join where a target's rules do not name it: `pointwise`,
+#: the convolutions of a 1x1 window (perfpred.kernels.predictor.group_kind)
+OPTIONAL_GROUPS = {"pointwise": "conv"}
 WINDOWED_KINDS = ("conv", "grouped", "depthwise", "maxpool", "avgpool")
 
 

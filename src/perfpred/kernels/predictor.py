@@ -26,12 +26,20 @@ MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
 #: so a group of their own could not be fitted, and in `rest` (until 2026-12-01) they took the factor of the zoo's
 #: zero paddings and reshapes, 0 on TF and TFLite: a U-Net's three transposed convolutions (1.1 ms of its 7.0 on
 #: TFLite, timed alone) were priced at nothing inside it.
+#: Convolutions of a 1x1 window (`pointwise`, group_kind) are a group of their own on the targets whose rules name it
+#: (conf/kernels/<target>.yaml `overhead_groups`, detector.OPTIONAL_GROUPS; elsewhere they join `conv`): a pointwise
+#: convolution moves k^2 times more bytes per FLOP than a k x k one, and its in-model factor may differ from the
+#: spatial ones'. One factor for both was fitted below 1 (TF 0.81, ONNX Runtime 0.71) by the zoo's ResNets and
+#: MobileNets, whose time is mostly pointwise, and priced stacks of 3x3 and 5x5 convolutions 3-45 % too fast
+#: (benchmarks/small_convs.py).
 KIND_GROUPS: dict[str, tuple[str, ...] | None] = {
-    "conv": ("conv", "transposed"), "depthwise": ("depthwise",), "dense": ("dense",),
+    "pointwise": ("pointwise",), "conv": ("conv", "transposed"), "depthwise": ("depthwise",), "dense": ("dense",),
     "pool": ("maxpool", "avgpool", "globalpool"), "elementwise": ("add", "unary", "concat", "resize"),
     "grouped": ("grouped",), "rest": None,
 }
 GROUP_COLUMNS = tuple(f"kernel_{group}_ms" for group in KIND_GROUPS)
+#: the group_kind of a convolution of a 1x1 window (an optional group, detector.OPTIONAL_GROUPS)
+POINTWISE = "pointwise"
 #: a model's kernel terms as feature columns of a measurement table (`model_terms` without its constant): what the
 #: kernel predictors say of the model, with no whole-model fit in them, so a model-level algorithm may read them
 TERM_COLUMNS = ("kernel_sum_ms", "kernel_count", "kernel_read_mb", "kernel_dispatch_ms")
@@ -302,15 +310,19 @@ class KernelModel:
     #: ms per MB written that the batch norm the kernel zoo's conv-like kernels are measured with costs
     #: (fit_batch_norm_rate), taken off a model's conv-like kernels that have none; None: models saved before it
     batch_norm_ms_per_mb: float | None = None
+    #: the optional groups (detector.OPTIONAL_GROUPS) its overhead prices at factors of their own, as the target's
+    #: rules name them (KernelModel.fit's `overhead_groups`); models saved before them have none
+    overhead_groups: tuple[str, ...] = ()
 
     @classmethod
     def fit(cls, target: str, table: pd.DataFrame, seed: int = 0,
             by_block: dict[int, pd.Series] | None = None,
-            by_alignment: dict[int, pd.Series] | None = None) -> KernelModel:
+            by_alignment: dict[int, pd.Series] | None = None, overhead_groups=()) -> KernelModel:
         """Every kind's regressor on a kernel table, each with the channel block, then the channel alignment, its
         out-of-fold error chose (choose_channel_blocks and choose_alignments, on `by_block` and `by_alignment` if
         given), and the one-kernel model's I/O slope (fit_io_slope); its cache size and I/O share the grids' first
-        until `kernel-train` chooses (a new model reckons with both either way)."""
+        until `kernel-train` chooses (a new model reckons with both either way). `overhead_groups`: the optional groups
+        of its overhead (the target's rules' detector.OVERHEAD_GROUPS_KEY, training.overhead_groups)."""
         by_block = by_block or cross_validated_by_block(table, seed)
         blocks = choose_channel_blocks(table, seed, by_block)
         by_alignment = by_alignment or cross_validated_by_alignment(table, seed, blocks, by_block)
@@ -318,7 +330,7 @@ class KernelModel:
         return cls(target, fit_kinds(table, seed, blocks, alignments), io_slope_ms_per_mb=fit_io_slope(table),
                    cache_mb=CACHE_GRID_MB[0], io_share=IO_SHARE_GRID[0], channel_blocks=blocks, alignments=alignments,
                    dispatch_ms=dispatch_per_kernel(table) or None, count_mode=COUNT_MODES[0],
-                   batch_norm_ms_per_mb=fit_batch_norm_rate(table))
+                   batch_norm_ms_per_mb=fit_batch_norm_rate(table), overhead_groups=tuple(overhead_groups))
 
     def dispatch_sum_ms(self, kernels: list[Kernel]) -> float:
         """The in-model cost of a model's kernels beyond their work, each at its kind's chain's (DISPATCH_ALIASES for
@@ -402,7 +414,8 @@ class KernelModel:
         """The overhead's inputs: in-model kernel sums per group (ms, KIND_GROUPS), kernel count, MB read, 1.
         `cache_mb`: the weights kept in cache (model_terms); default the model's own."""
         cache_mb = getattr(self, "cache_mb", None) if cache_mb is None else cache_mb
-        terms = model_terms(group_sums(kernels, self.kernel_latencies(kernels)), kernels, cache_mb)
+        sums = group_sums(kernels, self.kernel_latencies(kernels), getattr(self, "overhead_groups", ()))
+        terms = model_terms(sums, kernels, cache_mb)
         return self._counted(terms, kernels, getattr(self, "count_mode", None))
 
     def terms_by_candidate(self, kernels: list[Kernel], caches_mb=CACHE_GRID_MB,
@@ -411,7 +424,7 @@ class KernelModel:
         alone, fed_mb = self._alone(kernels)
         candidates = {}
         for share in io_shares:
-            sums = group_sums(kernels, self._in_model(alone, fed_mb, share))
+            sums = group_sums(kernels, self._in_model(alone, fed_mb, share), self.overhead_groups)
             for cache in caches_mb:
                 terms = model_terms(sums, kernels, cache)
                 candidates |= {(cache, share, mode): self._counted(terms, kernels, mode) for mode in self.count_modes()}
@@ -613,9 +626,16 @@ def worst_configurations(table: pd.DataFrame, per_kind: int, seed: int = 0) -> l
     return [name for _, rows in ranked.groupby("kind") for name in rows["name"].head(per_kind)]
 
 
-def group_sums(kernels: list[Kernel], latencies_ms: np.ndarray) -> np.ndarray:
-    """The in-model latencies of a model's kernels summed per KIND_GROUPS group."""
-    kinds = np.array([k.kind for k in kernels])
+def group_kind(kernel: Kernel, groups=()) -> str:
+    """The kind KIND_GROUPS places a kernel by: its own, but POINTWISE for a convolution of a 1x1 window where
+    `groups` (the optional groups a target's rules name, detector.OPTIONAL_GROUPS) holds it."""
+    return POINTWISE if kernel.kind == "conv" and kernel.kernel_size == 1 and POINTWISE in groups else kernel.kind
+
+
+def group_sums(kernels: list[Kernel], latencies_ms: np.ndarray, groups=()) -> np.ndarray:
+    """The in-model latencies of a model's kernels summed per KIND_GROUPS group (by group_kind; an optional group
+    that `groups` does not name sums to 0, its kernels counted in their kind's group)."""
+    kinds = np.array([group_kind(k, groups) for k in kernels])
     sums, named = [], set()
     for members in KIND_GROUPS.values():
         chosen = ~np.isin(kinds, list(named)) if members is None else np.isin(kinds, list(members))

@@ -79,13 +79,18 @@ def kernel_table(target: str, params: dict) -> pd.DataFrame:
     return predictor.rated_for(table, detector.fusion_rules(target).get(detector.FUNCTION_RATES_KEY, ()))
 
 
+def overhead_groups(target: str) -> tuple[str, ...]:
+    """The optional groups of a target's whole-model overhead (its rules' detector.OVERHEAD_GROUPS_KEY)."""
+    return tuple(detector.fusion_rules(target).get(detector.OVERHEAD_GROUPS_KEY, ()))
+
+
 def fit_target(target: str, params: dict, seed: int = 0) -> tuple[predictor.KernelModel, dict]:
     """Fit one target's KernelModel; return it with its evaluation (per-kind and whole-model figures)."""
     kernels = kernel_table(target, params)
     by_block = predictor.cross_validated_by_block(kernels, seed)  # chooses the blocks, ...
     blocks = predictor.choose_channel_blocks(kernels, seed, by_block)
     by_alignment = predictor.cross_validated_by_alignment(kernels, seed, blocks, by_block)  # ... the alignments ...
-    model = predictor.KernelModel.fit(target, kernels, seed, by_block, by_alignment)
+    model = predictor.KernelModel.fit(target, kernels, seed, by_block, by_alignment, overhead_groups(target))
     oof = predictor.chosen_out_of_fold(by_alignment, kernels, model.alignments).dropna()  # ... and scores the kinds
     truth = kernels.loc[oof.index, "latency_ms"]
     errors = (oof - truth).abs() / truth
