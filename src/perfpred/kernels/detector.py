@@ -206,9 +206,11 @@ FUNCTION_RATES_KEY = "function_rates"
 #: the rules' key of the optional groups (OPTIONAL_GROUPS) the whole-model overhead prices at a factor of their own
 #: (perfpred.kernels.predictor.KIND_GROUPS); absent: their kernels go with their kind's group
 OVERHEAD_GROUPS_KEY = "overhead_groups"
-#: optional overhead groups, each with the group its kernels join where a target's rules do not name it: `pointwise`,
-#: the convolutions of a 1x1 window (perfpred.kernels.predictor.group_kind)
-OPTIONAL_GROUPS = {"pointwise": "conv"}
+#: the optional overhead group of the convolutions of a 1x1 window (perfpred.kernels.predictor.group_kind), which
+#: join `conv` where a target's rules do not name it
+POINTWISE = "pointwise"
+#: the optional overhead groups a target's rules may name
+OPTIONAL_GROUPS = (POINTWISE,)
 WINDOWED_KINDS = ("conv", "grouped", "depthwise", "maxpool", "avgpool")
 
 

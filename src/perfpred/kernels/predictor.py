@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from perfpred.kernels.detector import CONFIG_FIELDS, KINDS, RATES, Kernel
+from perfpred.kernels.detector import CONFIG_FIELDS, KINDS, POINTWISE, RATES, Kernel
 from perfpred.kernels.sampler import BATCH_NORM_KINDS, NO_BATCH_NORM
 
 MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
@@ -33,13 +33,11 @@ MIN_FOREST_ROWS = 8  # below this a kind keeps its prior alone
 #: MobileNets, whose time is mostly pointwise, and priced stacks of 3x3 and 5x5 convolutions 3-45 % too fast
 #: (benchmarks/small_convs.py).
 KIND_GROUPS: dict[str, tuple[str, ...] | None] = {
-    "pointwise": ("pointwise",), "conv": ("conv", "transposed"), "depthwise": ("depthwise",), "dense": ("dense",),
+    POINTWISE: (POINTWISE,), "conv": ("conv", "transposed"), "depthwise": ("depthwise",), "dense": ("dense",),
     "pool": ("maxpool", "avgpool", "globalpool"), "elementwise": ("add", "unary", "concat", "resize"),
     "grouped": ("grouped",), "rest": None,
 }
 GROUP_COLUMNS = tuple(f"kernel_{group}_ms" for group in KIND_GROUPS)
-#: the group_kind of a convolution of a 1x1 window (an optional group, detector.OPTIONAL_GROUPS)
-POINTWISE = "pointwise"
 #: a model's kernel terms as feature columns of a measurement table (`model_terms` without its constant): what the
 #: kernel predictors say of the model, with no whole-model fit in them, so a model-level algorithm may read them
 TERM_COLUMNS = ("kernel_sum_ms", "kernel_count", "kernel_read_mb", "kernel_dispatch_ms")
