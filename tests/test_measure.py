@@ -180,6 +180,29 @@ def test_a_tflite_conversion_that_does_not_compute_the_model_is_refused(tmp_path
         agent.tflite_callable(flatbuffer, 1, built["inputs"], built["expected_output"] + 1.0)
 
 
+def test_the_tflite_conversion_without_the_rebuilt_function_writes_the_same_flatbuffer(tmp_path, monkeypatch):
+    """Freezing without rebuilding a ConcreteFunction (agent._freezing_without_rebuild) changes nothing in what
+    the converter writes, with captured constants (a Normalization layer's mean and variance, EfficientNet's stem)
+    among the function's inputs."""
+    import contextlib
+
+    import keras
+    import numpy as np
+
+    from perfpred.measure import agent
+
+    normalization = keras.layers.Normalization(mean=np.arange(3.0), variance=np.arange(1.0, 4.0))
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255), normalization,
+                              keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)], name="normalized")
+    descriptor = json.loads(model.to_json())
+    ours, built = agent.convert_tflite(descriptor, {"seed": 0})
+    agent.tflite_callable(ours, 1, built["inputs"], built["expected_output"])()  # computes the Keras model
+    monkeypatch.setattr(agent, "_freezing_without_rebuild", contextlib.nullcontext)
+    stock, _ = agent.convert_tflite(descriptor, {"seed": 0})
+    assert ours == stock
+
+
 def local_project(root: Path, models: dict[str, Path], input_width: int = 24) -> dict:
     """A project folder (params.yaml with the QUICK schedule, a zoo manifest) for `perfpred measure --zoo`."""
     import yaml
