@@ -441,8 +441,10 @@ def _freezing_without_rebuild():
     from it (imported, pruned, wrapped: ~40 % of converting ResNet-50) only to read its input and output tensors.
     Here the freezing keeps the GraphDef and takes those tensors from the function itself, less the captured
     tensors it turned into constants (as the rebuilt function's inputs are): the same flatbuffer, byte for byte
-    (checked on the zoo, tests/test_measure.py). Where this TensorFlow lacks the private functions it relies on
-    (another version, on a board), the converter runs as it is."""
+    (tests/test_measure.py; 25 of 25 zoo models, in 0.63 of the time: benchmarks/tflite_convert_speed.py). Where this
+    TensorFlow lacks the private functions it relies on (another version, on a board), the converter runs as it is.
+    (The same shortcut in tf2onnx's freezing changed its graphs: it reshaped other batch-norm constants, three
+    layout breaks fewer in InceptionResNetV2, so the ONNX export keeps TensorFlow's stock freezing.)"""
     try:
         from tensorflow.python.framework import convert_to_constants as freezing
 

@@ -85,44 +85,11 @@ def _convert(model, path: Path) -> None:
     patch_tf2onnx()  # Keras' own shims of tf2onnx for NumPy 2
     with contextlib.redirect_stdout(io.StringIO()), _convertible_ops():  # tf2onnx traces the function in here
         try:
-            with _undo_copies(False), _one_proto_sync(), _frozen_graph_only():
+            with _undo_copies(False), _one_proto_sync():
                 tf2onnx.convert.from_function(function, specs, output_path=str(path))
         except Exception:
             with _undo_copies(True):
                 tf2onnx.convert.from_function(function, specs, output_path=str(path))
-
-
-@contextlib.contextmanager
-def _frozen_graph_only():
-    """tf2onnx freezes the traced function's variables into constants and reads only the frozen GraphDef back.
-
-    TensorFlow's convert_variables_to_constants_v2 then builds a whole new ConcreteFunction from that GraphDef
-    (imported, pruned, wrapped: ~25 % of an export of ResNet-50), which tf2onnx turns straight back into a
-    GraphDef and imports once more itself. Here the freezing returns the frozen GraphDef as it is; tf2onnx's own
-    import infers the shapes the conversion reads. Same operators and initialisers (tests/test_onnx.py).
-    """
-    from tensorflow.python.framework import convert_to_constants
-    from tf2onnx import tf_loader
-
-    class Frozen:
-        def __init__(self, graph_def):
-            self.graph = self
-            self._graph_def = graph_def
-
-        def as_graph_def(self, add_shapes=False):
-            return self._graph_def
-
-    def freeze(func, lower_control_flow=True, aggressive_inlining=False):
-        data = convert_to_constants._FunctionConverterDataInEager(
-            func=func, lower_control_flow=lower_control_flow, aggressive_inlining=aggressive_inlining)
-        return Frozen(convert_to_constants._replace_variables_by_constants(converter_data=data)[0])
-
-    original = tf_loader.convert_variables_to_constants_v2
-    tf_loader.convert_variables_to_constants_v2 = freeze
-    try:
-        yield
-    finally:
-        tf_loader.convert_variables_to_constants_v2 = original
 
 
 @contextlib.contextmanager
