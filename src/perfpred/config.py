@@ -90,19 +90,20 @@ def params_search_path() -> str:
     return f"hydra.searchpath=[file://{project_root()}]"
 
 
-#: YAML files read in this process, by path: (mtime_ns, size, parsed). A training job reads params.yaml and the
-#: targets' files for every fit (the pooled algorithms' sources): parsing them was a quarter of a pooled SVR fit.
-_READ: dict[str, tuple[int, int, object]] = {}
+#: YAML files parsed in this process, by path: (text, parsed). A training job reads params.yaml and the targets'
+#: files for every fit (the pooled algorithms' sources): parsing them was a quarter of a pooled SVR fit.
+_PARSED: dict[str, tuple[str, object]] = {}
 
 
 def read_yaml(path: Path):
-    """A YAML file parsed, read again only when its modification time or size changed; a copy, so callers may edit it."""
-    stat = path.stat()
-    cached = _READ.get(str(path))
-    if cached is None or cached[:2] != (stat.st_mtime_ns, stat.st_size):
-        cached = (stat.st_mtime_ns, stat.st_size, yaml.safe_load(path.read_text()))
-        _READ[str(path)] = cached
-    return copy.deepcopy(cached[2])
+    """A YAML file parsed, parsed again only when its text changed (it is read each time: no modification time to
+    trust); a copy, so callers may edit it."""
+    text = path.read_text()
+    cached = _PARSED.get(str(path))
+    if cached is None or cached[0] != text:
+        cached = (text, yaml.safe_load(text))
+        _PARSED[str(path)] = cached
+    return copy.deepcopy(cached[1])
 
 
 def load_params(path: Path | None = None) -> dict:
