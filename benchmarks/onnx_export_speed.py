@@ -22,12 +22,12 @@ import argparse
 import contextlib
 import io
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+from speed_report import model_line, totals
 
 from perfpred.measure import onnx_runtime
 from perfpred.measure.agent import in_child
@@ -85,14 +85,11 @@ def main() -> None:
             same = done["perfpred"]["ops"] == done[base]["ops"]
             rows.append({"model": model.name, "perfpred_s": done["perfpred"]["seconds"],
                          "base_s": done[base]["seconds"], "same_ops": same})
-            print(f"{model.name:40s} perfpred {rows[-1]['perfpred_s']:5.1f} s  {base} {rows[-1]['base_s']:5.1f} s"
-                  f"  {'same operators' if same else 'OPERATORS DIFFER'}", flush=True)
-    table = pd.DataFrame(rows)
-    ratios = table.perfpred_s / table.base_s
-    print(f"\n{len(table)} models: perfpred {table.perfpred_s.sum():.0f} s, {base} {table.base_s.sum():.0f} s "
-          f"(total ratio {table.perfpred_s.sum() / table.base_s.sum():.2f}; per model median "
-          f"{statistics.median(ratios):.2f}, range {ratios.min():.2f}-{ratios.max():.2f}); "
-          f"same operators: {int(table.same_ops.sum())}/{len(table)}; not exported: {', '.join(failed) or 'none'}")
+            print(model_line(model.name, {"perfpred": rows[-1]["perfpred_s"], base: rows[-1]["base_s"]}, same,
+                             "same operators", "OPERATORS DIFFER"), flush=True)
+    table = pd.DataFrame(rows).rename(columns={"base_s": f"{base}_s"})
+    print(f"\n{totals(table, 'perfpred', base)}; same operators: {int(table.same_ops.sum())}/{len(table)}; "
+          f"not exported: {', '.join(failed) or 'none'}")
 
 
 if __name__ == "__main__":
