@@ -50,5 +50,6 @@ def main() -> None:
     table = pd.DataFrame(rows)
     print(f"\n{totals(table, 'perfpred', 'stock')}; byte-identical flatbuffers: {int(table.same_bytes.sum())}/{len(table)}")
 
+
 if __name__ == "__main__":
     main()
