@@ -119,6 +119,39 @@ def test_stage_records_failures_resumes_and_never_mixes_settings(tmp_path):
     assert table["settings_id"].nunique() == 1 and len(table) == 3
 
 
+def test_models_timed_while_the_machine_probe_ran_slow_are_timed_again_once_and_keep_the_faster_machines_row(tmp_path):
+    (tmp_path / "zoo").mkdir()
+    write_manifest(tmp_path / "zoo", {f"tiny_{i}": tiny_descriptor(tmp_path, f"tiny_{i}", filters=4 + 4 * i)
+                                      for i in range(3)})
+    # a ratio under 1 finds every row slow (its probe above half the median): all three are timed again
+    params = stage_params(tmp_path, retime_slow=0.5)
+    first = measure.measure_zoo("host-cpu-tf", params, progress=False)
+    assert (first["measured"], first["ok"], first["retimed"]) == (3, 3, 3) and first["probe_median_us"] > 0
+    journal = measure.read_journal(tmp_path / "measure_runs" / "host-cpu-tf" / "journal.jsonl")
+    assert len(journal) == 6 and [r["timings"] for r in journal] == [1, 1, 1, 2, 2, 2]
+    for model in ("tiny_0", "tiny_1", "tiny_2"):
+        once, kept = [r for r in journal if r["model"] == model]
+        assert 0 < measure.probe_of(kept) <= measure.probe_of(once)  # the row of the less busy machine is kept
+        assert kept["retimed"] == (kept["series"] != once["series"])  # a new timing, or the first one journaled again
+    assert first["retimed_kept"] == sum(r["retimed"] for r in journal[3:])
+    table = pd.read_parquet(tmp_path / "measurements" / "host-cpu-tf.parquet").set_index("model")
+    assert len(table) == 3 and (table["probe_us"] > 0).all() and (table["probe_after_us"] > 0).all()
+    assert list(table["timings"]) == [2, 2, 2]
+    # resumed: nothing is measured, and nothing is timed a third time
+    again = measure.measure_zoo("host-cpu-tf", params, progress=False)
+    assert (again["measured"], again["retimed"], again["skipped"]) == (0, 0, 3)
+
+
+def test_slow_rows_are_those_whose_probe_exceeds_the_ratio_times_the_median():
+    rows = [{"status": "ok", "probe_us": 10.0, "probe_after_us": 10.0}, {"status": "ok", "probe_us": 10.5},
+            {"status": "ok", "probe_us": 9.0, "probe_after_us": 12.0},  # slow after its run: the slower probe counts
+            {"status": "failed", "probe_us": 30.0}, {"status": "ok", "probe_us": None}]
+    slow, typical = measure.slow_rows(rows, 1.1)
+    assert typical == 10.5 and slow == [rows[2]]
+    assert measure.slow_rows(rows[:2], 1.1) == ([], None)  # two probed rows: too few to know the usual speed
+    assert measure.probe_of({"probe_us": float("nan")}) is None
+
+
 def test_a_worker_past_its_timeout_is_a_failed_row_and_the_next_model_still_runs(tmp_path):
     from perfpred.measure import runners
 

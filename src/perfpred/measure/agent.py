@@ -20,7 +20,7 @@ import sys
 import time
 
 RESULT_MARKER = "PERFPRED-RESULT "
-AGENT_VERSION = 4  # part of settings_id: rows of another agent version are never mixed
+AGENT_VERSION = 5  # part of settings_id: rows of another agent version are never mixed (5: the machine probe)
 Z95 = 1.959964
 
 
@@ -320,6 +320,39 @@ def timing_turn(lock_path: str | None, prepare_cpus, allowed):
         finally:
             _pin_others(allowed)
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# --- the machine probe ---------------------------------------------------------------------------
+
+#: Floats the probe sums: 1 MiB, which fits the L2 cache of every CPU measured here (and a Jetson's).
+PROBE_FLOATS = 256 * 1024
+#: Seconds the probe runs (a few hundred passes), on the timing CPU before the warm-up and after the timed run.
+PROBE_SECONDS = 0.02
+
+
+def probe_data():
+    """The probe's array: PROBE_FLOATS float32 ones."""
+    import numpy as np
+
+    return np.ones(PROBE_FLOATS, dtype=np.float32)
+
+
+def machine_probe_us(data=None, seconds: float = PROBE_SECONDS) -> float:
+    """How fast this CPU runs now: the median time (us) of summing 1 MiB of float32, passes for `seconds`.
+
+    On a shared VM a model's time moves with the machine's, up to 2x for tens of seconds, and an in-cache loop moves
+    with it (benchmarks/platform_noise.py --interleaved: MobileNet 1755-2090 us while the 1 MiB sum went 58-69 us).
+    Timed next to each model, it tells which rows were measured while the machine ran slow (stage.retime_slow).
+    `data`: the array to sum (probe_data()), allocated before the timed run so that its peak memory never includes it.
+    """
+    data = probe_data() if data is None else data
+    data.sum()
+    times, end = [], time.perf_counter_ns() + seconds * 1e9
+    while not times or time.perf_counter_ns() < end:
+        before = time.perf_counter_ns()
+        data.sum()
+        times.append(time.perf_counter_ns() - before)
+    return statistics.median(times) / 1e3
 
 
 # --- the model: descriptor -> callable -----------------------------------------------------------
@@ -622,9 +655,12 @@ def measure(job: dict) -> dict:
             tf.config.experimental.reset_memory_stats("GPU:0")
         result["peak_scope"] = "timed_run" if _reset_peak_rss() else "process"
 
+    probed = probe_data()
     with timing_turn(job.get("timing_lock"), prepare, allowed) as waited_s:
         result |= apply_noise_control(job, allowed) | {"turn_wait_s": waited_s}
+        result["probe_us"] = machine_probe_us(probed)  # before the warm-up, which warms the caches again
         times_ms, timing = run_schedule(call, job["schedule"], reset_peaks)
+        result["probe_after_us"] = machine_probe_us(probed)
     result |= timing | summarize(times_ms, job.get("trim", 0.05))
     result["file_memory_mb"] = file_backed_mb()
     result["host_memory_mb"] = _proc_status_kb("VmHWM") / 1024 - result["file_memory_mb"]

@@ -43,9 +43,11 @@ def append_journal(path: Path, row: dict) -> None:
 
 
 def write_series(folder: Path, row: dict) -> Path:
-    """Keep a row's per-iteration times (ms), gzip-compressed JSON, for a person to look at."""
+    """Keep a row's per-iteration times (ms), gzip-compressed JSON, for a person to look at; a model's second timing
+    (stage.retime_slow: `timings` 2) in a file of its own beside the first's."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{row['model']}@{row['input_width']}-{row['settings_id']}.json.gz"
+    second = "-timed-again" if row.get("retimed") else ""
+    path = folder / f"{row['model']}@{row['input_width']}-{row['settings_id']}{second}.json.gz"
     with gzip.open(path, "wt") as handle:
         json.dump({k: row[k] for k in ("target", "model", "input_width", "settings_id", "times_ms")}, handle)
     return path

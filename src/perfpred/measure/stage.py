@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ SCHEDULE_KEYS = ("kind", "warmup", "warmup_seconds", "iterations", "min_iteratio
 #: Settings that change a figure: rows measured under different ones are never mixed. Not `worker`: fork and
 #: spawn workers give the same figures (memory leaves out file-backed pages, see agent.file_backed_mb).
 SETTING_KEYS = SCHEDULE_KEYS + ("central", "trim", "threads", "cpu_affinity", "prepare_cpus", "parallel", "priority",
-                                 "seed")
+                                 "seed", "retime_slow")
 #: Result fields copied into a row (the statistics, memory, overhead and environment).
 ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_ms", "min_ms", "max_ms", "std_ms",
               "p90_ms", "p99_ms", "trimmed_mean_ms", "iterations", "cv", "median_ci_rel", "pattern", "high_spikes",
@@ -39,6 +40,7 @@ ROW_FIELDS = ("status", "reason", "latency_ms", "memory_mb", "mean_ms", "median_
               "prepare_cpus", "turn_wait_s", "timed_window_s", "priority", "autogroup_nice", "file_memory_mb",
               "failure", "measured_on")
 ROW_FIELDS += ("onnx_bytes", "onnxruntime_version", "export_cached")  # host-cpu-onnxruntime (measure/onnx_runtime.py)
+ROW_FIELDS += ("probe_us", "probe_after_us")  # the machine probe (agent.machine_probe_us), and stage.retime_slow's mark
 
 
 def target_settings(name: str, params: dict, schedule: str | None = None) -> tuple[dict, dict]:
@@ -211,7 +213,7 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
         if row["failure"] == runners.INFRASTRUCTURE:  # not the model's doing: never a final row
             not_measured.append(f"{model}: {row['reason']}")
             continue
-        row["requested_width"] = width
+        row |= {"requested_width": width, "timings": 1, "retimed": False}
         if row["times_ms"]:
             row["series"] = str(write_series(runs / "series", row).relative_to(runs))
         row.pop("times_ms")
@@ -219,6 +221,8 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
         done[row_key(model, width, sid)] = row
         measured.append(row)
     bar.close()
+    descriptors = {(e.name, int(e.input_width)): config.project_root() / e.descriptor for e in manifest.itertuples(index=False)}
+    retimed = retime_slow(done, sid, measured, descriptors, target, settings, server, hosts, runs, progress)
     if server is not None:
         server.close()
     wanted = {row_key(e.name, int(e.input_width), sid) for e in manifest.itertuples(index=False)}
@@ -240,11 +244,93 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
                "environments": int(table[["hostname", "cpu_model", "tf_version"]].drop_duplicates().dropna().shape[0])
                if len(table) else 0,
                "mean_overhead_s": mean_overhead_s(measured),
+               **retimed,
                "server_import_s": server.import_s if server is not None else None,
                **schedule_time(table),
                "parallel": server.parallel if server is not None else len(hosts or [None])}
     (out.parent / f"{name}.measure.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def probe_of(row: dict) -> float | None:
+    """The slower of a row's two machine probes (before the warm-up, after the timed run; us), None without them."""
+    values = [row.get(key) for key in ("probe_us", "probe_after_us")]
+    values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v) and v > 0]
+    return max(values) if values else None
+
+
+def slow_rows(rows: list[dict], ratio: float) -> tuple[list[dict], float | None]:
+    """The ok rows whose probe (probe_of) exceeds `ratio` times the median probe of `rows`' ok rows, and that median."""
+    probes = [(row, probe_of(row)) for row in rows if row.get("status") == "ok"]
+    probes = [(row, value) for row, value in probes if value is not None]
+    if len(probes) < 3:  # too few to know what the machine's usual speed is
+        return [], None
+    typical = statistics.median(value for _, value in probes)
+    return [row for row, value in probes if value > ratio * typical], typical
+
+
+def retime_slow(done: dict, sid: str, measured: list[dict], descriptors: dict, target: dict, settings: dict, server,
+                hosts, runs: Path, progress: bool, series: bool = True) -> dict:
+    """Time again, once, the models whose timed run the machine probe found slow; keep the faster machine's row.
+
+    A row is slow when its probe (the slower of the two around its timed run) exceeds `retime_slow` times the median
+    probe of the settings' rows (`done`, keyed by row_key; `descriptors`: (model, requested width or None) ->
+    descriptor path; `series`: write the new timing's series beside the journal, as the zoo stage does). It is
+    measured again after the pass, minutes later on a zoo, and the new
+    row replaces it in the journal only if its probe is lower: the figure is then what the model costs on the machine
+    as it usually runs, not during a slow spell (tens of seconds on a shared VM). Either way the row kept is journaled
+    with `timings: 2`, and a model is timed again once at most (a resumed stage does not time it a third time). No
+    setting, or under three probed rows: nothing is timed again. Returns the summary's counts (rows found slow, rows
+    replaced, the median probe).
+    """
+    from tqdm import tqdm
+
+    from perfpred.measure import runners
+
+    ratio = settings.get("retime_slow")
+    current = [row for key, row in done.items() if key.split("#")[1] == sid]
+    slow, typical = slow_rows(current, float(ratio)) if ratio else ([], None)
+    slow = [row for row in slow if int(row.get("timings") or 1) < 2]  # each model is timed again once at most
+    counts = {"probe_median_us": typical, "retimed": len(slow), "retimed_kept": 0}
+    if not slow:
+        return counts
+    def width(row: dict) -> int | None:
+        return None if row.get("requested_width") is None else int(row["requested_width"])
+
+    entries = [(row["model"], descriptors[(row["model"], width(row))], width(row))
+               for row in slow if (row["model"], width(row)) in descriptors]
+    bar = tqdm(total=len(entries), desc=f"time again {target['name']} (slow machine)", unit="model",
+               disable=not progress)
+    for (model, _, requested), row in measure_many(entries, target, settings, server, hosts):
+        bar.update()
+        if row["failure"] == runners.INFRASTRUCTURE:  # not the model's doing, nor the machine's speed: as it was
+            continue
+        key = row_key(model, requested, sid)
+        old = done[key]
+        if row["status"] == "ok" and probe_of(row) is not None and probe_of(row) < probe_of(old):
+            row |= {"requested_width": requested, "timings": 2, "retimed": True}
+            if series and row["times_ms"]:
+                row["series"] = str(write_series(runs / "series", row).relative_to(runs))
+            counts["retimed_kept"] += 1
+        else:  # the first timing stays, journaled again as timed twice: never timed a third time
+            row = old | {"timings": 2}
+        row.pop("times_ms", None)
+        append_journal(runs / "journal.jsonl", row)
+        done[key] = row
+        measured[:] = [row if (r["model"], r["requested_width"]) == (model, requested) else r for r in measured]
+    bar.close()
+    return counts
+
+
+def machine_slower(row: dict, target: str, params: dict, settings: dict) -> float | None:
+    """How many times slower than the target's table's median probe the machine probe found a row (probe_of), where
+    that exceeds the `retime_slow` ratio; else (or without a probe or a table's summary) None."""
+    summary = config.path("measurements", params) / f"{target}.measure.json"
+    probe = probe_of(row)
+    if not settings.get("retime_slow") or probe is None or not summary.exists():
+        return None
+    typical = json.loads(summary.read_text()).get("probe_median_us")
+    return probe / typical if typical and probe > float(settings["retime_slow"]) * typical else None
 
 
 def mean_overhead_s(rows: list[dict]) -> float | None:
@@ -285,6 +371,10 @@ def print_zoo_summary(target: str, summary: dict) -> None:
     if summary["mean_overhead_s"] is not None:
         print(f"  per-model overhead (worker start, build, first call): {summary['mean_overhead_s']:.1f} s mean"
               + (f"; framework import once: {summary['server_import_s']:.1f} s" if summary["server_import_s"] else ""))
+    if summary.get("retimed"):
+        print(f"  timed again: {summary['retimed']} models timed while the machine ran slow (machine probe above "
+              f"retime_slow times its median, {summary['probe_median_us']:.1f} us); the new timing kept for "
+              f"{summary['retimed_kept']}")
     if len(summary["hosts"]) > 1:
         print(f"  measured on {len(summary['hosts'])} hosts: {', '.join(summary['hosts'])}")
     for problem in summary["hosts_unreachable"]:
@@ -324,6 +414,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"perfpred measure: error: {error}", file=sys.stderr)
         return 3
     row.pop("times_ms")
+    slower = machine_slower(row, args.target, params, settings)
+    if slower:
+        print(f"perfpred measure: warning: the machine ran {slower:.2f}x slower than when {args.target}'s table was "
+              f"measured (machine probe, agent.machine_probe_us): measure again later to compare with the table or a "
+              f"prediction", file=sys.stderr)
     if args.json:
         print(json.dumps(row, default=str))
     else:
