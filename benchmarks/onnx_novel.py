@@ -150,7 +150,8 @@ def main() -> None:
         if not paths[name].exists():
             in_child(_export, name, str(paths[name]))  # a forked child: Keras' memory goes with it
     predictor = loader.load_predictor(TARGET, "latency")
-    target, settings = measure.target_settings(TARGET, config.load_params())
+    params = config.load_params()
+    target, settings = measure.target_settings(TARGET, params)
     rows = []
     with runners.ForkServer() as server:
         for name, path in paths.items():
@@ -160,6 +161,9 @@ def main() -> None:
             answer = predict.predict_model(str(path), targets=[TARGET], level=args.level).iloc[0]
             predicted, low, high = (float(answer[c]) for c in ("latency_ms", "latency_ms_low", "latency_ms_high"))
             row = measure.measure_model(name, path, None, target, settings, server)
+            if measure.machine_slower(row, TARGET, params, settings):  # timed in a slow spell: once more, as the stage
+                again = measure.measure_model(name, path, None, target, settings, server)
+                row = again if measure.probe_of(again) < measure.probe_of(row) else row
             measured = row["latency_ms"]
             rows.append({"model": name, "input_width": features["input_width"], "mflops": features["flops"] / 1e6,
                          "measured_ms": measured, "predicted_ms": predicted, "low_ms": low, "high_ms": high,

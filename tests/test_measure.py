@@ -123,10 +123,10 @@ def test_models_timed_while_the_machine_probe_ran_slow_are_timed_again_once_and_
     (tmp_path / "zoo").mkdir()
     write_manifest(tmp_path / "zoo", {f"tiny_{i}": tiny_descriptor(tmp_path, f"tiny_{i}", filters=4 + 4 * i)
                                       for i in range(3)})
-    # a ratio under 1 finds every row slow (its probe above half the median): all three are timed again
+    # a ratio under 1 finds every row slow (its probe above half the usual one): all three are timed again
     params = stage_params(tmp_path, retime_slow=0.5)
     first = measure.measure_zoo("host-cpu-tf", params, progress=False)
-    assert (first["measured"], first["ok"], first["retimed"]) == (3, 3, 3) and first["probe_median_us"] > 0
+    assert (first["measured"], first["ok"], first["retimed"]) == (3, 3, 3) and first["probe_usual_us"] > 0
     journal = measure.read_journal(tmp_path / "measure_runs" / "host-cpu-tf" / "journal.jsonl")
     assert len(journal) == 6 and [r["timings"] for r in journal] == [1, 1, 1, 2, 2, 2]
     for model in ("tiny_0", "tiny_1", "tiny_2"):
@@ -142,13 +142,15 @@ def test_models_timed_while_the_machine_probe_ran_slow_are_timed_again_once_and_
     assert (again["measured"], again["retimed"], again["skipped"]) == (0, 0, 3)
 
 
-def test_slow_rows_are_those_whose_probe_exceeds_the_ratio_times_the_median():
+def test_slow_rows_are_those_whose_probe_exceeds_the_ratio_times_the_lower_quartile():
     rows = [{"status": "ok", "probe_us": 10.0, "probe_after_us": 10.0}, {"status": "ok", "probe_us": 10.5},
             {"status": "ok", "probe_us": 9.0, "probe_after_us": 12.0},  # slow after its run: the slower probe counts
             {"status": "failed", "probe_us": 30.0}, {"status": "ok", "probe_us": None}]
     slow, typical = measure.slow_rows(rows, 1.1)
-    assert typical == 10.5 and slow == [rows[2]]
+    assert typical == 10.25 and slow == [rows[2]]  # the lower quartile of 10, 10.5 and 12
     assert measure.slow_rows(rows[:2], 1.1) == ([], None)  # two probed rows: too few to know the usual speed
+    # against a reference (the target table's usual probe): a few rows measured apart, all on a slow machine
+    assert measure.slow_rows(rows[:2], 1.1, typical=9.0) == (rows[:2], 9.0)
     assert measure.probe_of({"probe_us": float("nan")}) is None
 
 
@@ -246,6 +248,21 @@ def local_project(root: Path, models: dict[str, Path], input_width: int = 24) ->
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "conf").symlink_to(config.conf_dir(), target_is_directory=True)  # the stage's summary reads conf/measure
     return params
+
+
+def test_measuring_one_model_warns_when_the_machine_runs_slower_than_when_the_table_was_measured(
+        tmp_path, monkeypatch, capsys):
+    descriptor = tiny_descriptor(tmp_path, "one")
+    params = local_project(tmp_path, {"one": descriptor})
+    monkeypatch.setenv("PERFPRED_ROOT", str(tmp_path))
+    summary = Path(params["paths"]["measurements"]) / "host-cpu-tf.measure.json"
+    summary.parent.mkdir(parents=True)
+    for typical, warned in ((1e6, False), (1e-3, True)):  # a table measured on a far slower / faster machine
+        summary.write_text(json.dumps({"probe_usual_us": typical}))
+        assert cli.main(["measure", str(descriptor), "--target", "host-cpu-tf", "--json"]) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["probe_us"] > 0
+        assert ("slower than when host-cpu-tf's table was measured" in captured.err) == warned
 
 
 def test_failed_rows_are_measured_again_with_retry_failed_and_all_failed_exits_non_zero(tmp_path, monkeypatch, capsys):

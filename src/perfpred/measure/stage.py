@@ -259,29 +259,45 @@ def probe_of(row: dict) -> float | None:
     return max(values) if values else None
 
 
-def slow_rows(rows: list[dict], ratio: float) -> tuple[list[dict], float | None]:
-    """The ok rows whose probe (probe_of) exceeds `ratio` times the median probe of `rows`' ok rows, and that median."""
+#: The probe of the machine at its usual speed: this quantile of a pass's probes. A slow spell only adds time, and
+#: one lasted half a TF zoo pass here (probes 46-50 us from the 50th model on, 37-39 before): the median would have
+#: been a slow spell's own probe had it lasted a little longer; the lower quartile is not until it lasts three.
+USUAL_PROBE_QUANTILE = 0.25
+
+
+def usual_probe_us(probes: list[float]) -> float:
+    """The machine's probe at its usual speed: USUAL_PROBE_QUANTILE of `probes` (linear interpolation)."""
+    ordered = sorted(probes)
+    position = USUAL_PROBE_QUANTILE * (len(ordered) - 1)
+    low = int(position)
+    return ordered[low] + (ordered[min(low + 1, len(ordered) - 1)] - ordered[low]) * (position - low)
+
+
+def slow_rows(rows: list[dict], ratio: float, typical: float | None = None) -> tuple[list[dict], float | None]:
+    """The ok rows whose probe (probe_of) exceeds `ratio` times `typical` (default: usual_probe_us of `rows`' ok rows;
+    a reference such as the target table's `probe_usual_us` for a few models measured apart), and `typical`."""
     probes = [(row, probe_of(row)) for row in rows if row.get("status") == "ok"]
     probes = [(row, value) for row, value in probes if value is not None]
-    if len(probes) < 3:  # too few to know what the machine's usual speed is
+    if typical is None and len(probes) < 3:  # too few to know what the machine's usual speed is
         return [], None
-    typical = statistics.median(value for _, value in probes)
+    typical = usual_probe_us([value for _, value in probes]) if typical is None else float(typical)
     return [row for row, value in probes if value > ratio * typical], typical
 
 
 def retime_slow(done: dict, sid: str, measured: list[dict], descriptors: dict, target: dict, settings: dict, server,
-                hosts, runs: Path, progress: bool, series: bool = True) -> dict:
+                hosts, runs: Path, progress: bool, series: bool = True, reference_us: float | None = None) -> dict:
     """Time again, once, the models whose timed run the machine probe found slow; keep the faster machine's row.
 
-    A row is slow when its probe (the slower of the two around its timed run) exceeds `retime_slow` times the median
-    probe of the settings' rows (`done`, keyed by row_key; `descriptors`: (model, requested width or None) ->
+    A row is slow when its probe (the slower of the two around its timed run) exceeds `retime_slow` times the usual
+    probe of the settings' rows (usual_probe_us) (`done`, keyed by row_key; `descriptors`: (model, requested width or None) ->
     descriptor path; `series`: write the new timing's series beside the journal, as the zoo stage does). It is
     measured again after the pass, minutes later on a zoo, and the new
     row replaces it in the journal only if its probe is lower: the figure is then what the model costs on the machine
     as it usually runs, not during a slow spell (tens of seconds on a shared VM). Either way the row kept is journaled
     with `timings: 2`, and a model is timed again once at most (a resumed stage does not time it a third time). No
     setting, or under three probed rows: nothing is timed again. Returns the summary's counts (rows found slow, rows
-    replaced, the median probe).
+    replaced, the usual probe). `reference_us`: the probe the machine shows at its usual speed, in place of the
+    rows' own (table_probe_us: a few models measured apart from the target's table, as benchmarks measure them).
     """
     from tqdm import tqdm
 
@@ -289,9 +305,9 @@ def retime_slow(done: dict, sid: str, measured: list[dict], descriptors: dict, t
 
     ratio = settings.get("retime_slow")
     current = [row for key, row in done.items() if key.split("#")[1] == sid]
-    slow, typical = slow_rows(current, float(ratio)) if ratio else ([], None)
+    slow, typical = slow_rows(current, float(ratio), reference_us) if ratio else ([], None)
     slow = [row for row in slow if int(row.get("timings") or 1) < 2]  # each model is timed again once at most
-    counts = {"probe_median_us": typical, "retimed": len(slow), "retimed_kept": 0}
+    counts = {"probe_usual_us": typical, "retimed": len(slow), "retimed_kept": 0}
     if not slow:
         return counts
     def width(row: dict) -> int | None:
@@ -322,15 +338,19 @@ def retime_slow(done: dict, sid: str, measured: list[dict], descriptors: dict, t
     return counts
 
 
-def machine_slower(row: dict, target: str, params: dict, settings: dict) -> float | None:
-    """How many times slower than the target's table's median probe the machine probe found a row (probe_of), where
-    that exceeds the `retime_slow` ratio; else (or without a probe or a table's summary) None."""
+def table_probe_us(target: str, params: dict) -> float | None:
+    """The usual machine probe of the target's table (`probe_usual_us` of its measure stage's summary), if any."""
     summary = config.path("measurements", params) / f"{target}.measure.json"
-    probe = probe_of(row)
-    if not settings.get("retime_slow") or probe is None or not summary.exists():
+    return json.loads(summary.read_text()).get("probe_usual_us") if summary.exists() else None
+
+
+def machine_slower(row: dict, target: str, params: dict, settings: dict) -> float | None:
+    """How many times slower than the target's table's usual probe the machine probe found a row (probe_of), where
+    that exceeds the `retime_slow` ratio; else (or without a probe or a table's summary) None."""
+    probe, typical = probe_of(row), table_probe_us(target, params)
+    if not settings.get("retime_slow") or probe is None or not typical:
         return None
-    typical = json.loads(summary.read_text()).get("probe_median_us")
-    return probe / typical if typical and probe > float(settings["retime_slow"]) * typical else None
+    return probe / typical if probe > float(settings["retime_slow"]) * typical else None
 
 
 def mean_overhead_s(rows: list[dict]) -> float | None:
@@ -373,7 +393,7 @@ def print_zoo_summary(target: str, summary: dict) -> None:
               + (f"; framework import once: {summary['server_import_s']:.1f} s" if summary["server_import_s"] else ""))
     if summary.get("retimed"):
         print(f"  timed again: {summary['retimed']} models timed while the machine ran slow (machine probe above "
-              f"retime_slow times its median, {summary['probe_median_us']:.1f} us); the new timing kept for "
+              f"retime_slow times its usual {summary['probe_usual_us']:.1f} us); the new timing kept for "
               f"{summary['retimed_kept']}")
     if len(summary["hosts"]) > 1:
         print(f"  measured on {len(summary['hosts'])} hosts: {', '.join(summary['hosts'])}")
