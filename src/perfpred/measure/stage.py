@@ -8,7 +8,6 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -204,7 +203,8 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
             skipped += 1
     fork = target["kind"] == "local" and settings.get("worker") == "fork"
     server = runners.ForkServer(parallel_workers(settings)) if fork else None
-    entries = [(e.name, config.project_root() / e.descriptor, int(e.input_width)) for e in pending]
+    descriptors = {(e.name, int(e.input_width)): config.project_root() / e.descriptor for e in manifest.itertuples(index=False)}
+    entries = [(e.name, descriptors[(e.name, int(e.input_width))], int(e.input_width)) for e in pending]
     bar = tqdm(total=len(entries), desc=f"measure {name}", unit="model", disable=not progress)
     measured, not_measured = [], []
     for (model, _, width), row in measure_many(entries, target, settings, server, hosts):
@@ -221,7 +221,6 @@ def measure_zoo(name: str, params: dict, schedule: str | None = None, progress: 
         done[row_key(model, width, sid)] = row
         measured.append(row)
     bar.close()
-    descriptors = {(e.name, int(e.input_width)): config.project_root() / e.descriptor for e in manifest.itertuples(index=False)}
     retimed = retime_slow(done, sid, measured, descriptors, target, settings, server, hosts, runs, progress)
     if server is not None:
         server.close()
@@ -267,10 +266,9 @@ USUAL_PROBE_QUANTILE = 0.25
 
 def usual_probe_us(probes: list[float]) -> float:
     """The machine's probe at its usual speed: USUAL_PROBE_QUANTILE of `probes` (linear interpolation)."""
-    ordered = sorted(probes)
-    position = USUAL_PROBE_QUANTILE * (len(ordered) - 1)
-    low = int(position)
-    return ordered[low] + (ordered[min(low + 1, len(ordered) - 1)] - ordered[low]) * (position - low)
+    from perfpred.measure.agent import percentile
+
+    return percentile(sorted(probes), 100 * USUAL_PROBE_QUANTILE)
 
 
 def slow_rows(rows: list[dict], ratio: float, typical: float | None = None) -> tuple[list[dict], float | None]:
@@ -289,15 +287,16 @@ def retime_slow(done: dict, sid: str, measured: list[dict], descriptors: dict, t
     """Time again, once, the models whose timed run the machine probe found slow; keep the faster machine's row.
 
     A row is slow when its probe (the slower of the two around its timed run) exceeds `retime_slow` times the usual
-    probe of the settings' rows (usual_probe_us) (`done`, keyed by row_key; `descriptors`: (model, requested width or None) ->
-    descriptor path; `series`: write the new timing's series beside the journal, as the zoo stage does). It is
-    measured again after the pass, minutes later on a zoo, and the new
-    row replaces it in the journal only if its probe is lower: the figure is then what the model costs on the machine
-    as it usually runs, not during a slow spell (tens of seconds on a shared VM). Either way the row kept is journaled
-    with `timings: 2`, and a model is timed again once at most (a resumed stage does not time it a third time). No
-    setting, or under three probed rows: nothing is timed again. Returns the summary's counts (rows found slow, rows
-    replaced, the usual probe). `reference_us`: the probe the machine shows at its usual speed, in place of the
-    rows' own (table_probe_us: a few models measured apart from the target's table, as benchmarks measure them).
+    probe (usual_probe_us) of the settings' rows in `done` (keyed by row_key), or `reference_us` where given (the
+    target table's, table_probe_us: a few models measured apart from it, as benchmarks measure them). It is measured
+    again after the pass, minutes later on a zoo, and the new row replaces it in the journal only if its probe is
+    lower: the figure is then what the model costs on the machine as it usually runs, not during a slow spell. Either
+    way the row kept is journaled with `timings: 2`, and a model is timed again once at most (a resumed stage does not
+    time it a third time). No setting, or under three probed rows: nothing is timed again.
+
+    `descriptors`: (model, requested width or None) -> descriptor path; `series`: write the new timing's series
+    beside the journal, as the zoo stage does. Returns the summary's counts (rows found slow, rows replaced, the usual
+    probe).
     """
     from tqdm import tqdm
 
@@ -310,11 +309,8 @@ def retime_slow(done: dict, sid: str, measured: list[dict], descriptors: dict, t
     counts = {"probe_usual_us": typical, "retimed": len(slow), "retimed_kept": 0}
     if not slow:
         return counts
-    def width(row: dict) -> int | None:
-        return None if row.get("requested_width") is None else int(row["requested_width"])
-
-    entries = [(row["model"], descriptors[(row["model"], width(row))], width(row))
-               for row in slow if (row["model"], width(row)) in descriptors]
+    keys = [(row["model"], None if row.get("requested_width") is None else int(row["requested_width"])) for row in slow]
+    entries = [(model, descriptors[(model, width)], width) for model, width in keys if (model, width) in descriptors]
     bar = tqdm(total=len(entries), desc=f"time again {target['name']} (slow machine)", unit="model",
                disable=not progress)
     for (model, _, requested), row in measure_many(entries, target, settings, server, hosts):
